@@ -1,0 +1,227 @@
+//! The command line: `run` (the operator) and `crds` (print the CRD YAML).
+//! Every flag can also be set from the environment.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{Api, Client, Config, api::PostParams, config::KubeConfigOptions};
+use rand::RngCore;
+use tracing::info;
+
+use crate::{
+    controller::{self, RetryPolicy, Settings, output::Fingerprinter},
+    crd,
+    providers::{Drivers, ProviderHttp, limiter::Limiter},
+    telemetry::{self, Health, Metrics},
+};
+
+/// Manages third-party API integrations as Kubernetes custom resources.
+#[derive(Debug, Parser)]
+#[command(name = "integration-operator", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator against the cluster of the kubeconfig (or in-cluster).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+/// Flags of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then in-cluster.
+    #[arg(long, env = "KUBECONFIG_PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info,kube=warn")]
+    pub log_level: String,
+    /// Namespace of the operator's own state (the fingerprint key Secret).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Instance name shown in Events.
+    #[arg(long, env = "POD_NAME", default_value = "integration-operator")]
+    pub instance: String,
+    /// Reconciles in flight at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 64)]
+    pub concurrency: u16,
+    /// First retry delay after a transient failure (doubles per failure), e.g. 5s.
+    #[arg(long, env = "RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// Longest retry delay, e.g. 5m.
+    #[arg(long, env = "RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// Retry delay after a failure a person must fix (bad spec, missing Secret), e.g. 5m.
+    #[arg(long, env = "RETRY_INVALID", default_value = "5m", value_parser = parse_duration)]
+    pub retry_invalid: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    controller::schedule::parse_duration(s)
+}
+
+/// Name of the Secret holding the key of the operator's keyed fingerprints.
+pub const FINGERPRINT_KEY_SECRET: &str = "integration-operator-fingerprint-key";
+
+impl Cli {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Crds => {
+                print!("{}", crd::crds_yaml()?);
+                Ok(())
+            }
+            Command::Run(args) => run(args).await,
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(args.log_json, &args.log_level);
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    let client = Client::try_from(config)?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let wait_metrics = metrics.clone();
+    let call_metrics = metrics.clone();
+    let limiter = Limiter::with_wait_observer(move |provider, waited| {
+        wait_metrics.rate_limit_wait(provider, waited)
+    });
+    let http = ProviderHttp::new(
+        limiter,
+        Arc::new(move |provider, outcome, took| {
+            call_metrics.provider_call(provider, outcome, took)
+        }),
+    )?;
+    let key = fingerprint_key(&client, &args.namespace).await?;
+    let server = tokio::spawn(telemetry::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+    ));
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "starting integration-operator"
+    );
+    controller::run(
+        client,
+        Settings {
+            drivers: Drivers::new(http),
+            fingerprinter: Fingerprinter::new(key),
+            metrics,
+            health,
+            retry: RetryPolicy {
+                base: args.retry_base,
+                max: args.retry_max,
+                invalid: args.retry_invalid,
+            },
+            concurrency: args.concurrency,
+            instance: args.instance,
+        },
+        shutdown_signal(),
+    )
+    .await;
+    server.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested");
+}
+
+/// The key of the keyed fingerprints, kept in a Secret of the operator's
+/// namespace so that every replica and every restart uses the same one (a new
+/// key would make every Secret look changed and cost a provider call each).
+async fn fingerprint_key(client: &Client, namespace: &str) -> anyhow::Result<Vec<u8>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..3 {
+        if let Some(secret) = api.get_opt(FINGERPRINT_KEY_SECRET).await? {
+            let key = secret
+                .data
+                .and_then(|d| d.get("key").cloned())
+                .map(|b| b.0)
+                .filter(|k| k.len() >= 32)
+                .with_context(|| {
+                    format!("Secret {namespace}/{FINGERPRINT_KEY_SECRET} has no 32-byte key")
+                })?;
+            return Ok(key);
+        }
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(FINGERPRINT_KEY_SECRET.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(
+                    [(
+                        controller::output::MANAGED_BY_LABEL.to_string(),
+                        controller::output::MANAGED_BY.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            data: Some([("key".to_string(), ByteString(key.clone()))].into()),
+            ..Secret::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(key),
+            // Another replica created it first: read theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("could not read or create Secret {namespace}/{FINGERPRINT_KEY_SECRET}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

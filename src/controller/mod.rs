@@ -1,0 +1,403 @@
+//! The Integration controller: watches, shared context, error policy. The
+//! reconcile itself is in [`reconcile`]; its steps in the sibling modules.
+//!
+//! Watches, and why each is there:
+//! - Integrations (all namespaces): the objects reconciled.
+//! - ClusterProviders (cluster-scoped, cached): resolved on every reconcile;
+//!   a change re-reconciles the Integrations that name it.
+//! - Secrets labelled `app.kubernetes.io/managed-by=integration-operator`,
+//!   metadata only (cached): the output Secrets, to repair them when deleted
+//!   or edited. Unrelated Secrets are never cached.
+//! - Secrets, metadata only, not cached: only to map a changed or deleted
+//!   input Secret to the Integrations that reference it.
+
+pub mod output;
+pub mod plan;
+pub mod reconcile;
+pub mod resolve;
+pub mod schedule;
+pub mod status;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    crd::{ClusterProvider, Integration},
+    providers::{DriverError, Drivers},
+    telemetry::{Health, Metrics},
+};
+use output::Fingerprinter;
+
+/// Errors of a reconcile, each with a PascalCase reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    /// The provider call failed.
+    #[error("{0}")]
+    Driver(Box<DriverError>),
+    /// The Integration or something it refers to is wrong; a person must fix it.
+    #[error("{message}")]
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApiError",
+            Error::Driver(e) => e.reason(),
+            Error::Invalid { reason, .. } => reason,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(_) => true,
+            Error::Driver(e) => e.is_transient(),
+            Error::Invalid { .. } => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Driver(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// Retry timing after failures.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// First retry after a transient failure; doubles per failure.
+    pub base: Duration,
+    /// Longest wait between retries.
+    pub max: Duration,
+    /// Wait after a failure only a person can fix (the watches also retry as
+    /// soon as the Integration, its Secret or its provider changes).
+    pub invalid: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            invalid: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Consecutive failures per Integration (for exponential backoff).
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<ObjectRef<Integration>, u32>>);
+
+impl Failures {
+    fn bump(&self, key: &ObjectRef<Integration>) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Clears the count; returns whether there had been failures.
+    pub fn reset(&self, key: &ObjectRef<Integration>) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+            .is_some()
+    }
+}
+
+/// Output Secret versions whose data the operator wrote or checked, so an
+/// unchanged Secret is never read again.
+#[derive(Default)]
+pub struct Verified(Mutex<HashMap<ObjectRef<Secret>, String>>);
+
+impl Verified {
+    pub fn is_verified(&self, key: &ObjectRef<Secret>, resource_version: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|rv| rv == resource_version)
+    }
+
+    pub fn record(&self, key: &ObjectRef<Secret>, resource_version: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), resource_version.to_string());
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub drivers: Drivers,
+    pub providers: Store<ClusterProvider>,
+    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
+    pub fingerprinter: Fingerprinter,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub failures: Failures,
+    pub verified: Verified,
+    pub retry: RetryPolicy,
+}
+
+impl Context {
+    /// Reconciles decide from the caches; never before they are filled.
+    pub async fn wait_for_caches(&self) {
+        let _ = future::join(
+            self.providers.wait_until_ready(),
+            self.owned_secrets.wait_until_ready(),
+        )
+        .await;
+    }
+}
+
+/// Everything `run` needs besides the client.
+pub struct Settings {
+    pub drivers: Drivers,
+    pub fingerprinter: Fingerprinter,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub retry: RetryPolicy,
+    /// Reconciles in flight at once.
+    pub concurrency: u16,
+    /// Instance name in Events (`reportingInstance`).
+    pub instance: String,
+}
+
+/// The error policy: exponential backoff with jitter for transient failures,
+/// at least the provider's Retry-After, a slow retry for failures a person
+/// must fix; and never later than the credentials' expiry, so that an
+/// `Expired` condition appears on time.
+pub fn error_policy(integration: Arc<Integration>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*integration);
+    let failures = ctx.failures.bump(&key);
+    let wait = retry_delay(
+        err,
+        failures,
+        &ctx.retry,
+        &integration.metadata.uid.clone().unwrap_or_default(),
+    );
+    let wait = match status::parse_time(
+        integration
+            .status
+            .as_ref()
+            .and_then(|s| s.expires_at.as_ref()),
+    ) {
+        Some(at) => {
+            let to_expiry = Duration::try_from(at.duration_since(jiff::Timestamp::now()))
+                .unwrap_or(Duration::ZERO);
+            if to_expiry > Duration::ZERO {
+                wait.min(to_expiry + Duration::from_millis(100))
+                    .max(err.retry_after().unwrap_or_default())
+            } else {
+                wait
+            }
+        }
+        None => wait,
+    };
+    Action::requeue(wait)
+}
+
+/// Backoff for the n-th consecutive failure (pure).
+pub fn retry_delay(err: &Error, failures: u32, policy: &RetryPolicy, seed: &str) -> Duration {
+    let base = if err.is_transient() {
+        let exp = policy
+            .base
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20)));
+        exp.min(policy.max)
+    } else {
+        policy.invalid
+    };
+    // Up to +20% jitter, so Integrations that failed together retry apart.
+    let jitter = base.mul_f64(0.2 * fraction(seed, failures));
+    (base + jitter).max(err.retry_after().unwrap_or_default())
+}
+
+fn fraction(seed: &str, n: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes().chain(n.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let integrations: Api<Integration> = Api::all(client.clone());
+    // `Api<PartialObjectMeta<_>>` makes metadata-only requests: Secret data
+    // never reaches this process through a watch.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+
+    let (providers, providers_writer) = reflector::store::<ClusterProvider>();
+    let provider_events = reflector::reflector(
+        providers_writer,
+        watcher(
+            Api::<ClusterProvider>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let (owned_secrets, owned_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let owned_events = reflector::reflector(
+        owned_writer,
+        watcher(
+            secrets.clone(),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                output::MANAGED_BY_LABEL,
+                output::MANAGED_BY
+            )),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    // All Secrets' metadata, streamed and dropped: only used to find the
+    // Integrations whose input changed. Annotations are not kept anywhere.
+    let input_events = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+
+    let reporter = Reporter {
+        controller: "integration-operator".into(),
+        instance: Some(settings.instance.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        drivers: settings.drivers,
+        providers: providers.clone(),
+        owned_secrets,
+        fingerprinter: settings.fingerprinter,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: settings.metrics,
+        failures: Failures::default(),
+        verified: Verified::default(),
+        retry: settings.retry,
+    });
+
+    let ready_ctx = ctx.clone();
+    let health = settings.health.clone();
+    tokio::spawn(async move {
+        ready_ctx.wait_for_caches().await;
+        health.set_ready(true);
+        info!("caches synced");
+    });
+
+    let controller = Controller::new(integrations, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(settings.concurrency));
+    let store = controller.store();
+    let by_provider = store.clone();
+    let by_input = store.clone();
+    ctx.metrics.set_integration_store(store);
+
+    controller
+        .owns_stream(owned_events)
+        .watches_stream(provider_events, move |provider: ClusterProvider| {
+            let name = provider.name_any();
+            by_provider
+                .state()
+                .into_iter()
+                .filter(|i| i.spec.provider == name)
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(input_events, move |secret: PartialObjectMeta<Secret>| {
+            let (name, namespace) = (secret.name_any(), secret.namespace());
+            by_input
+                .state()
+                .into_iter()
+                .filter(|i| i.spec.secret_ref.name == name && i.namespace() == namespace)
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                match e {
+                    // Already reported by the reconcile (status, Event, log).
+                    controller::Error::ReconcilerFailed(..) => {}
+                    other => warn!(error = %other, "controller error"),
+                }
+            }
+            future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_back_off_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        let err = Error::Driver(Box::new(DriverError::Unavailable {
+            message: "x".into(),
+        }));
+        let d1 = retry_delay(&err, 1, &policy, "u");
+        let d3 = retry_delay(&err, 3, &policy, "u");
+        let d30 = retry_delay(&err, 30, &policy, "u");
+        assert!(d1 >= Duration::from_secs(5) && d1 <= Duration::from_secs(6));
+        assert!(d3 >= Duration::from_secs(20) && d3 <= Duration::from_secs(24));
+        assert!(d30 <= Duration::from_secs(360));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_even_above_the_backoff() {
+        let err = Error::Driver(Box::new(DriverError::RateLimited {
+            retry_after: Some(Duration::from_secs(120)),
+        }));
+        assert!(retry_delay(&err, 1, &RetryPolicy::default(), "u") >= Duration::from_secs(120));
+    }
+
+    #[test]
+    fn failures_a_person_must_fix_retry_slowly() {
+        let err = Error::invalid("SecretNotFound", "x");
+        assert!(retry_delay(&err, 1, &RetryPolicy::default(), "u") >= Duration::from_secs(300));
+    }
+}

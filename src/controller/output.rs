@@ -1,0 +1,263 @@
+//! The output Secret as the operator wants it (pure), and the keyed
+//! fingerprints that let a reconcile tell, from the cluster alone, whether the
+//! Secret is intact and which inputs it was made from.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::Resource;
+use secrecy::ExposeSecret;
+use sha2::Sha256;
+
+use crate::{crd::Integration, providers::Credentials};
+
+/// Label on every object the operator creates; its Secret watch selects on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "integration-operator";
+/// Label naming the Integration an output Secret belongs to.
+pub const INTEGRATION_LABEL: &str = "integration-operator.io/integration";
+/// Keyed hash of the Secret's data as the operator wrote it.
+pub const CONTENT_HASH_ANNOTATION: &str = "integration-operator.io/content-hash";
+/// Keyed hash of the inputs (provider, flow, input values) it was made from.
+pub const INPUT_FINGERPRINT_ANNOTATION: &str = "integration-operator.io/input-fingerprint";
+/// When the credentials expire (RFC 3339), for people and tools reading the Secret.
+pub const EXPIRES_AT_ANNOTATION: &str = "integration-operator.io/expires-at";
+
+/// Keyed hashing (HMAC-SHA256). The key is the operator's own secret, so the
+/// annotations reveal nothing about the values even to someone who can guess
+/// candidate values.
+#[derive(Clone)]
+pub struct Fingerprinter {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprinter([redacted])")
+    }
+}
+
+impl Fingerprinter {
+    pub fn new(key: Vec<u8>) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length; this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+
+    fn finish(mac: Hmac<Sha256>) -> String {
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Fingerprint of everything an exchange depends on. `context` is the
+    /// provider's effective configuration and the flow, already serialised.
+    pub fn inputs(&self, context: &str, inputs: &Credentials) -> String {
+        let mut mac = self.mac();
+        feed(&mut mac, context.as_bytes());
+        for (k, v) in inputs.iter() {
+            feed(&mut mac, k.as_bytes());
+            feed(&mut mac, v.expose_secret().as_bytes());
+        }
+        Self::finish(mac)
+    }
+
+    /// Fingerprint of a Secret's data.
+    pub fn content(&self, data: &BTreeMap<String, ByteString>) -> String {
+        let mut mac = self.mac();
+        for (k, v) in data {
+            feed(&mut mac, k.as_bytes());
+            feed(&mut mac, &v.0);
+        }
+        Self::finish(mac)
+    }
+}
+
+/// Length-prefixed, so ("ab","c") and ("a","bc") differ.
+fn feed(mac: &mut Hmac<Sha256>, bytes: &[u8]) {
+    mac.update(&(bytes.len() as u64).to_le_bytes());
+    mac.update(bytes);
+}
+
+/// Name of the output Secret: `spec.target.name`, else the Integration's name.
+pub fn target_name(integration: &Integration) -> String {
+    integration
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| integration.metadata.name.clone().unwrap_or_default())
+}
+
+/// Controller owner reference to the Integration (so the Secret is
+/// garbage-collected with it).
+pub fn owner_reference(integration: &Integration) -> Option<OwnerReference> {
+    integration.controller_owner_ref(&())
+}
+
+/// Whether `secret` is controlled by `integration` (same uid).
+pub fn is_owned_by(meta: &ObjectMeta, integration: &Integration) -> bool {
+    let uid = integration.metadata.uid.as_deref();
+    uid.is_some()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+/// The output Secret as it should be.
+pub fn desired_secret(
+    integration: &Integration,
+    fields: &Credentials,
+    input_fingerprint: &str,
+    expires_at: Option<Timestamp>,
+    fingerprinter: &Fingerprinter,
+) -> Secret {
+    let data: BTreeMap<String, ByteString> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.expose_secret().as_bytes().to_vec())))
+        .collect();
+    let target = integration.spec.target.clone().unwrap_or_default();
+    let mut labels = target.labels;
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(
+        INTEGRATION_LABEL.into(),
+        integration.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut annotations = target.annotations;
+    annotations.insert(CONTENT_HASH_ANNOTATION.into(), fingerprinter.content(&data));
+    annotations.insert(
+        INPUT_FINGERPRINT_ANNOTATION.into(),
+        input_fingerprint.into(),
+    );
+    if let Some(at) = expires_at {
+        annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(target_name(integration)),
+            namespace: integration.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner_reference(integration).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Reads the credential fields back out of an existing output Secret (for
+/// flows that resume from a checkpoint).
+pub fn fields_of(secret: &Secret) -> Credentials {
+    Credentials::new(
+        secret
+            .data
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                String::from_utf8(v.0.clone())
+                    .ok()
+                    .map(|s| (k.clone(), secrecy::SecretString::from(s)))
+            })
+            .collect(),
+    )
+}
+
+/// Whether an existing Secret's data still matches the content hash it carries.
+pub fn is_intact(secret: &Secret, fingerprinter: &Fingerprinter) -> bool {
+    let recorded = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONTENT_HASH_ANNOTATION));
+    let empty = BTreeMap::new();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    recorded.is_some_and(|r| *r == fingerprinter.content(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{IntegrationSpec, SecretReference, TargetSpec};
+    use secrecy::SecretString;
+
+    fn integration() -> Integration {
+        let mut i = Integration::new(
+            "acme",
+            IntegrationSpec {
+                provider: "p".into(),
+                secret_ref: SecretReference { name: "in".into() },
+                target: Some(TargetSpec {
+                    labels: BTreeMap::from([("team".into(), "a".into())]),
+                    ..TargetSpec::default()
+                }),
+                ..IntegrationSpec::default()
+            },
+        );
+        i.metadata.namespace = Some("ns".into());
+        i.metadata.uid = Some("uid-1".into());
+        i.metadata.labels = Some(BTreeMap::from([("not-copied".into(), "x".into())]));
+        i
+    }
+
+    fn fields() -> Credentials {
+        Credentials::new(BTreeMap::from([(
+            "access_token".to_string(),
+            SecretString::from("tok".to_string()),
+        )]))
+    }
+
+    #[test]
+    fn desired_secret_is_owned_labelled_and_hashed() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let s = desired_secret(&integration(), &fields(), "in-fp", None, &fp);
+        assert_eq!(s.metadata.name.as_deref(), Some("acme"));
+        let labels = s.metadata.labels.clone().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(labels["team"], "a");
+        assert!(
+            !labels.contains_key("not-copied"),
+            "Integration labels must not be copied"
+        );
+        assert!(is_owned_by(&s.metadata, &integration()));
+        assert!(is_intact(&s, &fp));
+        let annotations = s.metadata.annotations.clone().unwrap();
+        assert!(!annotations.values().any(|v| v.contains("tok")));
+    }
+
+    #[test]
+    fn edited_data_is_detected() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let mut s = desired_secret(&integration(), &fields(), "in-fp", None, &fp);
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("access_token".into(), ByteString(b"forged".to_vec()));
+        assert!(!is_intact(&s, &fp));
+    }
+
+    #[test]
+    fn fingerprints_depend_on_the_key_and_every_input() {
+        let a = Fingerprinter::new(b"k1".to_vec());
+        let b = Fingerprinter::new(b"k2".to_vec());
+        assert_ne!(a.inputs("ctx", &fields()), b.inputs("ctx", &fields()));
+        assert_ne!(a.inputs("ctx", &fields()), a.inputs("ctx2", &fields()));
+        assert_ne!(
+            a.inputs("ctx", &fields()),
+            a.inputs("ctx", &Credentials::default())
+        );
+        assert_eq!(a.inputs("ctx", &fields()), a.inputs("ctx", &fields()));
+    }
+}

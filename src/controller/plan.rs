@@ -1,0 +1,182 @@
+//! The deciding step of a reconcile, as a pure function: given what is known
+//! about an Integration and its output Secret, is a provider call needed?
+//!
+//! Every input comes from the cluster (status, Secret annotations) so that a
+//! restarted operator decides exactly as the one before it did.
+
+use jiff::Timestamp;
+
+/// What the reconcile knows when it decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Keyed fingerprint of the ClusterProvider, the Integration's spec and
+    /// the input values, as computed now.
+    pub input_fingerprint: String,
+    /// The output Secret as found.
+    pub secret: SecretState,
+    /// `status.renewAt`.
+    pub renew_at: Option<Timestamp>,
+    /// `status.expiresAt`.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The output Secret as the reconcile found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretState {
+    /// There is no output Secret.
+    Missing,
+    /// It exists but its data no longer matches what the operator wrote
+    /// (edited by someone else).
+    Tampered,
+    /// It is as the operator wrote it, from inputs with this fingerprint.
+    Intact { input_fingerprint: String },
+}
+
+/// Why credentials must be (re)issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeReason {
+    /// No credentials yet.
+    Initial,
+    /// The Integration's spec, the input Secret or the ClusterProvider changed.
+    InputChanged,
+    /// The output Secret was deleted or edited by someone else.
+    Repair,
+    /// The renewal time has come.
+    Renewal,
+}
+
+impl ExchangeReason {
+    /// Bounded label for metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeReason::Initial => "initial",
+            ExchangeReason::InputChanged => "input_changed",
+            ExchangeReason::Repair => "repair",
+            ExchangeReason::Renewal => "renewal",
+        }
+    }
+}
+
+/// The decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Credentials are valid and current: no provider call, no write; look
+    /// again at `recheck_at` (the renewal time), if any.
+    UpToDate { recheck_at: Option<Timestamp> },
+    /// Call the provider.
+    Exchange(ExchangeReason),
+}
+
+/// Decides whether the provider must be called.
+pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
+    let fingerprint_written = match &facts.secret {
+        SecretState::Missing => {
+            let reason = if facts.expires_at.is_none() {
+                ExchangeReason::Initial
+            } else {
+                ExchangeReason::Repair
+            };
+            return Decision::Exchange(reason);
+        }
+        SecretState::Tampered => return Decision::Exchange(ExchangeReason::Repair),
+        SecretState::Intact { input_fingerprint } => input_fingerprint,
+    };
+    if *fingerprint_written != facts.input_fingerprint {
+        return Decision::Exchange(ExchangeReason::InputChanged);
+    }
+    match (facts.renew_at, facts.expires_at) {
+        (Some(renew_at), _) if renew_at <= now => Decision::Exchange(ExchangeReason::Renewal),
+        (None, Some(expires_at)) if expires_at <= now => {
+            Decision::Exchange(ExchangeReason::Renewal)
+        }
+        // Status lost (or never written) while the Secret is intact: the
+        // expiry is unknown, so renew rather than trust an unknown token.
+        (None, None) => Decision::Exchange(ExchangeReason::Renewal),
+        (renew_at, _) => Decision::UpToDate {
+            recheck_at: renew_at,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn current() -> Facts {
+        Facts {
+            input_fingerprint: "fp1".into(),
+            secret: SecretState::Intact {
+                input_fingerprint: "fp1".into(),
+            },
+            renew_at: Some(t("2026-01-01T00:50:00Z")),
+            expires_at: Some(t("2026-01-01T01:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn valid_credentials_need_no_call_and_are_rechecked_at_renewal() {
+        assert_eq!(
+            decide(&current(), t("2026-01-01T00:10:00Z")),
+            Decision::UpToDate {
+                recheck_at: Some(t("2026-01-01T00:50:00Z"))
+            }
+        );
+    }
+
+    #[test]
+    fn renewal_time_reached_means_exchange() {
+        assert_eq!(
+            decide(&current(), t("2026-01-01T00:50:00Z")),
+            Decision::Exchange(ExchangeReason::Renewal)
+        );
+    }
+
+    #[test]
+    fn changed_inputs_or_a_damaged_secret_mean_exchange() {
+        let now = t("2026-01-01T00:10:00Z");
+        let mut f = current();
+        f.input_fingerprint = "fp2".into();
+        assert_eq!(
+            decide(&f, now),
+            Decision::Exchange(ExchangeReason::InputChanged)
+        );
+
+        let mut f = current();
+        f.secret = SecretState::Tampered;
+        assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Repair));
+
+        let mut f = current();
+        f.secret = SecretState::Missing;
+        assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Repair));
+    }
+
+    #[test]
+    fn a_new_integration_is_an_initial_exchange() {
+        let f = Facts {
+            input_fingerprint: "fp".into(),
+            secret: SecretState::Missing,
+            renew_at: None,
+            expires_at: None,
+        };
+        assert_eq!(
+            decide(&f, t("2026-01-01T00:00:00Z")),
+            Decision::Exchange(ExchangeReason::Initial)
+        );
+    }
+
+    #[test]
+    fn an_intact_secret_with_unknown_expiry_is_renewed() {
+        let mut f = current();
+        f.renew_at = None;
+        f.expires_at = None;
+        // An intact Secret but no status at all: renew, never trust an unknown expiry.
+        assert_eq!(
+            decide(&f, t("2026-01-01T00:10:00Z")),
+            Decision::Exchange(ExchangeReason::Renewal)
+        );
+    }
+}

@@ -1,0 +1,598 @@
+//! One reconcile of one Integration, as a pipeline:
+//! resolve -> observe output Secret -> decide (pure) -> exchange (driver) ->
+//! write Secret -> write status (only when it changed) -> requeue.
+//!
+//! Only this module sequences the steps; each step lives in its own module.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use super::{
+    Context, Error, output,
+    plan::{self, Decision, ExchangeReason, Facts, SecretState},
+    resolve::{self, Resolved},
+    schedule::{self, RenewBefore},
+    status::{self, Wanted},
+};
+use crate::{
+    crd::{Integration, IntegrationStatus},
+    providers::{Credentials, ExchangeRequest, Issued, Outcome},
+};
+
+/// Field manager of the output Secret.
+pub const SECRET_MANAGER: &str = "integration-operator";
+/// Field manager of the Integration's status.
+pub const STATUS_MANAGER: &str = "integration-operator/status";
+/// Most checkpoint steps one exchange may take (a driver bug must not loop).
+const MAX_STEPS: usize = 8;
+
+/// What the pipeline ended with, before status is written.
+enum Ending {
+    UpToDate {
+        recheck_at: Option<Timestamp>,
+    },
+    Issued {
+        issued: Issued,
+        reason: ExchangeReason,
+        renew_at: Timestamp,
+    },
+}
+
+#[instrument(skip_all, fields(namespace = %integration.namespace().unwrap_or_default(), name = %integration.name_any(), generation = integration.metadata.generation))]
+pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    ctx.wait_for_caches().await;
+    if integration.metadata.deletion_timestamp.is_some() {
+        // The output Secret is garbage-collected through its owner reference.
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let result = pipeline(&integration, &ctx, now).await;
+    let key = ObjectRef::from_obj(&*integration);
+    match result {
+        Ok(ending) => {
+            let previous_failure = ctx.failures.reset(&key);
+            let action = finish(&integration, &ctx, ending, previous_failure, now).await?;
+            ctx.metrics.reconciled("success");
+            Ok(action)
+        }
+        Err(err) => {
+            ctx.metrics.reconciled(err.reason());
+            record_failure(&integration, &ctx, &err, now).await;
+            Err(err)
+        }
+    }
+}
+
+async fn pipeline(
+    integration: &Integration,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Ending, Error> {
+    let resolved = resolve::resolve(integration, ctx).await?;
+    let context = fingerprint_context(integration, &resolved)?;
+    let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
+    let existing = observe_secret(integration, ctx).await?;
+    let state = status_of(integration);
+    let facts = Facts {
+        input_fingerprint: input_fingerprint.clone(),
+        secret: existing.state.clone(),
+        renew_at: status::parse_time(state.renew_at.as_ref()),
+        expires_at: status::parse_time(state.expires_at.as_ref()),
+    };
+    match plan::decide(&facts, now) {
+        Decision::UpToDate { recheck_at } => {
+            debug!("credentials are current");
+            Ok(Ending::UpToDate { recheck_at })
+        }
+        Decision::Exchange(reason) => {
+            info!(reason = reason.as_str(), "exchanging credentials");
+            let issued = exchange(
+                integration,
+                ctx,
+                &resolved,
+                &existing,
+                &input_fingerprint,
+                now,
+                reason,
+            )
+            .await?;
+            let renew_before = renew_before(integration)?;
+            let renew_at = match issued.expires_at {
+                Some(expires_at) => {
+                    schedule::renew_at(now, expires_at, renew_before, &uid(integration))
+                }
+                None => now + jiff::SignedDuration::from_secs(3600),
+            };
+            Ok(Ending::Issued {
+                issued,
+                reason,
+                renew_at,
+            })
+        }
+    }
+}
+
+/// The output Secret as found, and its data when it had to be read.
+struct Observed {
+    state: SecretState,
+    /// Fields already in the Secret (read only when needed).
+    secret: Option<Secret>,
+}
+
+async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Observed, Error> {
+    let name = output::target_name(integration);
+    let namespace = integration.namespace().unwrap_or_default();
+    let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
+    let cached = ctx
+        .owned_secrets
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let Some(meta) = cached else {
+        // Not in the label-selected cache: either absent, or a Secret someone
+        // else made under that name (found when creating it).
+        return Ok(Observed {
+            state: SecretState::Missing,
+            secret: None,
+        });
+    };
+    if !output::is_owned_by(&meta.metadata, integration) {
+        return Err(not_owned(&name));
+    }
+    let rv = meta.metadata.resource_version.clone().unwrap_or_default();
+    let fingerprint = meta
+        .annotations()
+        .get(output::INPUT_FINGERPRINT_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    if ctx.verified.is_verified(&key, &rv) {
+        return Ok(Observed {
+            state: SecretState::Intact {
+                input_fingerprint: fingerprint,
+            },
+            secret: None,
+        });
+    }
+    // A version we did not write or check (someone edited it, or the operator
+    // restarted): read the data once and check it against its content hash.
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(secret) = api.get_opt(&name).await? else {
+        return Ok(Observed {
+            state: SecretState::Missing,
+            secret: None,
+        });
+    };
+    if !output::is_owned_by(&secret.metadata, integration) {
+        return Err(not_owned(&name));
+    }
+    let state = if output::is_intact(&secret, &ctx.fingerprinter) {
+        ctx.verified.record(
+            &key,
+            secret
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        SecretState::Intact {
+            input_fingerprint: fingerprint,
+        }
+    } else {
+        warn!(secret = %name, "output Secret was changed by someone else; repairing");
+        SecretState::Tampered
+    };
+    Ok(Observed {
+        state,
+        secret: Some(secret),
+    })
+}
+
+fn not_owned(name: &str) -> Error {
+    Error::invalid(
+        "TargetSecretNotOwned",
+        format!(
+            "Secret {name:?} exists and is not owned by this Integration; choose another spec.target.name or delete that Secret"
+        ),
+    )
+}
+
+/// Runs the driver until it issues credentials, persisting each checkpoint
+/// (credentials shown only once) before going on.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    integration: &Integration,
+    ctx: &Context,
+    resolved: &Resolved,
+    existing: &Observed,
+    input_fingerprint: &str,
+    now: Timestamp,
+    reason: ExchangeReason,
+) -> Result<Issued, Error> {
+    let mut persisted = existing
+        .secret
+        .as_ref()
+        .map(output::fields_of)
+        .unwrap_or_default();
+    for _ in 0..MAX_STEPS {
+        let request = ExchangeRequest {
+            provider: &resolved.provider,
+            flow: &resolved.flow,
+            inputs: &resolved.inputs,
+            persisted: &persisted,
+            now,
+        };
+        let started = std::time::Instant::now();
+        let outcome = resolved.driver.exchange(&request).await;
+        ctx.metrics.exchanged(
+            &resolved.provider.name,
+            resolved.flow.name(),
+            outcome
+                .as_ref()
+                .map(|_| "success")
+                .unwrap_or_else(|e| e.reason()),
+            started.elapsed(),
+        );
+        match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
+            Outcome::Checkpoint(fields) => {
+                // Shown once by the provider: persist before any further step.
+                let merged = merge(&persisted, &fields);
+                write_secret(integration, ctx, &merged, input_fingerprint, None).await?;
+                persisted = merged;
+            }
+            Outcome::Issued(issued) => {
+                let fields = merge(&persisted, &issued.fields);
+                write_secret(
+                    integration,
+                    ctx,
+                    &fields,
+                    input_fingerprint,
+                    issued.expires_at,
+                )
+                .await?;
+                debug!(reason = reason.as_str(), "credentials written");
+                return Ok(Issued { fields, ..issued });
+            }
+        }
+    }
+    Err(Error::invalid(
+        "ProviderFlowIncomplete",
+        format!("the provider flow did not finish within {MAX_STEPS} steps"),
+    ))
+}
+
+fn merge(base: &Credentials, update: &Credentials) -> Credentials {
+    let mut all: std::collections::BTreeMap<_, _> =
+        base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in update.iter() {
+        all.insert(k.clone(), v.clone());
+    }
+    Credentials::new(all)
+}
+
+/// Writes the output Secret: created the first time (so that a Secret of the
+/// same name made by someone else is never overwritten), server-side applied
+/// after that.
+async fn write_secret(
+    integration: &Integration,
+    ctx: &Context,
+    fields: &Credentials,
+    input_fingerprint: &str,
+    expires_at: Option<Timestamp>,
+) -> Result<(), Error> {
+    let desired = output::desired_secret(
+        integration,
+        fields,
+        input_fingerprint,
+        expires_at,
+        &ctx.fingerprinter,
+    );
+    let name = output::target_name(integration);
+    let namespace = integration.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = ObjectRef::<Secret>::new(&name).within(&namespace);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = match api.get_metadata_opt(&name).await {
+            Ok(None) => api.create(&PostParams::default(), &desired).await,
+            Ok(Some(meta)) if !output::is_owned_by(&meta.metadata, integration) => {
+                return Err(not_owned(&name));
+            }
+            Ok(Some(_)) => {
+                api.patch(
+                    &name,
+                    &PatchParams::apply(SECRET_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(written) => {
+                ctx.verified.record(
+                    &key,
+                    written
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .unwrap_or_default(),
+                );
+                ctx.metrics.secret_written();
+                return Ok(());
+            }
+            // Lost a race with another writer (create vs create, or a
+            // transient API error): look again. Credentials shown once must
+            // not be lost to a blip, so retry a few times before giving up.
+            Err(e) if attempt < 4 && is_retryable(&e) => {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Writes status and Events for a successful pipeline; returns when to look again.
+async fn finish(
+    integration: &Integration,
+    ctx: &Context,
+    ending: Ending,
+    previous_failure: bool,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let old = status_of(integration);
+    let generation = integration.metadata.generation;
+    let mut new = IntegrationStatus {
+        observed_generation: generation,
+        secret_name: Some(output::target_name(integration)),
+        ..old.clone()
+    };
+    let (wanted, recheck_at, event) = match ending {
+        Ending::UpToDate { recheck_at } => {
+            // Keep a Ready=True condition as it is; turn anything else Ready.
+            let mut wanted = vec![match status::ready_condition(Some(&old)) {
+                Some(c) if c.status == "True" => Wanted::from(c),
+                _ => Wanted::ready("Issued", ready_message(integration, &old)),
+            }];
+            if let Some(w) = old.conditions.iter().find(|c| c.type_ == status::WARNING) {
+                wanted.push(Wanted::from(w));
+            }
+            (wanted, recheck_at, None)
+        }
+        Ending::Issued {
+            issued,
+            reason,
+            renew_at,
+        } => {
+            new.expires_at = issued.expires_at.map(status::rfc3339);
+            new.renew_at = Some(status::rfc3339(renew_at));
+            new.last_exchange_time = Some(status::rfc3339(now));
+            if issued.provider_id.is_some() {
+                new.integration_id = issued.provider_id.clone();
+            }
+            let (condition_reason, event_reason, note) = match reason {
+                ExchangeReason::Initial => ("Issued", "Issued", "credentials issued".to_string()),
+                ExchangeReason::Renewal => (
+                    "Renewed",
+                    "Renewed",
+                    "credentials renewed before expiry".to_string(),
+                ),
+                ExchangeReason::InputChanged => (
+                    "Issued",
+                    "Reissued",
+                    "spec, input Secret or provider changed: credentials reissued".to_string(),
+                ),
+                ExchangeReason::Repair => (
+                    "Issued",
+                    "Repaired",
+                    "output Secret was missing or edited: credentials reissued".to_string(),
+                ),
+            };
+            let mut wanted = vec![Wanted::ready(
+                condition_reason,
+                ready_message(integration, &new),
+            )];
+            if issued.lifetime_defaulted {
+                wanted.push(Wanted::warning(
+                    "ExpiryNotProvided",
+                    format!(
+                        "the provider did not say when the credentials expire; assuming they expire at {} (defaultTokenLifetime of ClusterProvider {:?})",
+                        new.expires_at.clone().unwrap_or_default(),
+                        integration.spec.provider
+                    ),
+                ));
+            }
+            let event_reason = if previous_failure {
+                "Recovered"
+            } else {
+                event_reason
+            };
+            (
+                wanted,
+                Some(renew_at),
+                Some((EventType::Normal, event_reason, note)),
+            )
+        }
+    };
+    new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);
+    patch_status_if_changed(integration, ctx, &old, &new).await?;
+    if let Some((type_, reason, note)) = event {
+        publish(ctx, integration, type_, reason, note).await;
+    }
+    Ok(match recheck_at {
+        Some(at) => Action::requeue(until(now, at)),
+        None => Action::await_change(),
+    })
+}
+
+fn ready_message(integration: &Integration, status: &IntegrationStatus) -> String {
+    let name = output::target_name(integration);
+    match &status.expires_at {
+        Some(at) => format!("credentials in Secret {name:?} are valid until {at}"),
+        None => format!("credentials in Secret {name:?} are valid"),
+    }
+}
+
+/// Sets Ready=False with the failure's reason (or `Expired` once the last
+/// credentials have expired) and emits a Warning Event. The output Secret is
+/// left as it is.
+async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, now: Timestamp) {
+    let old = status_of(integration);
+    let expired = status::parse_time(old.expires_at.as_ref()).is_some_and(|at| at <= now);
+    let message = err.to_string();
+    let (reason, message) = if expired {
+        (
+            "Expired",
+            format!(
+                "credentials expired at {} and could not be renewed: {message}",
+                old.expires_at.clone().unwrap_or_default()
+            ),
+        )
+    } else if let Some(at) = &old.expires_at {
+        (
+            err.reason(),
+            format!(
+                "{message}; the last issued credentials stay in place until they expire at {at}"
+            ),
+        )
+    } else {
+        (err.reason(), message)
+    };
+    let mut wanted = vec![Wanted::not_ready(reason, message.clone())];
+    if let Some(w) = old.conditions.iter().find(|c| c.type_ == status::WARNING) {
+        wanted.push(Wanted::from(w));
+    }
+    let new = IntegrationStatus {
+        observed_generation: integration.metadata.generation,
+        conditions: status::merge_conditions(
+            &old.conditions,
+            &wanted,
+            integration.metadata.generation,
+            now,
+        ),
+        ..old.clone()
+    };
+    if let Err(e) = patch_status_if_changed(integration, ctx, &old, &new).await {
+        warn!(error = %e, "could not write failure status");
+    }
+    warn!(reason, error = %err, "reconcile failed");
+    publish(ctx, integration, EventType::Warning, reason, message).await;
+}
+
+async fn patch_status_if_changed(
+    integration: &Integration,
+    ctx: &Context,
+    old: &IntegrationStatus,
+    new: &IntegrationStatus,
+) -> Result<(), Error> {
+    if old == new {
+        return Ok(());
+    }
+    let api: Api<Integration> = Api::namespaced(
+        ctx.client.clone(),
+        &integration.namespace().unwrap_or_default(),
+    );
+    // A merge patch with explicit nulls: fields that became empty are removed.
+    let mut body =
+        serde_json::to_value(new).map_err(|e| Error::invalid("InternalError", e.to_string()))?;
+    if let Some(map) = body.as_object_mut() {
+        for field in [
+            "expiresAt",
+            "renewAt",
+            "lastExchangeTime",
+            "integrationId",
+            "secretName",
+        ] {
+            map.entry(field).or_insert(serde_json::Value::Null);
+        }
+    }
+    api.patch_status(
+        &integration.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": body })),
+    )
+    .await?;
+    ctx.metrics.status_written();
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    integration: &Integration,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &integration.object_ref(&()))
+        .await
+    {
+        debug!(error = %e, "could not publish event");
+    }
+}
+
+fn status_of(integration: &Integration) -> IntegrationStatus {
+    integration.status.clone().unwrap_or_default()
+}
+
+fn uid(integration: &Integration) -> String {
+    integration.metadata.uid.clone().unwrap_or_default()
+}
+
+fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error> {
+    integration
+        .spec
+        .refresh
+        .as_ref()
+        .and_then(|r| r.renew_before.as_deref())
+        .map(|s| {
+            RenewBefore::parse(s).map_err(|e| {
+                Error::invalid("InvalidSpec", format!("spec.refresh.renewBefore: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// What the exchange depends on besides input values: the provider's
+/// configuration and the Integration's whole spec. Any change to either is
+/// a reason to reissue.
+fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result<String, Error> {
+    serde_json::to_string(&json!({
+        "provider": resolved.provider_spec,
+        "spec": integration.spec,
+    }))
+    .map_err(|e| Error::invalid("InternalError", e.to_string()))
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    d.max(Duration::from_millis(200))
+}

@@ -1,0 +1,242 @@
+//! Step 1 of a reconcile: resolve what an Integration refers to — its
+//! ClusterProvider (from the watched store), the driver and flow, and the
+//! input Secret — into provider-agnostic values. Every failure here is the
+//! user's or admin's to fix and says what to fix.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, runtime::reflector::ObjectRef};
+use secrecy::SecretString;
+use url::Url;
+
+use super::{Context, Error};
+use crate::{
+    crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, Integration, ProviderType},
+    providers::{ClientAuth, Credentials, Driver, Flow, ProviderConfig, http::check_endpoint},
+};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(1800);
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_RPS: u32 = 10;
+
+/// Everything an exchange needs, resolved.
+pub struct Resolved {
+    pub provider: ProviderConfig,
+    pub provider_spec: ClusterProviderSpec,
+    pub driver: std::sync::Arc<dyn Driver>,
+    pub flow: Flow,
+    pub inputs: Credentials,
+}
+
+/// Resolves an Integration's references.
+pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolved, Error> {
+    let namespace = integration
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default();
+    let spec = &integration.spec;
+    let cluster_provider = ctx
+        .providers
+        .get(&ObjectRef::<ClusterProvider>::new(&spec.provider))
+        .ok_or_else(|| {
+            Error::invalid(
+                "ProviderNotFound",
+                format!("ClusterProvider {:?} does not exist", spec.provider),
+            )
+        })?;
+    let cp_spec = &cluster_provider.spec;
+    if !cp_spec.allowed_namespaces.is_empty()
+        && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace)
+    {
+        return Err(Error::invalid(
+            "ProviderNotAllowed",
+            format!(
+                "ClusterProvider {:?} does not allow Integrations in namespace {namespace:?} (see its allowedNamespaces)",
+                spec.provider
+            ),
+        ));
+    }
+    let provider = provider_config(&spec.provider, cp_spec).map_err(|message| {
+        Error::invalid(
+            "InvalidProvider",
+            format!("ClusterProvider {:?}: {message}", spec.provider),
+        )
+    })?;
+    let flow = flow_of(integration)?;
+    let driver: std::sync::Arc<dyn Driver> = match cp_spec.provider_type {
+        ProviderType::Oauth2 => ctx.drivers.oauth2.clone(),
+    };
+    if !driver.supports(&flow) {
+        return Err(Error::invalid(
+            "UnsupportedFlow",
+            format!(
+                "provider type {} does not support the {} flow",
+                cp_spec.provider_type.as_str(),
+                flow.name()
+            ),
+        ));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let input = secrets
+        .get_opt(&spec.secret_ref.name)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "SecretNotFound",
+                format!(
+                    "input Secret {:?} does not exist in namespace {namespace:?}",
+                    spec.secret_ref.name
+                ),
+            )
+        })?;
+    Ok(Resolved {
+        provider,
+        provider_spec: cp_spec.clone(),
+        driver,
+        flow,
+        inputs: secret_credentials(&input)?,
+    })
+}
+
+/// The flow block of the spec. The CRD schema admits exactly one; this is
+/// the backstop for objects stored before the rule existed.
+fn flow_of(integration: &Integration) -> Result<Flow, Error> {
+    let spec = &integration.spec;
+    match &spec.client_credentials {
+        Some(cc) => Ok(Flow::ClientCredentials {
+            scopes: cc.scopes.clone(),
+            audience: cc.audience.clone(),
+        }),
+        None => Err(Error::invalid(
+            "InvalidSpec",
+            "the spec has no flow block: set exactly one of clientCredentials",
+        )),
+    }
+}
+
+/// Input values as text. Binary values cannot be credentials for an HTTP
+/// API, so they are refused by key name.
+fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
+    let mut values = std::collections::BTreeMap::new();
+    for (k, v) in secret.data.iter().flatten() {
+        let text = String::from_utf8(v.0.clone()).map_err(|_| {
+            Error::invalid(
+                "InvalidInputSecret",
+                format!("input Secret key {k:?} is not UTF-8 text"),
+            )
+        })?;
+        // Trailing newlines from `kubectl create secret --from-file` are never
+        // part of a credential.
+        values.insert(
+            k.clone(),
+            SecretString::from(text.trim_end_matches(['\r', '\n']).to_string()),
+        );
+    }
+    Ok(Credentials::new(values))
+}
+
+/// The driver-facing configuration of a ClusterProvider, defaults applied.
+pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<ProviderConfig, String> {
+    let parse = |field: &str, value: &Option<String>| -> Result<Option<Url>, String> {
+        value
+            .as_deref()
+            .map(|v| {
+                let url = Url::parse(v).map_err(|e| format!("{field} is not a valid URL: {e}"))?;
+                check_endpoint(&url, spec.allow_insecure_http, spec.allow_private_addresses)
+                    .map_err(|e| format!("{field}: {e}"))?;
+                Ok(url)
+            })
+            .transpose()
+    };
+    let duration =
+        |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, String> {
+            match value {
+                None => Ok(default),
+                Some(v) => super::schedule::parse_duration(v)
+                    .map_err(|e| format!("{field}: {e}"))
+                    .and_then(|d| {
+                        if d.is_zero() {
+                            Err(format!("{field} must be greater than zero"))
+                        } else {
+                            Ok(d)
+                        }
+                    }),
+            }
+        };
+    Ok(ProviderConfig {
+        name: name.to_string(),
+        token_url: parse("tokenUrl", &spec.token_url)?,
+        base_url: parse("baseUrl", &spec.base_url)?,
+        client_auth: match spec.client_auth_method.unwrap_or_default() {
+            ClientAuthMethod::ClientSecretBasic => ClientAuth::Basic,
+            ClientAuthMethod::ClientSecretPost => ClientAuth::Post,
+        },
+        request_timeout: duration("requestTimeout", &spec.request_timeout, DEFAULT_TIMEOUT)?,
+        default_lifetime: duration(
+            "defaultTokenLifetime",
+            &spec.default_token_lifetime,
+            DEFAULT_LIFETIME,
+        )?,
+        max_concurrency: spec
+            .max_concurrency
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_CONCURRENCY),
+        requests_per_second: spec
+            .requests_per_second
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_RPS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(token_url: &str) -> ClusterProviderSpec {
+        ClusterProviderSpec {
+            provider_type: ProviderType::Oauth2,
+            token_url: Some(token_url.into()),
+            base_url: None,
+            client_auth_method: None,
+            request_timeout: None,
+            default_token_lifetime: None,
+            max_concurrency: None,
+            requests_per_second: None,
+            allowed_namespaces: vec![],
+            allow_insecure_http: false,
+            allow_private_addresses: false,
+        }
+    }
+
+    #[test]
+    fn defaults_are_applied_in_code() {
+        let cfg = provider_config("p", &spec("https://auth.example.com/token")).unwrap();
+        assert_eq!(cfg.client_auth, ClientAuth::Basic);
+        assert_eq!(cfg.request_timeout, DEFAULT_TIMEOUT);
+        assert_eq!(cfg.default_lifetime, DEFAULT_LIFETIME);
+        assert_eq!(cfg.max_concurrency, 8);
+    }
+
+    #[test]
+    fn bad_endpoints_are_explained() {
+        let err = provider_config("p", &spec("http://auth.example.com/token")).unwrap_err();
+        assert!(
+            err.contains("tokenUrl") && err.contains("allowInsecureHttp"),
+            "{err}"
+        );
+        let err = provider_config("p", &spec("not a url")).unwrap_err();
+        assert!(err.contains("tokenUrl is not a valid URL"), "{err}");
+        let mut s = spec("https://a.example.com/t");
+        s.request_timeout = Some("0s".into());
+        assert!(
+            provider_config("p", &s)
+                .unwrap_err()
+                .contains("requestTimeout")
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The custom resources: `Integration` (namespaced, owned by application teams)
+//! and `ClusterProvider` (cluster-scoped, owned by cluster admins).
+//!
+//! Every field carries a `///` comment: it becomes the `kubectl explain` text.
+//! Nothing is defaulted into the stored spec (GitOps tools would see drift);
+//! defaults live in code and the effective values are reported in status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource of this operator.
+pub const GROUP: &str = "integration-operator.io";
+
+/// Pattern shared by every duration field: Go-style durations such as `90s`, `10m`, `1h30m`.
+const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
+
+/// An Integration asks the operator to obtain credentials from a provider and
+/// keep them, fresh, in a Secret of the same namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "integration-operator.io",
+    version = "v1alpha1",
+    kind = "Integration",
+    doc = "An Integration obtains credentials from a provider and keeps them, fresh, in a Secret.",
+    namespaced,
+    status = "IntegrationStatus",
+    shortname = "intg",
+    category = "integration-operator",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.clientCredentials)].filter(x, x).size() == 1")
+        .message("exactly one flow block must be set (clientCredentials)")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct IntegrationSpec {
+    /// Name of the ClusterProvider to obtain credentials from (for example
+    /// `smartrecruiters` or an OAuth 2.0 server an admin registered). Endpoints
+    /// come only from the ClusterProvider: an Integration can never name a URL.
+    #[schemars(length(min = 1, max = 253))]
+    pub provider: String,
+
+    /// The Secret, in the Integration's namespace, that holds the input
+    /// credentials (for `clientCredentials`: keys `client_id` and `client_secret`).
+    pub secret_ref: SecretReference,
+
+    /// OAuth 2.0 client-credentials flow (RFC 6749 section 4.4): the operator
+    /// exchanges the input client id and secret for an access token and renews
+    /// it before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_credentials: Option<ClientCredentialsFlow>,
+
+    /// Where and how the resulting credentials are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+
+    /// When credentials are renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshSpec>,
+}
+
+/// Reference to a Secret in the Integration's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret. It must be in the same namespace as the Integration:
+    /// there is deliberately no namespace field.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Parameters of the OAuth 2.0 client-credentials flow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCredentialsFlow {
+    /// Scopes to request, sent space-separated in the `scope` parameter.
+    /// Empty: no `scope` parameter (the server's default scopes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub scopes: Vec<String>,
+
+    /// Audience to request (the `audience` parameter some servers require),
+    /// for example `https://api.example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub audience: Option<String>,
+}
+
+/// Where the resulting credentials are written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the output Secret, in the Integration's namespace. Defaults to
+    /// the Integration's name. The operator refuses to write a Secret it does not own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+
+    /// Extra labels for the output Secret. The Integration's own labels are not
+    /// copied unless listed here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations for the output Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// When credentials are renewed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshSpec {
+    /// How long before expiry to renew: a duration such as `10m` or `1h30m`, or
+    /// a percentage of the token lifetime such as `25%`. Default: 20% of the
+    /// lifetime, at most 10m. A small random jitter is added so that tokens
+    /// issued together are not all renewed in the same second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(([0-9]+(ms|s|m|h))+|[0-9]{1,2}%)$"))]
+    pub renew_before: Option<String>,
+}
+
+/// Observed state of an Integration, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Conditions: `Ready` (credentials are present and valid) and `Warning`
+    /// (something needs attention although credentials may still work).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// When the credentials in the output Secret expire (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+
+    /// When the operator will renew them (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<String>,
+
+    /// When the provider last issued credentials (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exchange_time: Option<String>,
+
+    /// Name of the output Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// Provider-side identifier where the flow has one (integration or instance id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<String>,
+}
+
+/// A ClusterProvider is an admin-owned provider endpoint set that Integrations
+/// name. It is the only place endpoints come from.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "integration-operator.io",
+    version = "v1alpha1",
+    kind = "ClusterProvider",
+    doc = "A ClusterProvider is a provider endpoint set, owned by cluster admins, that Integrations name.",
+    shortname = "cprov",
+    category = "integration-operator",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Token URL","type":"string","jsonPath":".spec.tokenUrl"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterProviderSpec {
+    /// The driver compiled into the operator that speaks this provider's protocol.
+    #[serde(rename = "type")]
+    pub provider_type: ProviderType,
+
+    /// Token endpoint (for `oauth2`: the RFC 6749 token endpoint URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub token_url: Option<String>,
+
+    /// Base URL of the provider's API, published in the output Secret as `base_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub base_url: Option<String>,
+
+    /// How the client authenticates at the token endpoint. Default
+    /// `client_secret_basic` (HTTP Basic, which RFC 6749 requires servers to support).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth_method: Option<ClientAuthMethod>,
+
+    /// Timeout of one request to the provider, as a duration. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub request_timeout: Option<String>,
+
+    /// Lifetime assumed when the provider's answer carries no expiry
+    /// (`expires_in`). Default `30m`. The Integration shows a Warning condition
+    /// when this default was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub default_token_lifetime: Option<String>,
+
+    /// Most requests in flight to this provider at once, across all
+    /// Integrations. Default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_concurrency: Option<i32>,
+
+    /// Most requests per second to this provider, across all Integrations. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests_per_second: Option<i32>,
+
+    /// Namespaces whose Integrations may use this provider. Empty: all namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
+
+    /// Allow plain `http://` endpoints. Off by default: credentials would cross
+    /// the network in clear text. Meant for in-cluster test servers only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_insecure_http: bool,
+
+    /// Allow endpoints on loopback, private or link-local addresses. Off by
+    /// default so that a provider entry cannot be pointed at cluster-internal
+    /// services or cloud metadata endpoints by mistake.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_private_addresses: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Provider drivers compiled into the operator.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderType {
+    /// Any RFC 6749 OAuth 2.0 token endpoint (client-credentials grant).
+    Oauth2,
+}
+
+impl ProviderType {
+    /// Stable lower-case name, used in conditions and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Oauth2 => "oauth2",
+        }
+    }
+}
+
+/// Client authentication at an OAuth 2.0 token endpoint (RFC 6749 section 2.3.1).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// Client id and secret in an HTTP Basic `Authorization` header.
+    #[default]
+    ClientSecretBasic,
+    /// Client id and secret as form parameters in the request body.
+    ClientSecretPost,
+}
+
+/// The CRDs as a multi-document YAML stream, in the order they should be applied.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in [ClusterProvider::crd(), Integration::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

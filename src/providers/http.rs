@@ -1,0 +1,326 @@
+//! The one HTTP path every driver uses to reach a provider: pacing through the
+//! shared [`Limiter`], a per-provider timeout, no redirects (credentials must
+//! never follow a redirect to another host), a bounded body, and the
+//! protocol-independent classification of failures (timeouts, 429, 5xx).
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+
+use super::{
+    Credentials, DriverError, ProviderConfig,
+    limiter::{Limiter, Limits},
+    scrub,
+};
+
+/// Largest provider answer read; anything larger is treated as malformed.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Observes every provider call: (provider, outcome label, latency).
+pub type CallObserver = Arc<dyn Fn(&str, &'static str, Duration) + Send + Sync>;
+
+/// A provider's answer that passed the generic checks.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Shared HTTP client for all drivers.
+#[derive(Clone)]
+pub struct ProviderHttp {
+    client: reqwest::Client,
+    limiter: Limiter,
+    observer: CallObserver,
+}
+
+impl std::fmt::Debug for ProviderHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderHttp").finish_non_exhaustive()
+    }
+}
+
+impl ProviderHttp {
+    pub fn new(limiter: Limiter, observer: CallObserver) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("integration-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            limiter,
+            observer,
+        })
+    }
+
+    /// A client with no observer, for tests and tools.
+    pub fn plain() -> Result<Self, reqwest::Error> {
+        Self::new(Limiter::default(), Arc::new(|_, _, _| {}))
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends `request` to `provider`, paced and timed. 429 and 5xx become
+    /// errors here; other statuses are for the driver to interpret.
+    /// `secrets` are scrubbed from any provider text that ends up in an error.
+    pub async fn send(
+        &self,
+        provider: &ProviderConfig,
+        request: RequestBuilder,
+        secrets: &Credentials,
+    ) -> Result<Answer, DriverError> {
+        let limits = Limits {
+            max_concurrency: provider.max_concurrency,
+            requests_per_second: provider.requests_per_second,
+        };
+        let _permit = self.limiter.acquire(&provider.name, limits).await;
+        let started = Instant::now();
+        let result = self.send_once(provider, request, secrets).await;
+        let outcome = match &result {
+            Ok(_) => "answered",
+            Err(e) => e.reason(),
+        };
+        (self.observer)(&provider.name, outcome, started.elapsed());
+        if let Err(DriverError::RateLimited { retry_after }) = &result {
+            // Every Integration on this provider waits, not just this one.
+            let delay = retry_after.unwrap_or(Duration::from_secs(1));
+            self.limiter.block_for(&provider.name, limits, delay);
+        }
+        result
+    }
+
+    async fn send_once(
+        &self,
+        provider: &ProviderConfig,
+        request: RequestBuilder,
+        secrets: &Credentials,
+    ) -> Result<Answer, DriverError> {
+        let timeout = provider.request_timeout;
+        let call = async {
+            let response = request
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| transport_error(&e, timeout))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut body = Vec::new();
+            let mut response = response;
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport_error(&e, timeout))?
+            {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(DriverError::MalformedResponse {
+                        message: format!("answer larger than {MAX_BODY_BYTES} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
+        };
+        let answer = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| DriverError::Timeout { timeout })??;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(DriverError::RateLimited {
+                retry_after: retry_after(&answer.headers),
+            });
+        }
+        if answer.status.is_server_error() {
+            let text = String::from_utf8_lossy(&answer.body);
+            let mut message = format!("HTTP {}", answer.status.as_u16());
+            let detail = scrub(&text, secrets);
+            if !detail.is_empty() {
+                message = format!("{message}: {detail}");
+            }
+            if answer.status == StatusCode::SERVICE_UNAVAILABLE
+                && let Some(delay) = retry_after(&answer.headers)
+            {
+                return Err(DriverError::RateLimited {
+                    retry_after: Some(delay),
+                });
+            }
+            return Err(DriverError::Unavailable { message });
+        }
+        if answer.status.is_redirection() {
+            return Err(DriverError::Misconfigured {
+                message: format!(
+                    "the endpoint answered with a redirect (HTTP {}); redirects are not followed with credentials — set the final URL on the ClusterProvider",
+                    answer.status.as_u16()
+                ),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> DriverError {
+    if e.is_timeout() {
+        return DriverError::Timeout { timeout };
+    }
+    // reqwest's Display for connection errors names the URL; URLs here never
+    // carry credentials (they come from the ClusterProvider, and query-string
+    // keys are added only as headers), so the kind of failure is enough.
+    let kind = if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while reading the answer"
+    } else {
+        "the request failed"
+    };
+    DriverError::Unavailable {
+        message: kind.to_string(),
+    }
+}
+
+/// Parses `Retry-After` (delay-seconds or an HTTP date), bounded to one hour so
+/// a hostile value cannot park an Integration forever.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        let secs = when.duration_since(jiff::Timestamp::now()).as_secs();
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    };
+    Some(delay.min(Duration::from_secs(3600)))
+}
+
+/// Checks an endpoint URL against the ClusterProvider's network policy:
+/// `https` unless plain http is allowed; no loopback, private or link-local
+/// literal addresses (nor `localhost`) unless allowed.
+pub fn check_endpoint(url: &url::Url, allow_http: bool, allow_private: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(format!(
+                "{} uses plain http; set allowInsecureHttp on the ClusterProvider to allow it",
+                redact_url(url)
+            ));
+        }
+        other => return Err(format!("unsupported URL scheme {other:?}")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("endpoint URLs must not carry credentials".into());
+    }
+    let private = match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => return Err("endpoint URL has no host".into()),
+    };
+    if private && !allow_private {
+        return Err(format!(
+            "{} points at a loopback, private or link-local address; set allowPrivateAddresses on the ClusterProvider to allow it",
+            redact_url(url)
+        ));
+    }
+    Ok(())
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || is_shared(v4)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// 100.64.0.0/10 (carrier-grade NAT, used by some cluster networks).
+fn is_shared(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    a == 100 && (b & 0xC0) == 64
+}
+
+/// Scheme, host and path only: no query string (it may carry keys).
+pub fn redact_url(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> url::Url {
+        url::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn endpoint_policy_refuses_http_and_private_addresses_unless_allowed() {
+        assert!(check_endpoint(&url("https://api.example.com/token"), false, false).is_ok());
+        let err = check_endpoint(&url("http://api.example.com/token"), false, false).unwrap_err();
+        assert!(err.contains("allowInsecureHttp"));
+        for private in [
+            "https://127.0.0.1/t",
+            "https://10.1.2.3/t",
+            "https://169.254.169.254/latest",
+            "https://[::1]/t",
+            "https://localhost/t",
+            "https://[::ffff:10.0.0.1]/t",
+        ] {
+            let err = check_endpoint(&url(private), false, false).unwrap_err();
+            assert!(err.contains("allowPrivateAddresses"), "{private}: {err}");
+        }
+        assert!(check_endpoint(&url("http://127.0.0.1:8080/t"), true, true).is_ok());
+        assert!(check_endpoint(&url("https://user:pw@example.com/"), false, false).is_err());
+        assert!(check_endpoint(&url("file:///etc/passwd"), true, true).is_err());
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_is_bounded() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "99999999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn redact_url_drops_query_strings() {
+        assert_eq!(
+            redact_url(&url("https://h.example/p?api_key=secret")),
+            "https://h.example/p"
+        );
+    }
+}

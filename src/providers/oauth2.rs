@@ -1,0 +1,412 @@
+//! Generic OAuth 2.0 driver: the client-credentials grant (RFC 6749 section
+//! 4.4) against any token endpoint, with `client_secret_basic` or
+//! `client_secret_post` client authentication (section 2.3.1).
+//!
+//! The token request itself is public so other drivers whose providers use a
+//! standard token endpoint (SmartRecruiters) share it.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use base64::Engine;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome,
+    ProviderConfig, ProviderHttp, keys, scrub,
+};
+
+/// Longest lifetime believed from a provider; a larger `expires_in` is
+/// clamped so that a bogus value cannot stop renewals for years.
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The generic `oauth2` driver.
+#[derive(Debug)]
+pub struct OAuth2Driver {
+    http: ProviderHttp,
+}
+
+impl OAuth2Driver {
+    pub fn new(http: ProviderHttp) -> Self {
+        Self { http }
+    }
+}
+
+#[async_trait]
+impl Driver for OAuth2Driver {
+    fn supports(&self, flow: &Flow) -> bool {
+        matches!(flow, Flow::ClientCredentials { .. })
+    }
+
+    async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
+        let Flow::ClientCredentials { scopes, audience } = req.flow;
+        let client_id = req.inputs.require(keys::CLIENT_ID)?;
+        let client_secret = req.inputs.require(keys::CLIENT_SECRET)?;
+        let token = request_token(
+            &self.http,
+            req.provider,
+            &TokenRequest {
+                client_id,
+                client_secret,
+                scopes,
+                audience: audience.as_deref(),
+            },
+            req.inputs,
+            req.now,
+        )
+        .await?;
+        Ok(Outcome::Issued(token.into_issued(req.provider)))
+    }
+}
+
+/// A client-credentials token request.
+pub struct TokenRequest<'a> {
+    pub client_id: &'a SecretString,
+    pub client_secret: &'a SecretString,
+    pub scopes: &'a [String],
+    pub audience: Option<&'a str>,
+}
+
+/// A token the endpoint issued.
+pub struct Token {
+    pub access_token: SecretString,
+    /// Normalised: `Bearer` for any casing of bearer, else as sent.
+    pub token_type: String,
+    pub expires_at: Timestamp,
+    pub lifetime_defaulted: bool,
+}
+
+impl Token {
+    /// Output Secret fields for a bearer token.
+    pub fn into_issued(self, provider: &ProviderConfig) -> Issued {
+        let header = format!("{} {}", self.token_type, self.access_token.expose_secret());
+        let mut fields: BTreeMap<String, SecretString> = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            fields.insert(k.to_string(), SecretString::from(v));
+        };
+        put(keys::AUTHORIZATION, header.clone());
+        put(keys::HEADER_NAME, "Authorization".into());
+        put(keys::HEADER_VALUE, header);
+        put(
+            keys::ACCESS_TOKEN,
+            self.access_token.expose_secret().to_string(),
+        );
+        put(keys::TOKEN_TYPE, self.token_type.clone());
+        put(keys::EXPIRES_AT, self.expires_at.to_string());
+        if let Some(base) = &provider.base_url {
+            put(keys::BASE_URL, base.to_string());
+        }
+        Issued {
+            fields: Credentials::new(fields),
+            expires_at: Some(self.expires_at),
+            lifetime_defaulted: self.lifetime_defaulted,
+            provider_id: None,
+        }
+    }
+}
+
+/// RFC 6749 section 5.1 success body (extra fields ignored).
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// RFC 6749 section 5.2 error body.
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Runs one client-credentials request against the provider's token URL.
+pub async fn request_token(
+    http: &ProviderHttp,
+    provider: &ProviderConfig,
+    req: &TokenRequest<'_>,
+    scrub_values: &Credentials,
+    now: Timestamp,
+) -> Result<Token, DriverError> {
+    let token_url = provider
+        .token_url
+        .as_ref()
+        .ok_or_else(|| DriverError::Misconfigured {
+            message: "the ClusterProvider has no tokenUrl".into(),
+        })?;
+    let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
+    if !req.scopes.is_empty() {
+        form.push(("scope", req.scopes.join(" ")));
+    }
+    if let Some(aud) = req.audience {
+        form.push(("audience", aud.to_string()));
+    }
+    let mut request = http
+        .client()
+        .post(token_url.clone())
+        .header(reqwest::header::ACCEPT, "application/json");
+    match provider.client_auth {
+        ClientAuth::Basic => {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                basic_header(
+                    req.client_id.expose_secret(),
+                    req.client_secret.expose_secret(),
+                ),
+            );
+        }
+        ClientAuth::Post => {
+            form.push(("client_id", req.client_id.expose_secret().to_string()));
+            form.push((
+                "client_secret",
+                req.client_secret.expose_secret().to_string(),
+            ));
+        }
+    }
+    let request = request.form(&form);
+    let answer = http.send(provider, request, scrub_values).await?;
+    if !answer.status.is_success() {
+        return Err(classify_error(
+            answer.status.as_u16(),
+            &answer.body,
+            scrub_values,
+        ));
+    }
+    parse_token(&answer.body, provider.default_lifetime, now, scrub_values)
+}
+
+/// `Authorization: Basic` value with RFC 6749 section 2.3.1 form-urlencoding
+/// of id and secret (a `:` or `%` in a secret must survive).
+pub fn basic_header(id: &str, secret: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Parses a token endpoint's success body.
+pub fn parse_token(
+    body: &[u8],
+    default_lifetime: Duration,
+    now: Timestamp,
+    scrub_values: &Credentials,
+) -> Result<Token, DriverError> {
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| DriverError::MalformedResponse {
+            message: format!(
+                "token response is not valid JSON ({})",
+                scrub(&e.to_string(), scrub_values)
+            ),
+        })?;
+    let access_token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DriverError::MalformedResponse {
+            message: "token response has no access_token".into(),
+        })?;
+    if access_token.chars().any(|c| c.is_control() || c == ' ') {
+        // It would break the header we publish (and could inject headers).
+        return Err(DriverError::MalformedResponse {
+            message: "access_token contains whitespace or control characters".into(),
+        });
+    }
+    let token_type = match parsed.token_type.as_deref() {
+        None => "Bearer".to_string(),
+        Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_string(),
+        Some(t)
+            if t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !t.is_empty() =>
+        {
+            t.to_string()
+        }
+        Some(_) => {
+            return Err(DriverError::MalformedResponse {
+                message: "token_type is not a valid token type".into(),
+            });
+        }
+    };
+    let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    });
+    let (lifetime, defaulted) = match expires_in {
+        Some(secs) if secs.is_finite() && secs >= 1.0 => (
+            Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())),
+            false,
+        ),
+        // Missing, zero, negative or garbage: assume the configured default and say so.
+        _ => (default_lifetime, true),
+    };
+    let expires_at = now
+        .checked_add(
+            jiff::SignedDuration::try_from(lifetime)
+                .unwrap_or(jiff::SignedDuration::from_secs(1800)),
+        )
+        .unwrap_or(now);
+    Ok(Token {
+        access_token: SecretString::from(access_token),
+        token_type,
+        expires_at,
+        lifetime_defaulted: defaulted,
+    })
+}
+
+/// Maps a token endpoint's 4xx answer to a driver error (RFC 6749 section 5.2).
+pub fn classify_error(status: u16, body: &[u8], scrub_values: &Credentials) -> DriverError {
+    let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|p| p.error.clone())
+        .unwrap_or_default();
+    let description = parsed.and_then(|p| p.error_description).unwrap_or_default();
+    let mut message = format!("HTTP {status}");
+    if !code.is_empty() {
+        message.push_str(&format!(" {code}"));
+    }
+    if !description.is_empty() {
+        message.push_str(&format!(": {description}"));
+    }
+    let message = scrub(&message, scrub_values);
+    match (status, code.as_str()) {
+        (_, "invalid_client" | "unauthorized_client" | "invalid_grant") | (401, _) => {
+            DriverError::CredentialsRejected { message }
+        }
+        (_, "invalid_scope" | "access_denied") | (403, _) => {
+            DriverError::PermissionDenied { message }
+        }
+        (409, _) => DriverError::Conflict { message },
+        _ => DriverError::BadRequest { message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: Duration = Duration::from_secs(1800);
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn parses_a_standard_answer_case_insensitively() {
+        let t = parse_token(
+            br#"{"access_token":"abc","token_type":"bearer","expires_in":3600,"extra":1}"#,
+            DEFAULT,
+            now(),
+            &Credentials::default(),
+        )
+        .unwrap();
+        assert_eq!(t.token_type, "Bearer");
+        assert_eq!(t.expires_at.to_string(), "2026-01-01T01:00:00Z");
+        assert!(!t.lifetime_defaulted);
+    }
+
+    #[test]
+    fn missing_zero_or_garbage_expiry_uses_the_default_and_says_so() {
+        for body in [
+            br#"{"access_token":"abc","token_type":"Bearer"}"#.as_slice(),
+            br#"{"access_token":"abc","expires_in":0}"#,
+            br#"{"access_token":"abc","expires_in":-5}"#,
+            br#"{"access_token":"abc","expires_in":"soon"}"#,
+        ] {
+            let t = parse_token(body, DEFAULT, now(), &Credentials::default()).unwrap();
+            assert!(t.lifetime_defaulted);
+            assert_eq!(t.expires_at.to_string(), "2026-01-01T00:30:00Z");
+        }
+    }
+
+    #[test]
+    fn absurd_expiry_is_clamped() {
+        let t = parse_token(
+            br#"{"access_token":"abc","expires_in":1e300}"#,
+            DEFAULT,
+            now(),
+            &Credentials::default(),
+        )
+        .unwrap();
+        assert!(t.expires_at < "2027-01-03T00:00:00Z".parse().unwrap());
+    }
+
+    #[test]
+    fn string_expiry_is_accepted() {
+        let t = parse_token(
+            br#"{"access_token":"abc","expires_in":"60"}"#,
+            DEFAULT,
+            now(),
+            &Credentials::default(),
+        )
+        .unwrap();
+        assert_eq!(t.expires_at.to_string(), "2026-01-01T00:01:00Z");
+    }
+
+    #[test]
+    fn malformed_truncated_or_tokenless_answers_are_errors() {
+        for body in [
+            b"not json".as_slice(),
+            br#"{"access_token":"ab"#,
+            br#"{"token_type":"Bearer"}"#,
+            br#"{"access_token":""}"#,
+            br#"{"access_token":"a\r\nX-Evil: 1"}"#,
+        ] {
+            let err = parse_token(body, DEFAULT, now(), &Credentials::default())
+                .err()
+                .unwrap();
+            assert_eq!(
+                err.reason(),
+                "MalformedResponse",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_per_rfc6749() {
+        let none = Credentials::default();
+        assert_eq!(
+            classify_error(400, br#"{"error":"invalid_client"}"#, &none).reason(),
+            "ReauthRequired"
+        );
+        assert_eq!(classify_error(401, b"", &none).reason(), "ReauthRequired");
+        assert_eq!(
+            classify_error(400, br#"{"error":"invalid_scope"}"#, &none).reason(),
+            "PermissionDenied"
+        );
+        assert_eq!(
+            classify_error(400, br#"{"error":"unsupported_grant_type"}"#, &none).reason(),
+            "ProviderRejectedRequest"
+        );
+    }
+
+    #[test]
+    fn error_descriptions_echoing_a_secret_are_scrubbed() {
+        let creds = Credentials::new(BTreeMap::from([(
+            "client_secret".to_string(),
+            SecretString::from("hunter2-secret".to_string()),
+        )]));
+        let err = classify_error(
+            401,
+            br#"{"error":"invalid_client","error_description":"secret hunter2-secret is wrong"}"#,
+            &creds,
+        );
+        assert!(!err.to_string().contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn basic_header_form_encodes_before_base64() {
+        // RFC 6749 2.3.1: "a:b" id and "p%ss word" secret.
+        let h = basic_header("a:b", "p%ss word");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(h.trim_start_matches("Basic "))
+            .unwrap();
+        assert_eq!(String::from_utf8(raw).unwrap(), "a%3Ab:p%25ss+word");
+    }
+}

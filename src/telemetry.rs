@@ -1,0 +1,389 @@
+//! Metrics, health endpoints and log setup.
+//!
+//! Metric labels are bounded sets (provider, flow, result, reason) — never an
+//! error text or a value. Per-Integration expiry series carry only namespace
+//! and name, like cert-manager's certificate expiry series.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use kube::{ResourceExt, runtime::reflector::Store};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{controller::status, crd::Integration};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExchangeLabels {
+    provider: String,
+    flow: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationLabels {
+    namespace: String,
+    name: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    status: String,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    exchanges: Family<ExchangeLabels, Counter>,
+    exchange_duration: Family<ProviderLabels, Histogram>,
+    provider_calls: Family<CallLabels, Counter>,
+    provider_call_duration: Family<ProviderLabels, Histogram>,
+    rate_limit_waits: Family<ProviderLabels, Counter>,
+    rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64>>,
+    secret_writes: Counter,
+    status_writes: Counter,
+    expiry: Family<IntegrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    by_ready: Family<ReadyLabels, Gauge>,
+    integrations: OnceLock<Store<Integration>>,
+}
+
+/// The operator's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let inner = Inner {
+            registry: Mutex::new(Registry::with_prefix("integration_operator")),
+            reconciles: Family::default(),
+            reconcile_duration: latency_histogram(),
+            exchanges: Family::default(),
+            exchange_duration: Family::new_with_constructor(latency_histogram),
+            provider_calls: Family::default(),
+            provider_call_duration: Family::new_with_constructor(latency_histogram),
+            rate_limit_waits: Family::default(),
+            rate_limit_wait_seconds: Family::default(),
+            secret_writes: Counter::default(),
+            status_writes: Counter::default(),
+            expiry: Family::default(),
+            by_ready: Family::default(),
+            integrations: OnceLock::new(),
+        };
+        {
+            let mut r = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register(
+                "reconciles",
+                "Reconciles by result (success or a failure reason)",
+                inner.reconciles.clone(),
+            );
+            r.register(
+                "reconcile_duration_seconds",
+                "Duration of one reconcile",
+                inner.reconcile_duration.clone(),
+            );
+            r.register(
+                "exchanges",
+                "Credential exchanges by provider, flow and outcome",
+                inner.exchanges.clone(),
+            );
+            r.register(
+                "exchange_duration_seconds",
+                "Duration of one credential exchange (all its provider calls)",
+                inner.exchange_duration.clone(),
+            );
+            r.register(
+                "provider_requests",
+                "HTTP requests to providers by outcome",
+                inner.provider_calls.clone(),
+            );
+            r.register(
+                "provider_request_duration_seconds",
+                "Latency of one HTTP request to a provider",
+                inner.provider_call_duration.clone(),
+            );
+            r.register(
+                "provider_rate_limit_waits",
+                "Requests that waited for the provider's rate limit, concurrency cap or Retry-After",
+                inner.rate_limit_waits.clone(),
+            );
+            r.register(
+                "provider_rate_limit_wait_seconds",
+                "Time spent waiting for provider limits",
+                inner.rate_limit_wait_seconds.clone(),
+            );
+            r.register(
+                "secret_writes",
+                "Writes of output Secrets",
+                inner.secret_writes.clone(),
+            );
+            r.register(
+                "status_writes",
+                "Writes of Integration status",
+                inner.status_writes.clone(),
+            );
+            r.register(
+                "credentials_expiry_timestamp_seconds",
+                "When each Integration's current credentials expire (Unix time)",
+                inner.expiry.clone(),
+            );
+            r.register(
+                "integrations",
+                "Integrations by Ready condition status (True, False, Unknown)",
+                inner.by_ready.clone(),
+            );
+        }
+        Self(Arc::new(inner))
+    }
+
+    /// Lets the scrape derive per-Integration series from the controller's cache.
+    pub fn set_integration_store(&self, store: Store<Integration>) {
+        let _ = self.0.integrations.set(store);
+    }
+
+    pub fn reconciled(&self, result: &str) {
+        self.0
+            .reconciles
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Records the reconcile duration when dropped.
+    pub fn reconcile_timer(&self) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn exchanged(&self, provider: &str, flow: &str, outcome: &str, took: Duration) {
+        self.0
+            .exchanges
+            .get_or_create(&ExchangeLabels {
+                provider: provider.into(),
+                flow: flow.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.0
+            .exchange_duration
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn provider_call(&self, provider: &str, outcome: &str, took: Duration) {
+        self.0
+            .provider_calls
+            .get_or_create(&CallLabels {
+                provider: provider.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.0
+            .provider_call_duration
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn rate_limit_wait(&self, provider: &str, waited: Duration) {
+        let labels = ProviderLabels {
+            provider: provider.into(),
+        };
+        self.0.rate_limit_waits.get_or_create(&labels).inc();
+        self.0
+            .rate_limit_wait_seconds
+            .get_or_create(&labels)
+            .inc_by(waited.as_secs_f64());
+    }
+
+    pub fn secret_written(&self) {
+        self.0.secret_writes.inc();
+    }
+
+    pub fn status_written(&self) {
+        self.0.status_writes.inc();
+    }
+
+    /// The OpenMetrics text, with per-Integration series refreshed from the cache.
+    pub fn render(&self) -> String {
+        if let Some(store) = self.0.integrations.get() {
+            self.0.expiry.clear();
+            self.0.by_ready.clear();
+            for status_value in ["True", "False", "Unknown"] {
+                self.0
+                    .by_ready
+                    .get_or_create(&ReadyLabels {
+                        status: status_value.into(),
+                    })
+                    .set(0);
+            }
+            for integration in store.state() {
+                let ready = status::ready_condition(integration.status.as_ref())
+                    .map(|c| c.status.clone())
+                    .unwrap_or_else(|| "Unknown".into());
+                self.0
+                    .by_ready
+                    .get_or_create(&ReadyLabels { status: ready })
+                    .inc();
+                let expires = status::parse_time(
+                    integration
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.expires_at.as_ref()),
+                );
+                if let Some(at) = expires {
+                    self.0
+                        .expiry
+                        .get_or_create(&IntegrationLabels {
+                            namespace: integration.namespace().unwrap_or_default(),
+                            name: integration.name_any(),
+                            provider: integration.spec.provider.clone(),
+                        })
+                        .set(at.as_millisecond() as f64 / 1000.0);
+                }
+            }
+        }
+        let mut out = String::new();
+        let registry = self.0.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Observes a reconcile's duration on drop.
+pub struct ReconcileTimer {
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .0
+            .reconcile_duration
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Readiness as the probes report it.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Metrics,
+    health: Health,
+}
+
+/// Serves `/metrics`, `/healthz` (the process is serving) and `/readyz`
+/// (caches synced and, with leader election, this replica is running the loop
+/// or standing by healthily).
+pub async fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(ServerState { metrics, health });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics and health");
+    axum::serve(listener, app).await
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+/// Installs the log subscriber: JSON or human-readable, filtered by `filter`
+/// (RUST_LOG syntax).
+pub fn init_logging(json: bool, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
