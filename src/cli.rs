@@ -5,9 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use k8s_openapi::{
-    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{Api, Client, Config, api::PostParams, config::KubeConfigOptions};
 use rand::RngCore;
 use tracing::info;
@@ -97,37 +95,53 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        None => Config::infer()
-            .await
-            .context("no kubeconfig and not in a cluster")?,
+        None => Config::infer().await.context("no kubeconfig and not in a cluster")?,
     };
-    let client = Client::try_from(config)?;
-    let metrics = Metrics::new();
-    let health = Health::default();
-    let wait_metrics = metrics.clone();
-    let call_metrics = metrics.clone();
-    let limiter = Limiter::with_wait_observer(move |provider, waited| {
-        wait_metrics.rate_limit_wait(provider, waited)
-    });
-    let http = ProviderHttp::new(
-        limiter,
-        Arc::new(move |provider, outcome, took| {
-            call_metrics.provider_call(provider, outcome, took)
-        }),
-    )?;
-    let key = fingerprint_key(&client, &args.namespace).await?;
-    let server = tokio::spawn(telemetry::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        health.clone(),
-    ));
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        "starting integration-operator"
-    );
-    controller::run(
-        client,
-        Settings {
+    let operator = Operator::start(Client::try_from(config)?, args).await?;
+    operator.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// A running operator: the controller and the metrics/health server.
+pub struct Operator {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// Starts the operator on `client` with the settings of `args` (logging
+    /// is the caller's business). Tests start it this way too, so they run
+    /// exactly what the binary runs.
+    pub async fn start(client: Client, args: RunArgs) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let health = Health::default();
+        let wait_metrics = metrics.clone();
+        let call_metrics = metrics.clone();
+        let limiter =
+            Limiter::with_wait_observer(move |provider, waited| wait_metrics.rate_limit_wait(provider, waited));
+        let http = ProviderHttp::new(
+            limiter,
+            Arc::new(move |provider, outcome, took| call_metrics.provider_call(provider, outcome, took)),
+        )?;
+        let key = fingerprint_key(&client, &args.namespace).await?;
+        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", args.metrics_addr))?;
+        let metrics_addr = listener.local_addr()?;
+        let server = tokio::spawn({
+            let (metrics, health) = (metrics.clone(), health.clone());
+            async move {
+                if let Err(e) = telemetry::serve(listener, metrics, health).await {
+                    tracing::error!(error = %e, "metrics server failed");
+                }
+            }
+        });
+        info!(version = env!("CARGO_PKG_VERSION"), %metrics_addr, "starting integration-operator");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = Settings {
             drivers: Drivers::new(http),
             fingerprinter: Fingerprinter::new(key),
             metrics,
@@ -139,12 +153,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             concurrency: args.concurrency,
             instance: args.instance,
-        },
-        shutdown_signal(),
-    )
-    .await;
-    server.abort();
-    Ok(())
+        };
+        let controller = tokio::spawn(controller::run(client, settings, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            metrics_addr,
+            stop,
+            controller,
+            server,
+        })
+    }
+
+    /// Runs until `shutdown` resolves (or the controller ends), then stops gracefully.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = &mut self.controller => {}
+        }
+        self.stop().await;
+    }
+
+    /// Stops gracefully: in-flight reconciles finish, no new ones start.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.controller.await;
+        self.server.abort();
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -152,14 +187,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -182,9 +216,7 @@ async fn fingerprint_key(client: &Client, namespace: &str) -> anyhow::Result<Vec
                 .and_then(|d| d.get("key").cloned())
                 .map(|b| b.0)
                 .filter(|k| k.len() >= 32)
-                .with_context(|| {
-                    format!("Secret {namespace}/{FINGERPRINT_KEY_SECRET} has no 32-byte key")
-                })?;
+                .with_context(|| format!("Secret {namespace}/{FINGERPRINT_KEY_SECRET} has no 32-byte key"))?;
             return Ok(key);
         }
         let mut key = vec![0u8; 32];

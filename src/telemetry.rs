@@ -5,7 +5,6 @@
 //! and name, like cert-manager's certificate expiry series.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -86,9 +85,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
 impl Default for Metrics {
@@ -157,11 +154,7 @@ impl Metrics {
                 "Time spent waiting for provider limits",
                 inner.rate_limit_wait_seconds.clone(),
             );
-            r.register(
-                "secret_writes",
-                "Writes of output Secrets",
-                inner.secret_writes.clone(),
-            );
+            r.register("secret_writes", "Writes of output Secrets", inner.secret_writes.clone());
             r.register(
                 "status_writes",
                 "Writes of Integration status",
@@ -189,9 +182,7 @@ impl Metrics {
     pub fn reconciled(&self, result: &str) {
         self.0
             .reconciles
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
+            .get_or_create(&ResultLabels { result: result.into() })
             .inc();
     }
 
@@ -272,16 +263,8 @@ impl Metrics {
                 let ready = status::ready_condition(integration.status.as_ref())
                     .map(|c| c.status.clone())
                     .unwrap_or_else(|| "Unknown".into());
-                self.0
-                    .by_ready
-                    .get_or_create(&ReadyLabels { status: ready })
-                    .inc();
-                let expires = status::parse_time(
-                    integration
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.expires_at.as_ref()),
-                );
+                self.0.by_ready.get_or_create(&ReadyLabels { status: ready }).inc();
+                let expires = status::parse_time(integration.status.as_ref().and_then(|s| s.expires_at.as_ref()));
                 if let Some(at) = expires {
                     self.0
                         .expiry
@@ -343,15 +326,13 @@ struct ServerState {
 /// Serves `/metrics`, `/healthz` (the process is serving) and `/readyz`
 /// (caches synced and, with leader election, this replica is running the loop
 /// or standing by healthily).
-pub async fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, health: Health) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(ready_handler))
         .with_state(ServerState { metrics, health });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving metrics and health");
     axum::serve(listener, app).await
 }
 
@@ -376,8 +357,8 @@ async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
 /// Installs the log subscriber: JSON or human-readable, filtered by `filter`
 /// (RUST_LOG syntax).
 pub fn init_logging(json: bool, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

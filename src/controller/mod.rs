@@ -57,10 +57,7 @@ pub enum Error {
     Driver(Box<DriverError>),
     /// The Integration or something it refers to is wrong; a person must fix it.
     #[error("{message}")]
-    Invalid {
-        reason: &'static str,
-        message: String,
-    },
+    Invalid { reason: &'static str, message: String },
 }
 
 impl Error {
@@ -132,11 +129,7 @@ impl Failures {
 
     /// Clears the count; returns whether there had been failures.
     pub fn reset(&self, key: &ObjectRef<Integration>) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
-            .is_some()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key).is_some()
     }
 }
 
@@ -179,11 +172,7 @@ pub struct Context {
 impl Context {
     /// Reconciles decide from the caches; never before they are filled.
     pub async fn wait_for_caches(&self) {
-        let _ = future::join(
-            self.providers.wait_until_ready(),
-            self.owned_secrets.wait_until_ready(),
-        )
-        .await;
+        let _ = future::join(self.providers.wait_until_ready(), self.owned_secrets.wait_until_ready()).await;
     }
 }
 
@@ -213,15 +202,9 @@ pub fn error_policy(integration: Arc<Integration>, err: &Error, ctx: Arc<Context
         &ctx.retry,
         &integration.metadata.uid.clone().unwrap_or_default(),
     );
-    let wait = match status::parse_time(
-        integration
-            .status
-            .as_ref()
-            .and_then(|s| s.expires_at.as_ref()),
-    ) {
+    let wait = match status::parse_time(integration.status.as_ref().and_then(|s| s.expires_at.as_ref())) {
         Some(at) => {
-            let to_expiry = Duration::try_from(at.duration_since(jiff::Timestamp::now()))
-                .unwrap_or(Duration::ZERO);
+            let to_expiry = Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO);
             if to_expiry > Duration::ZERO {
                 wait.min(to_expiry + Duration::from_millis(100))
                     .max(err.retry_after().unwrap_or_default())
@@ -272,10 +255,7 @@ pub async fn run(
     let (providers, providers_writer) = reflector::store::<ClusterProvider>();
     let provider_events = reflector::reflector(
         providers_writer,
-        watcher(
-            Api::<ClusterProvider>::all(client.clone()),
-            watcher::Config::default(),
-        ),
+        watcher(Api::<ClusterProvider>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
@@ -285,11 +265,7 @@ pub async fn run(
         owned_writer,
         watcher(
             secrets.clone(),
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                output::MANAGED_BY_LABEL,
-                output::MANAGED_BY
-            )),
+            watcher::Config::default().labels(&format!("{}={}", output::MANAGED_BY_LABEL, output::MANAGED_BY)),
         ),
     )
     .default_backoff()
@@ -376,9 +352,7 @@ mod tests {
     #[test]
     fn transient_failures_back_off_exponentially_up_to_the_cap() {
         let policy = RetryPolicy::default();
-        let err = Error::Driver(Box::new(DriverError::Unavailable {
-            message: "x".into(),
-        }));
+        let err = Error::Driver(Box::new(DriverError::Unavailable { message: "x".into() }));
         let d1 = retry_delay(&err, 1, &policy, "u");
         let d3 = retry_delay(&err, 3, &policy, "u");
         let d30 = retry_delay(&err, 30, &policy, "u");

@@ -51,8 +51,7 @@ impl Fingerprinter {
 
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length; this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
     }
 
     fn finish(mac: Hmac<Sha256>) -> String {
@@ -136,10 +135,7 @@ pub fn desired_secret(
     );
     let mut annotations = target.annotations;
     annotations.insert(CONTENT_HASH_ANNOTATION.into(), fingerprinter.content(&data));
-    annotations.insert(
-        INPUT_FINGERPRINT_ANNOTATION.into(),
-        input_fingerprint.into(),
-    );
+    annotations.insert(INPUT_FINGERPRINT_ANNOTATION.into(), input_fingerprint.into());
     if let Some(at) = expires_at {
         annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
     }
@@ -254,10 +250,7 @@ mod tests {
         let b = Fingerprinter::new(b"k2".to_vec());
         assert_ne!(a.inputs("ctx", &fields()), b.inputs("ctx", &fields()));
         assert_ne!(a.inputs("ctx", &fields()), a.inputs("ctx2", &fields()));
-        assert_ne!(
-            a.inputs("ctx", &fields()),
-            a.inputs("ctx", &Credentials::default())
-        );
+        assert_ne!(a.inputs("ctx", &fields()), a.inputs("ctx", &Credentials::default()));
         assert_eq!(a.inputs("ctx", &fields()), a.inputs("ctx", &fields()));
     }
 }

@@ -86,15 +86,11 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
     }
     match (facts.renew_at, facts.expires_at) {
         (Some(renew_at), _) if renew_at <= now => Decision::Exchange(ExchangeReason::Renewal),
-        (None, Some(expires_at)) if expires_at <= now => {
-            Decision::Exchange(ExchangeReason::Renewal)
-        }
+        (None, Some(expires_at)) if expires_at <= now => Decision::Exchange(ExchangeReason::Renewal),
         // Status lost (or never written) while the Secret is intact: the
         // expiry is unknown, so renew rather than trust an unknown token.
         (None, None) => Decision::Exchange(ExchangeReason::Renewal),
-        (renew_at, _) => Decision::UpToDate {
-            recheck_at: renew_at,
-        },
+        (renew_at, _) => Decision::UpToDate { recheck_at: renew_at },
     }
 }
 
@@ -140,10 +136,7 @@ mod tests {
         let now = t("2026-01-01T00:10:00Z");
         let mut f = current();
         f.input_fingerprint = "fp2".into();
-        assert_eq!(
-            decide(&f, now),
-            Decision::Exchange(ExchangeReason::InputChanged)
-        );
+        assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::InputChanged));
 
         let mut f = current();
         f.secret = SecretState::Tampered;

@@ -77,11 +77,7 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
     }
 }
 
-async fn pipeline(
-    integration: &Integration,
-    ctx: &Context,
-    now: Timestamp,
-) -> Result<Ending, Error> {
+async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> Result<Ending, Error> {
     let resolved = resolve::resolve(integration, ctx).await?;
     let context = fingerprint_context(integration, &resolved)?;
     let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
@@ -100,21 +96,10 @@ async fn pipeline(
         }
         Decision::Exchange(reason) => {
             info!(reason = reason.as_str(), "exchanging credentials");
-            let issued = exchange(
-                integration,
-                ctx,
-                &resolved,
-                &existing,
-                &input_fingerprint,
-                now,
-                reason,
-            )
-            .await?;
+            let issued = exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, reason).await?;
             let renew_before = renew_before(integration)?;
             let renew_at = match issued.expires_at {
-                Some(expires_at) => {
-                    schedule::renew_at(now, expires_at, renew_before, &uid(integration))
-                }
+                Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
                 None => now + jiff::SignedDuration::from_secs(3600),
             };
             Ok(Ending::Issued {
@@ -137,9 +122,7 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
-    let cached = ctx
-        .owned_secrets
-        .get(&ObjectRef::new(&name).within(&namespace));
+    let cached = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace));
     let Some(meta) = cached else {
         // Not in the label-selected cache: either absent, or a Secret someone
         // else made under that name (found when creating it).
@@ -178,14 +161,8 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
         return Err(not_owned(&name));
     }
     let state = if output::is_intact(&secret, &ctx.fingerprinter) {
-        ctx.verified.record(
-            &key,
-            secret
-                .metadata
-                .resource_version
-                .as_deref()
-                .unwrap_or_default(),
-        );
+        ctx.verified
+            .record(&key, secret.metadata.resource_version.as_deref().unwrap_or_default());
         SecretState::Intact {
             input_fingerprint: fingerprint,
         }
@@ -220,11 +197,7 @@ async fn exchange(
     now: Timestamp,
     reason: ExchangeReason,
 ) -> Result<Issued, Error> {
-    let mut persisted = existing
-        .secret
-        .as_ref()
-        .map(output::fields_of)
-        .unwrap_or_default();
+    let mut persisted = existing.secret.as_ref().map(output::fields_of).unwrap_or_default();
     for _ in 0..MAX_STEPS {
         let request = ExchangeRequest {
             provider: &resolved.provider,
@@ -238,10 +211,7 @@ async fn exchange(
         ctx.metrics.exchanged(
             &resolved.provider.name,
             resolved.flow.name(),
-            outcome
-                .as_ref()
-                .map(|_| "success")
-                .unwrap_or_else(|e| e.reason()),
+            outcome.as_ref().map(|_| "success").unwrap_or_else(|e| e.reason()),
             started.elapsed(),
         );
         match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
@@ -253,14 +223,7 @@ async fn exchange(
             }
             Outcome::Issued(issued) => {
                 let fields = merge(&persisted, &issued.fields);
-                write_secret(
-                    integration,
-                    ctx,
-                    &fields,
-                    input_fingerprint,
-                    issued.expires_at,
-                )
-                .await?;
+                write_secret(integration, ctx, &fields, input_fingerprint, issued.expires_at).await?;
                 debug!(reason = reason.as_str(), "credentials written");
                 return Ok(Issued { fields, ..issued });
             }
@@ -273,8 +236,7 @@ async fn exchange(
 }
 
 fn merge(base: &Credentials, update: &Credentials) -> Credentials {
-    let mut all: std::collections::BTreeMap<_, _> =
-        base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut all: std::collections::BTreeMap<_, _> = base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (k, v) in update.iter() {
         all.insert(k.clone(), v.clone());
     }
@@ -291,13 +253,7 @@ async fn write_secret(
     input_fingerprint: &str,
     expires_at: Option<Timestamp>,
 ) -> Result<(), Error> {
-    let desired = output::desired_secret(
-        integration,
-        fields,
-        input_fingerprint,
-        expires_at,
-        &ctx.fingerprinter,
-    );
+    let desired = output::desired_secret(integration, fields, input_fingerprint, expires_at, &ctx.fingerprinter);
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -322,14 +278,8 @@ async fn write_secret(
         };
         match result {
             Ok(written) => {
-                ctx.verified.record(
-                    &key,
-                    written
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .unwrap_or_default(),
-                );
+                ctx.verified
+                    .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
                 ctx.metrics.secret_written();
                 return Ok(());
             }
@@ -392,11 +342,7 @@ async fn finish(
             }
             let (condition_reason, event_reason, note) = match reason {
                 ExchangeReason::Initial => ("Issued", "Issued", "credentials issued".to_string()),
-                ExchangeReason::Renewal => (
-                    "Renewed",
-                    "Renewed",
-                    "credentials renewed before expiry".to_string(),
-                ),
+                ExchangeReason::Renewal => ("Renewed", "Renewed", "credentials renewed before expiry".to_string()),
                 ExchangeReason::InputChanged => (
                     "Issued",
                     "Reissued",
@@ -408,10 +354,7 @@ async fn finish(
                     "output Secret was missing or edited: credentials reissued".to_string(),
                 ),
             };
-            let mut wanted = vec![Wanted::ready(
-                condition_reason,
-                ready_message(integration, &new),
-            )];
+            let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
             if issued.lifetime_defaulted {
                 wanted.push(Wanted::warning(
                     "ExpiryNotProvided",
@@ -422,16 +365,8 @@ async fn finish(
                     ),
                 ));
             }
-            let event_reason = if previous_failure {
-                "Recovered"
-            } else {
-                event_reason
-            };
-            (
-                wanted,
-                Some(renew_at),
-                Some((EventType::Normal, event_reason, note)),
-            )
+            let event_reason = if previous_failure { "Recovered" } else { event_reason };
+            (wanted, Some(renew_at), Some((EventType::Normal, event_reason, note)))
         }
     };
     new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);
@@ -471,9 +406,7 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
     } else if let Some(at) = &old.expires_at {
         (
             err.reason(),
-            format!(
-                "{message}; the last issued credentials stay in place until they expire at {at}"
-            ),
+            format!("{message}; the last issued credentials stay in place until they expire at {at}"),
         )
     } else {
         (err.reason(), message)
@@ -484,12 +417,7 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
     }
     let new = IntegrationStatus {
         observed_generation: integration.metadata.generation,
-        conditions: status::merge_conditions(
-            &old.conditions,
-            &wanted,
-            integration.metadata.generation,
-            now,
-        ),
+        conditions: status::merge_conditions(&old.conditions, &wanted, integration.metadata.generation, now),
         ..old.clone()
     };
     if let Err(e) = patch_status_if_changed(integration, ctx, &old, &new).await {
@@ -508,13 +436,9 @@ async fn patch_status_if_changed(
     if old == new {
         return Ok(());
     }
-    let api: Api<Integration> = Api::namespaced(
-        ctx.client.clone(),
-        &integration.namespace().unwrap_or_default(),
-    );
+    let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
     // A merge patch with explicit nulls: fields that became empty are removed.
-    let mut body =
-        serde_json::to_value(new).map_err(|e| Error::invalid("InternalError", e.to_string()))?;
+    let mut body = serde_json::to_value(new).map_err(|e| Error::invalid("InternalError", e.to_string()))?;
     if let Some(map) = body.as_object_mut() {
         for field in [
             "expiresAt",
@@ -536,13 +460,7 @@ async fn patch_status_if_changed(
     Ok(())
 }
 
-async fn publish(
-    ctx: &Context,
-    integration: &Integration,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -550,11 +468,7 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &integration.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&event, &integration.object_ref(&())).await {
         debug!(error = %e, "could not publish event");
     }
 }
@@ -574,9 +488,7 @@ fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error>
         .as_ref()
         .and_then(|r| r.renew_before.as_deref())
         .map(|s| {
-            RenewBefore::parse(s).map_err(|e| {
-                Error::invalid("InvalidSpec", format!("spec.refresh.renewBefore: {e}"))
-            })
+            RenewBefore::parse(s).map_err(|e| Error::invalid("InvalidSpec", format!("spec.refresh.renewBefore: {e}")))
         })
         .transpose()
 }

@@ -32,11 +32,7 @@ pub struct Resolved {
 
 /// Resolves an Integration's references.
 pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolved, Error> {
-    let namespace = integration
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or_default();
+    let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &integration.spec;
     let cluster_provider = ctx
         .providers
@@ -48,9 +44,7 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
             )
         })?;
     let cp_spec = &cluster_provider.spec;
-    if !cp_spec.allowed_namespaces.is_empty()
-        && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace)
-    {
+    if !cp_spec.allowed_namespaces.is_empty() && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace) {
         return Err(Error::invalid(
             "ProviderNotAllowed",
             format!(
@@ -80,18 +74,15 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
         ));
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let input = secrets
-        .get_opt(&spec.secret_ref.name)
-        .await?
-        .ok_or_else(|| {
-            Error::invalid(
-                "SecretNotFound",
-                format!(
-                    "input Secret {:?} does not exist in namespace {namespace:?}",
-                    spec.secret_ref.name
-                ),
-            )
-        })?;
+    let input = secrets.get_opt(&spec.secret_ref.name).await?.ok_or_else(|| {
+        Error::invalid(
+            "SecretNotFound",
+            format!(
+                "input Secret {:?} does not exist in namespace {namespace:?}",
+                spec.secret_ref.name
+            ),
+        )
+    })?;
     Ok(Resolved {
         provider,
         provider_spec: cp_spec.clone(),
@@ -151,21 +142,20 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             })
             .transpose()
     };
-    let duration =
-        |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, String> {
-            match value {
-                None => Ok(default),
-                Some(v) => super::schedule::parse_duration(v)
-                    .map_err(|e| format!("{field}: {e}"))
-                    .and_then(|d| {
-                        if d.is_zero() {
-                            Err(format!("{field} must be greater than zero"))
-                        } else {
-                            Ok(d)
-                        }
-                    }),
-            }
-        };
+    let duration = |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, String> {
+        match value {
+            None => Ok(default),
+            Some(v) => super::schedule::parse_duration(v)
+                .map_err(|e| format!("{field}: {e}"))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err(format!("{field} must be greater than zero"))
+                    } else {
+                        Ok(d)
+                    }
+                }),
+        }
+    };
     Ok(ProviderConfig {
         name: name.to_string(),
         token_url: parse("tokenUrl", &spec.token_url)?,
@@ -175,11 +165,7 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             ClientAuthMethod::ClientSecretPost => ClientAuth::Post,
         },
         request_timeout: duration("requestTimeout", &spec.request_timeout, DEFAULT_TIMEOUT)?,
-        default_lifetime: duration(
-            "defaultTokenLifetime",
-            &spec.default_token_lifetime,
-            DEFAULT_LIFETIME,
-        )?,
+        default_lifetime: duration("defaultTokenLifetime", &spec.default_token_lifetime, DEFAULT_LIFETIME)?,
         max_concurrency: spec
             .max_concurrency
             .and_then(|n| usize::try_from(n).ok())
@@ -225,18 +211,11 @@ mod tests {
     #[test]
     fn bad_endpoints_are_explained() {
         let err = provider_config("p", &spec("http://auth.example.com/token")).unwrap_err();
-        assert!(
-            err.contains("tokenUrl") && err.contains("allowInsecureHttp"),
-            "{err}"
-        );
+        assert!(err.contains("tokenUrl") && err.contains("allowInsecureHttp"), "{err}");
         let err = provider_config("p", &spec("not a url")).unwrap_err();
         assert!(err.contains("tokenUrl is not a valid URL"), "{err}");
         let mut s = spec("https://a.example.com/t");
         s.request_timeout = Some("0s".into());
-        assert!(
-            provider_config("p", &s)
-                .unwrap_err()
-                .contains("requestTimeout")
-        );
+        assert!(provider_config("p", &s).unwrap_err().contains("requestTimeout"));
     }
 }

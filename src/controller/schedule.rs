@@ -32,9 +32,7 @@ impl RenewBefore {
         if let Some(p) = s.strip_suffix('%') {
             let p: u32 = p.parse().map_err(|_| format!("invalid percentage {s:?}"))?;
             if p == 0 || p >= 100 {
-                return Err(format!(
-                    "renewBefore percentage must be between 1% and 99%, got {s}"
-                ));
+                return Err(format!("renewBefore percentage must be between 1% and 99%, got {s}"));
             }
             return Ok(RenewBefore::Percent(p));
         }
@@ -74,9 +72,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| err())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(1),
             "s" => Duration::from_secs(1),
@@ -85,10 +81,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             _ => return Err(err()),
         };
         total = total
-            .checked_add(
-                unit.checked_mul(u32::try_from(n).map_err(|_| err())?)
-                    .ok_or_else(err)?,
-            )
+            .checked_add(unit.checked_mul(u32::try_from(n).map_err(|_| err())?).ok_or_else(err)?)
             .ok_or_else(err)?;
         rest = &rest[unit_len..];
     }
@@ -103,8 +96,7 @@ pub fn renew_at(
     renew_before: Option<RenewBefore>,
     seed: &str,
 ) -> Timestamp {
-    let lifetime =
-        Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
+    let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
     let window = match renew_before {
         Some(rb) => rb.window(lifetime),
         None => default_window(lifetime),
@@ -205,11 +197,7 @@ mod tests {
         }
         // 10,000 renewals over a 300 s window: about 33 per second; none near all of them.
         let busiest = seconds.values().max().copied().unwrap_or(0);
-        assert!(
-            seconds.len() > 250,
-            "spread over {} seconds only",
-            seconds.len()
-        );
+        assert!(seconds.len() > 250, "spread over {} seconds only", seconds.len());
         assert!(busiest < 100, "busiest second has {busiest} renewals");
     }
 }

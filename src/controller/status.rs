@@ -129,10 +129,7 @@ mod tests {
             Some(1),
             t("2026-01-01T01:00:00Z"),
         );
-        assert_eq!(
-            second[0].last_transition_time,
-            first[0].last_transition_time
-        );
+        assert_eq!(second[0].last_transition_time, first[0].last_transition_time);
         assert_eq!(second[0].reason, "Renewed");
         let third = merge_conditions(
             &second,
@@ -140,19 +137,13 @@ mod tests {
             Some(1),
             t("2026-01-01T02:00:00Z"),
         );
-        assert_eq!(
-            third[0].last_transition_time,
-            Time(t("2026-01-01T02:00:00Z"))
-        );
+        assert_eq!(third[0].last_transition_time, Time(t("2026-01-01T02:00:00Z")));
         assert_eq!(third[0].status, "False");
     }
 
     #[test]
     fn identical_inputs_give_identical_conditions() {
-        let wanted = [
-            Wanted::ready("Issued", "ok"),
-            Wanted::warning("ExpiryNotProvided", "w"),
-        ];
+        let wanted = [Wanted::ready("Issued", "ok"), Wanted::warning("ExpiryNotProvided", "w")];
         let a = merge_conditions(&[], &wanted, Some(3), t("2026-01-01T00:00:00Z"));
         let b = merge_conditions(&a, &wanted, Some(3), t("2026-01-01T05:00:00Z"));
         assert_eq!(a, b);

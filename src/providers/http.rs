@@ -112,11 +112,7 @@ impl ProviderHttp {
             let headers = response.headers().clone();
             let mut body = Vec::new();
             let mut response = response;
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transport_error(&e, timeout))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e, timeout))? {
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
                     return Err(DriverError::MalformedResponse {
                         message: format!("answer larger than {MAX_BODY_BYTES} bytes"),
@@ -124,11 +120,7 @@ impl ProviderHttp {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Answer {
-                status,
-                headers,
-                body,
-            })
+            Ok(Answer { status, headers, body })
         };
         let answer = tokio::time::timeout(timeout, call)
             .await
@@ -188,11 +180,7 @@ fn transport_error(e: &reqwest::Error, timeout: Duration) -> DriverError {
 /// Parses `Retry-After` (delay-seconds or an HTTP date), bounded to one hour so
 /// a hostile value cannot park an Integration forever.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     let delay = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
@@ -242,20 +230,14 @@ pub fn check_endpoint(url: &url::Url, allow_http: bool, allow_private: bool) -> 
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || is_shared(v4)
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || is_shared(v4)
         }
         IpAddr::V6(v6) => {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_unique_local()
                 || v6.is_unicast_link_local()
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
     }
 }
@@ -268,12 +250,7 @@ fn is_shared(v4: std::net::Ipv4Addr) -> bool {
 
 /// Scheme, host and path only: no query string (it may carry keys).
 pub fn redact_url(url: &url::Url) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.path()
-    )
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
 
 #[cfg(test)]

@@ -93,14 +93,10 @@ impl Limiter {
                 .unwrap_or_else(|_| unreachable!("a fresh semaphore is open")),
         };
         let start_at = {
-            let mut next = provider
-                .next_start
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let start_at = (*next).max(now);
-            let spacing =
-                Duration::from_secs_f64(1.0 / f64::from(limits.requests_per_second.max(1)));
+            let spacing = Duration::from_secs_f64(1.0 / f64::from(limits.requests_per_second.max(1)));
             *next = start_at + spacing;
             start_at
         };
@@ -115,10 +111,7 @@ impl Limiter {
     /// Records a provider's Retry-After: no request to it starts before then.
     pub fn block_for(&self, name: &str, limits: Limits, delay: Duration) {
         let provider = self.provider(name, limits);
-        let mut next = provider
-            .next_start
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + delay;
         if until > *next {
             *next = until;
@@ -165,15 +158,10 @@ mod tests {
             requests_per_second: 1000,
         };
         let held = limiter.acquire("p", limits).await;
-        let second =
-            tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
-        assert!(
-            second.is_err(),
-            "a second request started while the only slot was held"
-        );
+        let second = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
+        assert!(second.is_err(), "a second request started while the only slot was held");
         drop(held);
-        let third =
-            tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
+        let third = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
         assert!(third.is_ok());
     }
 }

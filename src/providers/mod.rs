@@ -104,9 +104,7 @@ impl Credentials {
     pub fn require(&self, key: &str) -> Result<&SecretString, DriverError> {
         match self.0.get(key) {
             Some(v) if !v.expose_secret().is_empty() => Ok(v),
-            _ => Err(DriverError::MissingInput {
-                key: key.to_string(),
-            }),
+            _ => Err(DriverError::MissingInput { key: key.to_string() }),
         }
     }
 
@@ -250,10 +248,7 @@ pub fn scrub(text: &str, secrets: &Credentials) -> String {
             out = out.replace(v, "[redacted]");
         }
     }
-    let mut cleaned: String = out
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut cleaned: String = out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if cleaned.chars().count() > MAX {
         cleaned = cleaned.chars().take(MAX).collect::<String>() + "…";
     }

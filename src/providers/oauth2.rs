@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome,
-    ProviderConfig, ProviderHttp, keys, scrub,
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig, ProviderHttp,
+    keys, scrub,
 };
 
 /// Longest lifetime believed from a provider; a larger `expires_in` is
@@ -89,10 +89,7 @@ impl Token {
         put(keys::AUTHORIZATION, header.clone());
         put(keys::HEADER_NAME, "Authorization".into());
         put(keys::HEADER_VALUE, header);
-        put(
-            keys::ACCESS_TOKEN,
-            self.access_token.expose_secret().to_string(),
-        );
+        put(keys::ACCESS_TOKEN, self.access_token.expose_secret().to_string());
         put(keys::TOKEN_TYPE, self.token_type.clone());
         put(keys::EXPIRES_AT, self.expires_at.to_string());
         if let Some(base) = &provider.base_url {
@@ -130,12 +127,9 @@ pub async fn request_token(
     scrub_values: &Credentials,
     now: Timestamp,
 ) -> Result<Token, DriverError> {
-    let token_url = provider
-        .token_url
-        .as_ref()
-        .ok_or_else(|| DriverError::Misconfigured {
-            message: "the ClusterProvider has no tokenUrl".into(),
-        })?;
+    let token_url = provider.token_url.as_ref().ok_or_else(|| DriverError::Misconfigured {
+        message: "the ClusterProvider has no tokenUrl".into(),
+    })?;
     let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
     if !req.scopes.is_empty() {
         form.push(("scope", req.scopes.join(" ")));
@@ -151,28 +145,18 @@ pub async fn request_token(
         ClientAuth::Basic => {
             request = request.header(
                 reqwest::header::AUTHORIZATION,
-                basic_header(
-                    req.client_id.expose_secret(),
-                    req.client_secret.expose_secret(),
-                ),
+                basic_header(req.client_id.expose_secret(), req.client_secret.expose_secret()),
             );
         }
         ClientAuth::Post => {
             form.push(("client_id", req.client_id.expose_secret().to_string()));
-            form.push((
-                "client_secret",
-                req.client_secret.expose_secret().to_string(),
-            ));
+            form.push(("client_secret", req.client_secret.expose_secret().to_string()));
         }
     }
     let request = request.form(&form);
     let answer = http.send(provider, request, scrub_values).await?;
     if !answer.status.is_success() {
-        return Err(classify_error(
-            answer.status.as_u16(),
-            &answer.body,
-            scrub_values,
-        ));
+        return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
     }
     parse_token(&answer.body, provider.default_lifetime, now, scrub_values)
 }
@@ -182,10 +166,7 @@ pub async fn request_token(
 pub fn basic_header(id: &str, secret: &str) -> String {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let raw = format!("{}:{}", enc(id), enc(secret));
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// Parses a token endpoint's success body.
@@ -195,13 +176,12 @@ pub fn parse_token(
     now: Timestamp,
     scrub_values: &Credentials,
 ) -> Result<Token, DriverError> {
-    let parsed: TokenResponse =
-        serde_json::from_slice(body).map_err(|e| DriverError::MalformedResponse {
-            message: format!(
-                "token response is not valid JSON ({})",
-                scrub(&e.to_string(), scrub_values)
-            ),
-        })?;
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| DriverError::MalformedResponse {
+        message: format!(
+            "token response is not valid JSON ({})",
+            scrub(&e.to_string(), scrub_values)
+        ),
+    })?;
     let access_token = parsed
         .access_token
         .filter(|t| !t.is_empty())
@@ -217,11 +197,7 @@ pub fn parse_token(
     let token_type = match parsed.token_type.as_deref() {
         None => "Bearer".to_string(),
         Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_string(),
-        Some(t)
-            if t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                && !t.is_empty() =>
-        {
+        Some(t) if t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !t.is_empty() => {
             t.to_string()
         }
         Some(_) => {
@@ -236,18 +212,14 @@ pub fn parse_token(
         _ => None,
     });
     let (lifetime, defaulted) = match expires_in {
-        Some(secs) if secs.is_finite() && secs >= 1.0 => (
-            Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())),
-            false,
-        ),
+        Some(secs) if secs.is_finite() && secs >= 1.0 => {
+            (Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())), false)
+        }
         // Missing, zero, negative or garbage: assume the configured default and say so.
         _ => (default_lifetime, true),
     };
     let expires_at = now
-        .checked_add(
-            jiff::SignedDuration::try_from(lifetime)
-                .unwrap_or(jiff::SignedDuration::from_secs(1800)),
-        )
+        .checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::from_secs(1800)))
         .unwrap_or(now);
     Ok(Token {
         access_token: SecretString::from(access_token),
@@ -260,10 +232,7 @@ pub fn parse_token(
 /// Maps a token endpoint's 4xx answer to a driver error (RFC 6749 section 5.2).
 pub fn classify_error(status: u16, body: &[u8], scrub_values: &Credentials) -> DriverError {
     let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
-    let code = parsed
-        .as_ref()
-        .and_then(|p| p.error.clone())
-        .unwrap_or_default();
+    let code = parsed.as_ref().and_then(|p| p.error.clone()).unwrap_or_default();
     let description = parsed.and_then(|p| p.error_description).unwrap_or_default();
     let mut message = format!("HTTP {status}");
     if !code.is_empty() {
@@ -277,9 +246,7 @@ pub fn classify_error(status: u16, body: &[u8], scrub_values: &Credentials) -> D
         (_, "invalid_client" | "unauthorized_client" | "invalid_grant") | (401, _) => {
             DriverError::CredentialsRejected { message }
         }
-        (_, "invalid_scope" | "access_denied") | (403, _) => {
-            DriverError::PermissionDenied { message }
-        }
+        (_, "invalid_scope" | "access_denied") | (403, _) => DriverError::PermissionDenied { message },
         (409, _) => DriverError::Conflict { message },
         _ => DriverError::BadRequest { message },
     }
@@ -359,12 +326,7 @@ mod tests {
             let err = parse_token(body, DEFAULT, now(), &Credentials::default())
                 .err()
                 .unwrap();
-            assert_eq!(
-                err.reason(),
-                "MalformedResponse",
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(err.reason(), "MalformedResponse", "{}", String::from_utf8_lossy(body));
         }
     }
 
