@@ -38,8 +38,8 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.clientCredentials)].filter(x, x).size() == 1")
-        .message("exactly one flow block must be set (clientCredentials)")
+    validation = Rule::new("[has(self.clientCredentials), has(self.apiKey), has(self.basicAuth), has(self.partnerIntegration), has(self.elementInstance), has(self.connection)].filter(x, x).size() == 1")
+        .message("exactly one flow block must be set: clientCredentials, apiKey, basicAuth, partnerIntegration, elementInstance or connection")
         .reason(Reason::FieldValueInvalid)
 )]
 pub struct IntegrationSpec {
@@ -58,6 +58,36 @@ pub struct IntegrationSpec {
     /// it before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_credentials: Option<ClientCredentialsFlow>,
+
+    /// API-key flow: the operator validates the key in the input Secret (key
+    /// `api_key`) with a cheap authenticated call and publishes it as the
+    /// provider's header (SmartRecruiters: `X-SmartToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKeyFlow>,
+
+    /// Username/password plus API key (Cornerstone TalentLink): input keys
+    /// `username`, `password` and `api_key`; validated with a cheap read and
+    /// published as a Basic header, the API key and the base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthFlow>,
+
+    /// SmartRecruiters General Partner Integration: master credentials (input
+    /// keys `client_id`, `client_secret`) create a customer-level integration
+    /// once; its client id and secret are stored and exchanged for tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_integration: Option<PartnerIntegrationFlow>,
+
+    /// Cloud Elements / SAP Open Connectors element instance, created once
+    /// with the platform's User and Organization secrets (input keys
+    /// `user_secret`, `organization_secret`) and deleted with the Integration
+    /// unless retained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element_instance: Option<ElementInstanceFlow>,
+
+    /// Kombo connection: a connect link the customer completes, then the
+    /// Kombo API key (input key `api_key`) and the integration id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionFlow>,
 
     /// Where and how the resulting credentials are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +123,97 @@ pub struct ClientCredentialsFlow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub audience: Option<String>,
+}
+
+/// Parameters of the API-key flow (none yet: the key comes from the input Secret).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyFlow {}
+
+/// Parameters of the username/password + API key flow (none yet: all three
+/// come from the input Secret).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuthFlow {}
+
+/// Parameters of the SmartRecruiters General Partner Integration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerIntegrationFlow {
+    /// The partner application id SmartRecruiters issued.
+    #[schemars(length(min = 1, max = 256))]
+    pub app_id: String,
+    /// The customer's SmartRecruiters company id.
+    #[schemars(length(min = 1, max = 256))]
+    pub company_id: String,
+    /// Bi-directional integration: the operator also generates the
+    /// customer-level client id and secret SmartRecruiters will use to call
+    /// the partner, sends them with the creation request and stores them as
+    /// `partner_client_id` / `partner_client_secret`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bidirectional: bool,
+}
+
+/// Parameters of a Cloud Elements / SAP Open Connectors element instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElementInstanceFlow {
+    /// The element key, for example `smartrecruiters`.
+    #[schemars(length(min = 1, max = 128))]
+    pub element_key: String,
+    /// Instance name shown in the platform. Default: `<namespace>-<name>` of the Integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub instance_name: Option<String>,
+    /// Non-secret element configuration values, by configuration key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, String>,
+    /// Secret element configuration: element configuration key -> key of the
+    /// input Secret holding the value (for SmartRecruiters: `api.key: api_key`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_configuration: BTreeMap<String, String>,
+    /// What happens to the instance when the Integration is deleted. Default `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// Parameters of a Kombo connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionFlow {
+    /// Email of the customer's user who completes the connection.
+    #[schemars(length(min = 3, max = 320))]
+    pub end_user_email: String,
+    /// The customer's organisation name.
+    #[schemars(length(min = 1, max = 256))]
+    pub end_user_organization_name: String,
+    /// Your id for the customer. Default: the Integration's uid, which is
+    /// what keeps one Integration from ever creating two connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub end_user_origin_id: Option<String>,
+    /// Kombo integration category, for example `ATS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_category: Option<String>,
+    /// Kombo tool to preselect, for example `smartrecruiters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_tool: Option<String>,
+    /// Use an existing Kombo integration instead of creating a connect link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<String>,
+    /// What happens to the Kombo integration when the Integration is deleted. Default `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What happens to provider-side state when the Integration is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete it.
+    #[default]
+    Delete,
+    /// Keep it.
+    Retain,
 }
 
 /// Where the resulting credentials are written.

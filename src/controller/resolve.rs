@@ -96,16 +96,33 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
 /// the backstop for objects stored before the rule existed.
 fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     let spec = &integration.spec;
-    match &spec.client_credentials {
-        Some(cc) => Ok(Flow::ClientCredentials {
+    let set: Vec<&str> = [
+        ("clientCredentials", spec.client_credentials.is_some()),
+        ("apiKey", spec.api_key.is_some()),
+        ("basicAuth", spec.basic_auth.is_some()),
+        ("partnerIntegration", spec.partner_integration.is_some()),
+        ("elementInstance", spec.element_instance.is_some()),
+        ("connection", spec.connection.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    if set.len() != 1 {
+        return Err(Error::invalid(
+            "InvalidSpec",
+            format!("the spec must set exactly one flow block, found {}: {set:?}", set.len()),
+        ));
+    }
+    if let Some(cc) = &spec.client_credentials {
+        return Ok(Flow::ClientCredentials {
             scopes: cc.scopes.clone(),
             audience: cc.audience.clone(),
-        }),
-        None => Err(Error::invalid(
-            "InvalidSpec",
-            "the spec has no flow block: set exactly one of clientCredentials",
-        )),
+        });
     }
+    Err(Error::invalid(
+        "UnsupportedFlow",
+        format!("the {} flow is not implemented by this operator version", set[0]),
+    ))
 }
 
 /// Input values as text. Binary values cannot be credentials for an HTTP
