@@ -330,6 +330,12 @@ pub struct ClusterProviderSpec {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub default_token_lifetime: Option<String>,
 
+    /// How often credentials without an expiry (API keys, instance tokens,
+    /// Kombo integrations) are validated again. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub revalidate_interval: Option<String>,
+
     /// Most requests in flight to this provider at once, across all
     /// Integrations. Default 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,6 +373,14 @@ fn is_false(b: &bool) -> bool {
 pub enum ProviderType {
     /// Any RFC 6749 OAuth 2.0 token endpoint (client-credentials grant).
     Oauth2,
+    /// SmartRecruiters: API key, client credentials, General Partner Integration.
+    Smartrecruiters,
+    /// Cornerstone TalentLink (Lumesse): username/password plus API key.
+    CornerstoneTalentlink,
+    /// Cloud Elements / SAP Open Connectors element instances.
+    CloudElements,
+    /// Kombo unified API connections.
+    Kombo,
 }
 
 impl ProviderType {
@@ -374,6 +388,10 @@ impl ProviderType {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderType::Oauth2 => "oauth2",
+            ProviderType::Smartrecruiters => "smartrecruiters",
+            ProviderType::CornerstoneTalentlink => "cornerstone-talentlink",
+            ProviderType::CloudElements => "cloud-elements",
+            ProviderType::Kombo => "kombo",
         }
     }
 }

@@ -29,15 +29,21 @@ use super::{
 };
 use crate::{
     crd::{Integration, IntegrationStatus},
-    providers::{Credentials, ExchangeRequest, Issued, Outcome},
+    providers::{Checkpoint, CleanupRequest, Credentials, DriverError, ExchangeRequest, Issued, Outcome},
 };
 
 /// Field manager of the output Secret.
 pub const SECRET_MANAGER: &str = "integration-operator";
 /// Field manager of the Integration's status.
 pub const STATUS_MANAGER: &str = "integration-operator/status";
-/// Most checkpoint steps one exchange may take (a driver bug must not loop).
-const MAX_STEPS: usize = 8;
+/// Finalizer held while provider-side state must be undone on deletion.
+pub const CLEANUP_FINALIZER: &str = "integration-operator.io/cleanup";
+/// Annotation a person sets to allow a one-shot step to run again (its value
+/// must match what the condition message names).
+pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
+/// Input fingerprint written with checkpoints: never equal to a real one, so
+/// an unfinished flow is always resumed.
+const UNFINISHED: &str = "unfinished";
 
 /// What the pipeline ended with, before status is written.
 enum Ending {
@@ -48,6 +54,14 @@ enum Ending {
         issued: Issued,
         reason: ExchangeReason,
         renew_at: Timestamp,
+        /// The Secret's content changed (false for a re-validation that
+        /// found everything as it was).
+        written: bool,
+    },
+    Pending {
+        reason: &'static str,
+        message: String,
+        recheck_after: Duration,
     },
 }
 
@@ -55,11 +69,18 @@ enum Ending {
 pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     ctx.wait_for_caches().await;
-    if integration.metadata.deletion_timestamp.is_some() {
-        // The output Secret is garbage-collected through its owner reference.
-        return Ok(Action::await_change());
-    }
     let now = Timestamp::now();
+    if integration.metadata.deletion_timestamp.is_some() {
+        // The output Secret is garbage-collected through its owner reference;
+        // provider-side state is undone here, under the finalizer.
+        return match cleanup(&integration, &ctx).await {
+            Ok(action) => Ok(action),
+            Err(err) => {
+                record_failure(&integration, &ctx, &err, now).await;
+                Err(err)
+            }
+        };
+    }
     let result = pipeline(&integration, &ctx, now).await;
     let key = ObjectRef::from_obj(&*integration);
     match result {
@@ -96,17 +117,37 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
         }
         Decision::Exchange(reason) => {
             info!(reason = reason.as_str(), "exchanging credentials");
-            let issued = exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, reason).await?;
+            if resolved.driver.needs_cleanup(&resolved.flow) {
+                // Before anything is created at the provider.
+                ensure_finalizer(integration, ctx).await?;
+            }
             let renew_before = renew_before(integration)?;
-            let renew_at = match issued.expires_at {
-                Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
-                None => now + jiff::SignedDuration::from_secs(3600),
-            };
-            Ok(Ending::Issued {
-                issued,
-                reason,
-                renew_at,
-            })
+            match exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now).await? {
+                Exchanged::Issued { issued, written } => {
+                    let renew_at = match issued.expires_at {
+                        Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
+                        None => {
+                            now + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
+                                .unwrap_or(jiff::SignedDuration::from_secs(3600))
+                        }
+                    };
+                    Ok(Ending::Issued {
+                        issued,
+                        reason,
+                        renew_at,
+                        written,
+                    })
+                }
+                Exchanged::Pending {
+                    reason,
+                    message,
+                    recheck_after,
+                } => Ok(Ending::Pending {
+                    reason,
+                    message,
+                    recheck_after,
+                }),
+            }
         }
     }
 }
@@ -185,9 +226,42 @@ fn not_owned(name: &str) -> Error {
     )
 }
 
-/// Runs the driver until it issues credentials, persisting each checkpoint
-/// (credentials shown only once) before going on.
-#[allow(clippy::too_many_arguments)]
+/// What an exchange ended with.
+enum Exchanged {
+    Issued {
+        issued: Issued,
+        written: bool,
+    },
+    Pending {
+        reason: &'static str,
+        message: String,
+        recheck_after: Duration,
+    },
+}
+
+/// Persists a flow's intermediate state in the output Secret.
+struct SecretCheckpoint<'a> {
+    integration: &'a Integration,
+    ctx: &'a Context,
+    persisted: tokio::sync::Mutex<Credentials>,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for SecretCheckpoint<'_> {
+    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+        let mut persisted = self.persisted.lock().await;
+        let updated = persisted.updated(set, remove);
+        write_secret(self.integration, self.ctx, &updated, UNFINISHED, None)
+            .await
+            .map_err(|e| DriverError::CheckpointFailed {
+                message: format!("writing the output Secret failed: {e}"),
+            })?;
+        *persisted = updated.clone();
+        Ok(updated)
+    }
+}
+
+/// Runs the driver; writes the output Secret when it issues credentials.
 async fn exchange(
     integration: &Integration,
     ctx: &Context,
@@ -195,52 +269,144 @@ async fn exchange(
     existing: &Observed,
     input_fingerprint: &str,
     now: Timestamp,
-    reason: ExchangeReason,
-) -> Result<Issued, Error> {
-    let mut persisted = existing.secret.as_ref().map(output::fields_of).unwrap_or_default();
-    for _ in 0..MAX_STEPS {
-        let request = ExchangeRequest {
-            provider: &resolved.provider,
-            flow: &resolved.flow,
-            inputs: &resolved.inputs,
-            persisted: &persisted,
-            now,
-        };
-        let started = std::time::Instant::now();
-        let outcome = resolved.driver.exchange(&request).await;
-        ctx.metrics.exchanged(
-            &resolved.provider.name,
-            resolved.flow.name(),
-            outcome.as_ref().map(|_| "success").unwrap_or_else(|e| e.reason()),
-            started.elapsed(),
-        );
-        match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
-            Outcome::Checkpoint(fields) => {
-                // Shown once by the provider: persist before any further step.
-                let merged = merge(&persisted, &fields);
-                write_secret(integration, ctx, &merged, input_fingerprint, None).await?;
-                persisted = merged;
-            }
-            Outcome::Issued(issued) => {
-                let fields = merge(&persisted, &issued.fields);
-                write_secret(integration, ctx, &fields, input_fingerprint, issued.expires_at).await?;
-                debug!(reason = reason.as_str(), "credentials written");
-                return Ok(Issued { fields, ..issued });
-            }
+) -> Result<Exchanged, Error> {
+    let persisted = match &existing.secret {
+        Some(secret) => output::fields_of(secret),
+        None => read_persisted(integration, ctx).await?,
+    };
+    let checkpoint = SecretCheckpoint {
+        integration,
+        ctx,
+        persisted: tokio::sync::Mutex::new(persisted.clone()),
+    };
+    let identity = uid(integration);
+    let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
+    let request = ExchangeRequest {
+        provider: &resolved.provider,
+        flow: &resolved.flow,
+        inputs: &resolved.inputs,
+        persisted: &persisted,
+        checkpoint: &checkpoint,
+        identity: &identity,
+        retry_requested: retry.as_deref(),
+        now,
+    };
+    let started = std::time::Instant::now();
+    let outcome = resolved.driver.exchange(&request).await;
+    ctx.metrics.exchanged(
+        &resolved.provider.name,
+        resolved.flow.name(),
+        outcome.as_ref().map(|_| "success").unwrap_or_else(|e| e.reason()),
+        started.elapsed(),
+    );
+    match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
+        Outcome::Issued(issued) => {
+            // Keep what earlier steps persisted (customer-level credentials),
+            // add what was issued now.
+            let persisted = checkpoint.persisted.into_inner();
+            let fields = persisted.updated(&issued.fields, &[]);
+            let written = write_secret(integration, ctx, &fields, input_fingerprint, issued.expires_at).await?;
+            Ok(Exchanged::Issued {
+                issued: Issued { fields, ..issued },
+                written,
+            })
         }
+        Outcome::Pending {
+            reason,
+            message,
+            recheck_after,
+        } => Ok(Exchanged::Pending {
+            reason,
+            message,
+            recheck_after,
+        }),
     }
-    Err(Error::invalid(
-        "ProviderFlowIncomplete",
-        format!("the provider flow did not finish within {MAX_STEPS} steps"),
-    ))
 }
 
-fn merge(base: &Credentials, update: &Credentials) -> Credentials {
-    let mut all: std::collections::BTreeMap<_, _> = base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (k, v) in update.iter() {
-        all.insert(k.clone(), v.clone());
+/// The output Secret's fields, read when the cache did not need them.
+async fn read_persisted(integration: &Integration, ctx: &Context) -> Result<Credentials, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+    Ok(match api.get_opt(&output::target_name(integration)).await? {
+        Some(secret) if output::is_owned_by(&secret.metadata, integration) => output::fields_of(&secret),
+        _ => Credentials::default(),
+    })
+}
+
+/// Adds the cleanup finalizer if it is missing.
+async fn ensure_finalizer(integration: &Integration, ctx: &Context) -> Result<(), Error> {
+    if integration.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
+        return Ok(());
     }
-    Credentials::new(all)
+    let mut finalizers = integration.finalizers().to_vec();
+    finalizers.push(CLEANUP_FINALIZER.to_string());
+    patch_finalizers(integration, ctx, finalizers).await
+}
+
+/// Replaces the finalizer list, conditional on the resourceVersion we saw so
+/// that another writer's finalizer is never dropped.
+async fn patch_finalizers(integration: &Integration, ctx: &Context, finalizers: Vec<String>) -> Result<(), Error> {
+    let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+    api.patch(
+        &integration.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": integration.resource_version(),
+        }})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletion: undo provider-side state, then release the finalizer. A failed
+/// cleanup is reported and retried, never silently dropped.
+async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Error> {
+    if !integration.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let (_, provider, driver, flow) = resolve::resolve_provider(integration, ctx)?;
+    if driver.needs_cleanup(&flow) {
+        let namespace = integration.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let inputs = match secrets.get_opt(&integration.spec.secret_ref.name).await? {
+            Some(secret) => resolve::secret_credentials(&secret)?,
+            None => {
+                return Err(Error::invalid(
+                    "CleanupFailed",
+                    format!(
+                        "cannot delete the provider-side state: input Secret {:?} is gone; restore it, or remove the finalizer {CLEANUP_FINALIZER} to leave the provider-side state behind",
+                        integration.spec.secret_ref.name
+                    ),
+                ));
+            }
+        };
+        let persisted = read_persisted(integration, ctx).await?;
+        driver
+            .cleanup(&CleanupRequest {
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+            })
+            .await
+            .map_err(|e| Error::invalid("CleanupFailed", format!("deleting the provider-side state failed: {e}")))?;
+        publish(
+            ctx,
+            integration,
+            EventType::Normal,
+            "CleanedUp",
+            "provider-side state deleted".into(),
+        )
+        .await;
+    }
+    let remaining: Vec<String> = integration
+        .finalizers()
+        .iter()
+        .filter(|f| *f != CLEANUP_FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(integration, ctx, remaining).await?;
+    Ok(Action::await_change())
 }
 
 /// Writes the output Secret: created the first time (so that a Secret of the
@@ -252,12 +418,24 @@ async fn write_secret(
     fields: &Credentials,
     input_fingerprint: &str,
     expires_at: Option<Timestamp>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let desired = output::desired_secret(integration, fields, input_fingerprint, expires_at, &ctx.fingerprinter);
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::<Secret>::new(&name).within(&namespace);
+    if let Some(cached) = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+        // A re-validation that changes nothing must not write (or wake
+        // every watcher of the Secret).
+        let rv = cached.metadata.resource_version.clone().unwrap_or_default();
+        if ctx.verified.is_verified(&key, &rv)
+            && output::is_owned_by(&cached.metadata, integration)
+            && cached.metadata.annotations == desired.metadata.annotations
+            && cached.metadata.labels == desired.metadata.labels
+        {
+            return Ok(false);
+        }
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -281,7 +459,7 @@ async fn write_secret(
                 ctx.verified
                     .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
                 ctx.metrics.secret_written();
-                return Ok(());
+                return Ok(true);
             }
             // Lost a race with another writer (create vs create, or a
             // transient API error): look again. Credentials shown once must
@@ -329,10 +507,26 @@ async fn finish(
             }
             (wanted, recheck_at, None)
         }
+        Ending::Pending {
+            reason,
+            message,
+            recheck_after,
+        } => {
+            let event = match status::ready_condition(Some(&old)) {
+                Some(c) if c.reason == reason && c.message == message => None,
+                _ => Some((EventType::Normal, reason, message.clone())),
+            };
+            (
+                vec![Wanted::not_ready(reason, message)],
+                Some(now + jiff::SignedDuration::try_from(recheck_after).unwrap_or_default()),
+                event,
+            )
+        }
         Ending::Issued {
             issued,
             reason,
             renew_at,
+            written,
         } => {
             new.expires_at = issued.expires_at.map(status::rfc3339);
             new.renew_at = Some(status::rfc3339(renew_at));
@@ -365,8 +559,14 @@ async fn finish(
                     ),
                 ));
             }
-            let event_reason = if previous_failure { "Recovered" } else { event_reason };
-            (wanted, Some(renew_at), Some((EventType::Normal, event_reason, note)))
+            let event = if previous_failure {
+                Some((EventType::Normal, "Recovered", format!("{note} after a failure")))
+            } else if written {
+                Some((EventType::Normal, event_reason, note))
+            } else {
+                None
+            };
+            (wanted, Some(renew_at), event)
         }
     };
     new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::{Context, Error};
 use crate::{
-    crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, Integration, ProviderType},
+    crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, DeletionPolicy, Integration, ProviderType},
     providers::{ClientAuth, Credentials, Driver, Flow, ProviderConfig, http::check_endpoint},
 };
 
@@ -20,6 +20,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(1800);
 const DEFAULT_CONCURRENCY: usize = 8;
 const DEFAULT_RPS: u32 = 10;
+const DEFAULT_REVALIDATE: Duration = Duration::from_secs(3600);
 
 /// Everything an exchange needs, resolved.
 pub struct Resolved {
@@ -32,6 +33,32 @@ pub struct Resolved {
 
 /// Resolves an Integration's references.
 pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolved, Error> {
+    let (provider_spec, provider, driver, flow) = resolve_provider(integration, ctx)?;
+    let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
+    let spec = &integration.spec;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let input = secrets.get_opt(&spec.secret_ref.name).await?.ok_or_else(|| {
+        Error::invalid(
+            "SecretNotFound",
+            format!(
+                "input Secret {:?} does not exist in namespace {namespace:?}",
+                spec.secret_ref.name
+            ),
+        )
+    })?;
+    Ok(Resolved {
+        provider,
+        provider_spec,
+        driver,
+        flow,
+        inputs: secret_credentials(&input)?,
+    })
+}
+
+type ResolvedProvider = (ClusterProviderSpec, ProviderConfig, std::sync::Arc<dyn Driver>, Flow);
+
+/// The ClusterProvider, its driver and the flow, from the caches alone.
+pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<ResolvedProvider, Error> {
     let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &integration.spec;
     let cluster_provider = ctx
@@ -62,6 +89,10 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
     let flow = flow_of(integration)?;
     let driver: std::sync::Arc<dyn Driver> = match cp_spec.provider_type {
         ProviderType::Oauth2 => ctx.drivers.oauth2.clone(),
+        ProviderType::Smartrecruiters => ctx.drivers.smartrecruiters.clone(),
+        ProviderType::CornerstoneTalentlink => ctx.drivers.talentlink.clone(),
+        ProviderType::CloudElements => ctx.drivers.cloud_elements.clone(),
+        ProviderType::Kombo => ctx.drivers.kombo.clone(),
     };
     if !driver.supports(&flow) {
         return Err(Error::invalid(
@@ -73,23 +104,7 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
             ),
         ));
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let input = secrets.get_opt(&spec.secret_ref.name).await?.ok_or_else(|| {
-        Error::invalid(
-            "SecretNotFound",
-            format!(
-                "input Secret {:?} does not exist in namespace {namespace:?}",
-                spec.secret_ref.name
-            ),
-        )
-    })?;
-    Ok(Resolved {
-        provider,
-        provider_spec: cp_spec.clone(),
-        driver,
-        flow,
-        inputs: secret_credentials(&input)?,
-    })
+    Ok((cp_spec.clone(), provider, driver, flow))
 }
 
 /// The flow block of the spec. The CRD schema admits exactly one; this is
@@ -113,21 +128,51 @@ fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             format!("the spec must set exactly one flow block, found {}: {set:?}", set.len()),
         ));
     }
-    if let Some(cc) = &spec.client_credentials {
-        return Ok(Flow::ClientCredentials {
+    let namespace = integration.metadata.namespace.clone().unwrap_or_default();
+    let name = integration.metadata.name.clone().unwrap_or_default();
+    let uid = integration.metadata.uid.clone().unwrap_or_default();
+    let deletes = |p: Option<DeletionPolicy>| p.unwrap_or_default() == DeletionPolicy::Delete;
+    Ok(if let Some(cc) = &spec.client_credentials {
+        Flow::ClientCredentials {
             scopes: cc.scopes.clone(),
             audience: cc.audience.clone(),
-        });
-    }
-    Err(Error::invalid(
-        "UnsupportedFlow",
-        format!("the {} flow is not implemented by this operator version", set[0]),
-    ))
+        }
+    } else if spec.api_key.is_some() {
+        Flow::ApiKey
+    } else if spec.basic_auth.is_some() {
+        Flow::BasicAuth
+    } else if let Some(p) = &spec.partner_integration {
+        Flow::PartnerIntegration {
+            app_id: p.app_id.clone(),
+            company_id: p.company_id.clone(),
+            bidirectional: p.bidirectional,
+        }
+    } else if let Some(e) = &spec.element_instance {
+        Flow::ElementInstance {
+            element_key: e.element_key.clone(),
+            instance_name: e.instance_name.clone().unwrap_or_else(|| format!("{namespace}-{name}")),
+            configuration: e.configuration.clone(),
+            secret_configuration: e.secret_configuration.clone(),
+            delete_on_cleanup: deletes(e.deletion_policy),
+        }
+    } else if let Some(c) = &spec.connection {
+        Flow::Connection {
+            end_user_email: c.end_user_email.clone(),
+            end_user_organization_name: c.end_user_organization_name.clone(),
+            end_user_origin_id: c.end_user_origin_id.clone().unwrap_or(uid),
+            integration_category: c.integration_category.clone(),
+            integration_tool: c.integration_tool.clone(),
+            integration_id: c.integration_id.clone(),
+            delete_on_cleanup: deletes(c.deletion_policy),
+        }
+    } else {
+        return Err(Error::invalid("InvalidSpec", "the spec has no flow block"));
+    })
 }
 
 /// Input values as text. Binary values cannot be credentials for an HTTP
 /// API, so they are refused by key name.
-fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
+pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
     let mut values = std::collections::BTreeMap::new();
     for (k, v) in secret.data.iter().flatten() {
         let text = String::from_utf8(v.0.clone()).map_err(|_| {
@@ -193,6 +238,7 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_RPS),
+        revalidate_interval: duration("revalidateInterval", &spec.revalidate_interval, DEFAULT_REVALIDATE)?,
     })
 }
 
@@ -210,6 +256,7 @@ mod tests {
             default_token_lifetime: None,
             max_concurrency: None,
             requests_per_second: None,
+            revalidate_interval: None,
             allowed_namespaces: vec![],
             allow_insecure_http: false,
             allow_private_addresses: false,

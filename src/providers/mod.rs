@@ -5,9 +5,13 @@
 //! inputs, and returns an [`Outcome`] or a classified [`DriverError`]. The
 //! controller turns outcomes into Secrets and conditions.
 
+pub mod cloud_elements;
 pub mod http;
+pub mod kombo;
 pub mod limiter;
 pub mod oauth2;
+pub mod smartrecruiters;
+pub mod talentlink;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -40,6 +44,12 @@ pub mod keys {
     pub const INTEGRATION_ID: &str = "integration_id";
     /// API base URL the credentials are for.
     pub const BASE_URL: &str = "base_url";
+    /// An API key the client must send besides the header (TalentLink's `api_key` query parameter).
+    pub const API_KEY: &str = "api_key";
+    /// Name of a second header the client must send (Kombo: `X-Integration-Id`).
+    pub const EXTRA_HEADER_NAME: &str = "extra_header_name";
+    /// Value of that second header.
+    pub const EXTRA_HEADER_VALUE: &str = "extra_header_value";
 }
 
 /// Endpoint configuration of one provider, as the admin set it on a
@@ -56,6 +66,9 @@ pub struct ProviderConfig {
     pub default_lifetime: Duration,
     pub max_concurrency: usize,
     pub requests_per_second: u32,
+    /// How often credentials without an expiry (API keys, instance tokens)
+    /// are validated again.
+    pub revalidate_interval: Duration,
 }
 
 /// RFC 6749 section 2.3.1 client authentication.
@@ -68,9 +81,40 @@ pub enum ClientAuth {
 /// Parameters of the flow an Integration asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Flow {
+    /// OAuth 2.0 client credentials (input keys `client_id`, `client_secret`).
     ClientCredentials {
         scopes: Vec<String>,
         audience: Option<String>,
+    },
+    /// Validate and publish an API key (input key `api_key`).
+    ApiKey,
+    /// Username, password and API key (input keys `username`, `password`, `api_key`).
+    BasicAuth,
+    /// SmartRecruiters General Partner Integration (master credentials as
+    /// `client_id`, `client_secret`).
+    PartnerIntegration {
+        app_id: String,
+        company_id: String,
+        bidirectional: bool,
+    },
+    /// Cloud Elements / Open Connectors element instance.
+    ElementInstance {
+        element_key: String,
+        instance_name: String,
+        configuration: BTreeMap<String, String>,
+        /// Element configuration key -> input key.
+        secret_configuration: BTreeMap<String, String>,
+        delete_on_cleanup: bool,
+    },
+    /// Kombo connection.
+    Connection {
+        end_user_email: String,
+        end_user_organization_name: String,
+        end_user_origin_id: String,
+        integration_category: Option<String>,
+        integration_tool: Option<String>,
+        integration_id: Option<String>,
+        delete_on_cleanup: bool,
     },
 }
 
@@ -79,6 +123,11 @@ impl Flow {
     pub fn name(&self) -> &'static str {
         match self {
             Flow::ClientCredentials { .. } => "clientCredentials",
+            Flow::ApiKey => "apiKey",
+            Flow::BasicAuth => "basicAuth",
+            Flow::PartnerIntegration { .. } => "partnerIntegration",
+            Flow::ElementInstance { .. } => "elementInstance",
+            Flow::Connection { .. } => "connection",
         }
     }
 }
@@ -124,6 +173,34 @@ impl Credentials {
     pub fn values(&self) -> impl Iterator<Item = &SecretString> {
         self.0.values()
     }
+
+    /// These values overlaid with `other`'s, minus the `remove` keys.
+    pub fn updated(&self, other: &Credentials, remove: &[&str]) -> Credentials {
+        let mut all = self.0.clone();
+        for (k, v) in other.iter() {
+            all.insert(k.clone(), v.clone());
+        }
+        all.retain(|k, _| !remove.contains(&k.as_str()));
+        Credentials(all)
+    }
+
+    /// Both sets of values, for scrubbing.
+    pub fn and(&self, other: &Credentials) -> Credentials {
+        self.updated(other, &[])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Durable storage for state a flow must not lose (credentials a provider
+/// shows only once, a "request sent" marker). The controller implements it
+/// by writing the output Secret; a driver calls it before going on.
+#[async_trait]
+pub trait Checkpoint: Send + Sync {
+    /// Persists `set` and removes `remove`; returns everything now persisted.
+    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError>;
 }
 
 /// What a driver is asked to do.
@@ -132,9 +209,16 @@ pub struct ExchangeRequest<'a> {
     pub flow: &'a Flow,
     /// The input Secret's data.
     pub inputs: &'a Credentials,
-    /// Fields already in the output Secret, for flows whose earlier steps
-    /// issued credentials that are shown only once (checkpoints).
+    /// Fields already in the output Secret (from earlier steps or exchanges).
     pub persisted: &'a Credentials,
+    /// Where to persist state before going on.
+    pub checkpoint: &'a dyn Checkpoint,
+    /// A stable identity of the requesting object (the Integration's uid):
+    /// seeds deterministic ids, tags and origin ids.
+    pub identity: &'a str,
+    /// A value the user set to ask for a one-shot step to be done again
+    /// (a new connect link, a second creation request); `None` if not asked.
+    pub retry_requested: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -143,9 +227,21 @@ pub struct ExchangeRequest<'a> {
 pub enum Outcome {
     /// Final credentials, ready for the output Secret.
     Issued(Issued),
-    /// Credentials the provider shows only once: the controller must persist
-    /// them in the output Secret before calling the driver again.
-    Checkpoint(Credentials),
+    /// The flow waits for something outside the operator (a person completing
+    /// a connect link). Look again after `recheck_after`.
+    Pending {
+        reason: &'static str,
+        message: String,
+        recheck_after: Duration,
+    },
+}
+
+/// What a driver's cleanup is asked to undo.
+pub struct CleanupRequest<'a> {
+    pub provider: &'a ProviderConfig,
+    pub flow: &'a Flow,
+    pub inputs: &'a Credentials,
+    pub persisted: &'a Credentials,
 }
 
 /// Credentials a provider issued.
@@ -185,6 +281,10 @@ pub enum DriverError {
     MalformedResponse { message: String },
     #[error("the provider endpoint is not configured correctly: {message}")]
     Misconfigured { message: String },
+    #[error("{message}")]
+    NeedsAttention { reason: &'static str, message: String },
+    #[error("could not persist credentials: {message}")]
+    CheckpointFailed { message: String },
 }
 
 impl DriverError {
@@ -201,6 +301,8 @@ impl DriverError {
             DriverError::Timeout { .. } => "ProviderTimeout",
             DriverError::MalformedResponse { .. } => "MalformedResponse",
             DriverError::Misconfigured { .. } => "ProviderMisconfigured",
+            DriverError::NeedsAttention { reason, .. } => reason,
+            DriverError::CheckpointFailed { .. } => "SecretWriteFailed",
         }
     }
 
@@ -213,6 +315,7 @@ impl DriverError {
                 | DriverError::Unavailable { .. }
                 | DriverError::Timeout { .. }
                 | DriverError::MalformedResponse { .. }
+                | DriverError::CheckpointFailed { .. }
         )
     }
 
@@ -231,8 +334,19 @@ pub trait Driver: Send + Sync {
     /// Whether this driver implements `flow`.
     fn supports(&self, flow: &Flow) -> bool;
 
-    /// Runs the flow (or its next step).
+    /// Runs the flow: issues, renews or re-validates credentials.
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError>;
+
+    /// Whether deleting an Integration with this flow must undo provider-side
+    /// state (the controller then holds a finalizer).
+    fn needs_cleanup(&self, _flow: &Flow) -> bool {
+        false
+    }
+
+    /// Undoes provider-side state; "already gone" is success.
+    async fn cleanup(&self, _req: &CleanupRequest<'_>) -> Result<(), DriverError> {
+        Ok(())
+    }
 }
 
 /// Makes provider text safe to show in a condition, an Event or a log line:
@@ -259,14 +373,80 @@ pub fn scrub(text: &str, secrets: &Credentials) -> String {
 /// hold per-provider rate limiters and token caches).
 #[derive(Clone)]
 pub struct Drivers {
-    pub oauth2: Arc<oauth2::OAuth2Driver>,
+    pub oauth2: Arc<dyn Driver>,
+    pub smartrecruiters: Arc<dyn Driver>,
+    pub talentlink: Arc<dyn Driver>,
+    pub cloud_elements: Arc<dyn Driver>,
+    pub kombo: Arc<dyn Driver>,
 }
 
 impl Drivers {
     pub fn new(http: ProviderHttp) -> Self {
         Self {
-            oauth2: Arc::new(oauth2::OAuth2Driver::new(http)),
+            oauth2: Arc::new(oauth2::OAuth2Driver::new(http.clone())),
+            smartrecruiters: Arc::new(smartrecruiters::SmartRecruitersDriver::new(http.clone())),
+            talentlink: Arc::new(talentlink::TalentLinkDriver::new(http.clone())),
+            cloud_elements: Arc::new(cloud_elements::CloudElementsDriver::new(http.clone())),
+            kombo: Arc::new(kombo::KomboDriver::new(http)),
         }
+    }
+}
+
+/// Joins `path` to a base URL, keeping the base's own path
+/// (`https://h/v1` + `connect/create-link` = `https://h/v1/connect/create-link`).
+pub fn endpoint(base: &Url, path: &str) -> Result<Url, DriverError> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let p = format!("{}/", base.path());
+        base.set_path(&p);
+    }
+    base.join(path.trim_start_matches('/'))
+        .map_err(|e| DriverError::Misconfigured {
+            message: format!("cannot build the {path} URL: {e}"),
+        })
+}
+
+/// The ClusterProvider's base URL, required by most drivers.
+pub fn base_url(provider: &ProviderConfig) -> Result<&Url, DriverError> {
+    provider.base_url.as_ref().ok_or_else(|| DriverError::Misconfigured {
+        message: "the ClusterProvider has no baseUrl".into(),
+    })
+}
+
+/// Builds a [`Credentials`] from plain pairs.
+pub fn fields<I, K, V>(pairs: I) -> Credentials
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<String>,
+    V: Into<String>,
+{
+    Credentials::new(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), SecretString::from(v.into())))
+            .collect(),
+    )
+}
+
+/// Maps a non-success answer of a provider's API (not a token endpoint) to a
+/// driver error; `detail` is the provider's message, already extracted.
+pub fn classify_status(status: u16, detail: &str, secrets: &Credentials) -> DriverError {
+    let message = scrub(
+        &format!(
+            "HTTP {status}{}",
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        ),
+        secrets,
+    );
+    match status {
+        401 => DriverError::CredentialsRejected { message },
+        403 => DriverError::PermissionDenied { message },
+        409 => DriverError::Conflict { message },
+        _ => DriverError::BadRequest { message },
     }
 }
 

@@ -41,7 +41,11 @@ impl Driver for OAuth2Driver {
     }
 
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
-        let Flow::ClientCredentials { scopes, audience } = req.flow;
+        let Flow::ClientCredentials { scopes, audience } = req.flow else {
+            return Err(DriverError::Misconfigured {
+                message: format!("oauth2 does not support the {} flow", req.flow.name()),
+            });
+        };
         let client_id = req.inputs.require(keys::CLIENT_ID)?;
         let client_secret = req.inputs.require(keys::CLIENT_SECRET)?;
         let token = request_token(
