@@ -863,4 +863,46 @@ mod tests {
         assert!(jsonpath(&o, ".a.l[?(broken").is_empty());
         assert!(jsonpath(&o, ".a.l[99]").is_empty());
     }
+
+    /// Real `kubectl get` renders the Table: headers upper-cased, null cells
+    /// blank (as with a real apiserver), dates as the ages computed here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kubectl_get_prints_the_crd_columns() {
+        use crate::emulator::openapi::tests::{fake_apiserver, kubectl};
+        let created = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(300);
+        let mut ready = integration("ready-one", Some("True"));
+        ready["metadata"]["creationTimestamp"] = json!(created.to_string());
+        let mut pending = integration("pending-one", None);
+        pending["metadata"]["creationTimestamp"] = json!(created.to_string());
+        let Some(server) = fake_apiserver(vec![ready, pending]).await else {
+            return;
+        };
+        let Some((ok, out, err)) = kubectl(&server, &["get", "integrations", "-n", "ns"]).await else {
+            return;
+        };
+        assert!(ok, "stdout: {out}\nstderr: {err}");
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            ["NAME", "PROVIDER", "READY", "REASON", "EXPIRES", "AGE"],
+            "{out}"
+        );
+        assert_eq!(
+            lines[1][..4],
+            ["ready-one", "smartrecruiters", "True", "Exchanged"],
+            "{out}"
+        );
+        assert!(
+            lines[1][4].ends_with('d') || lines[1][4].ends_with('y'),
+            "expiry long past: {out}"
+        );
+        assert_eq!(lines[1][5], "5m", "{out}");
+        assert_eq!(lines[2], ["pending-one", "smartrecruiters", "5m"], "{out}");
+        let age_col = out.lines().next().and_then(|h| h.find("AGE")).unwrap_or(0);
+        assert_eq!(
+            out.lines().nth(2).and_then(|l| l.get(age_col..)).map(str::trim),
+            Some("5m"),
+            "{out}"
+        );
+    }
 }
