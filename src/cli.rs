@@ -63,6 +63,16 @@ pub struct RunArgs {
     /// Longest retry delay, e.g. 5m.
     #[arg(long, env = "RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
     pub retry_max: Duration,
+    /// Run several replicas safely: only the holder of a coordination.k8s.io
+    /// Lease reconciles; the others stand by and take over when it goes.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease (in --namespace).
+    #[arg(long, env = "LEASE_NAME", default_value = "integration-operator")]
+    pub lease_name: String,
+    /// Seconds a leader holds the Lease without renewing it before another replica may take over.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
     /// Retry delay after a failure a person must fix (bad spec, missing Secret), e.g. 5m.
     #[arg(long, env = "RETRY_INVALID", default_value = "5m", value_parser = parse_duration)]
     pub retry_invalid: Duration,
@@ -154,9 +164,22 @@ impl Operator {
             concurrency: args.concurrency,
             instance: args.instance,
         };
-        let controller = tokio::spawn(controller::run(client, settings, async move {
-            let _ = stopped.await;
-        }));
+        let controller = if args.leader_elect {
+            let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.namespace)
+                .with_identity(&settings.instance)
+                .with_duration(args.lease_duration_seconds.max(2))
+                .with_grace((args.lease_duration_seconds / 3).max(1))
+                .build()
+                .await
+                .context("setting up leader election")?;
+            tokio::spawn(lead_then_run(client, settings, lease, stopped))
+        } else {
+            settings.health.set_standby(false);
+            tokio::spawn(controller::run(client, settings, async move {
+                let _ = stopped.await;
+            }))
+        };
         Ok(Self {
             metrics_addr,
             stop,
@@ -179,6 +202,57 @@ impl Operator {
         let _ = self.stop.send(());
         let _ = self.controller.await;
         self.server.abort();
+    }
+}
+
+/// With leader election: stand by until this replica holds the Lease, run the
+/// controller while it does, stop it the moment the Lease is lost, and
+/// release the Lease on shutdown so the next replica takes over at once.
+async fn lead_then_run(
+    client: Client,
+    settings: Settings,
+    lease: kube_lease_manager::LeaseManager,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (mut leading, lease_task) = lease.watch().await;
+    settings.health.set_standby(true);
+    loop {
+        // Stand by.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return; },
+                _ = &mut stopped => {
+                    drop(leading);
+                    let _ = lease_task.await;
+                    return;
+                }
+            }
+        }
+        info!(instance = %settings.instance, "became leader");
+        settings.health.set_standby(false);
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+        let term = tokio::spawn(controller::run(client.clone(), settings.clone(), async move {
+            let _ = lost_rx.await;
+        }));
+        let shutting_down = loop {
+            tokio::select! {
+                changed = leading.changed() => {
+                    if changed.is_err() || !*leading.borrow_and_update() { break false; }
+                }
+                _ = &mut stopped => break true,
+            }
+        };
+        let _ = lost_tx.send(());
+        let _ = term.await;
+        settings.health.set_ready(false);
+        settings.health.set_standby(true);
+        if shutting_down {
+            info!("released leadership on shutdown");
+            drop(leading);
+            let _ = lease_task.await;
+            return;
+        }
+        info!("lost leadership; standing by");
     }
 }
 

@@ -301,19 +301,41 @@ impl Drop for ReconcileTimer {
     }
 }
 
-/// Readiness as the probes report it.
-#[derive(Clone, Default)]
+/// Readiness as the probes report it: the leader (or the only replica) is
+/// ready once its caches are synced; a standby replica is ready while its
+/// leader-election loop runs (it must pass probes to be a usable standby).
+#[derive(Clone)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    synced: Arc<AtomicBool>,
+    standby: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            synced: Arc::new(AtomicBool::new(false)),
+            standby: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Health {
+    /// The controller's caches are synced (or, with `false`, the controller stopped).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.synced.store(ready, Ordering::SeqCst);
+    }
+
+    /// This replica is standing by for the Lease rather than reconciling.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::SeqCst)
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.is_standby() || self.synced.load(Ordering::SeqCst)
     }
 }
 
@@ -347,7 +369,9 @@ async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse 
 }
 
 async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.health.is_ready() {
+    if state.health.is_standby() {
+        (StatusCode::OK, "standby")
+    } else if state.health.is_ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")

@@ -177,6 +177,7 @@ impl Context {
 }
 
 /// Everything `run` needs besides the client.
+#[derive(Clone)]
 pub struct Settings {
     pub drivers: Drivers,
     pub fingerprinter: Fingerprinter,
