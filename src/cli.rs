@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator against the cluster of the kubeconfig (or in-cluster).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -92,7 +92,7 @@ impl Cli {
                 print!("{}", crd::crds_yaml()?);
                 Ok(())
             }
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
         }
     }
 }
