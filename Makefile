@@ -4,7 +4,7 @@ CARGO ?= cargo
 EMULATOR_KUBECONFIG ?= $(CURDIR)/target/emulator/kubeconfig
 export EMULATOR_KUBECONFIG
 
-.PHONY: help demo test lint fmt fmt-check crds emulator e2e run bench oidc-deps
+.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench oidc-deps
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ demo: ## run the operator end to end against the API emulator and a token-server
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: fmt-check lint oidc-deps ## the whole suite: format, lints, unit, integration (emulator + simulators + oidc-provider), kubectl, CRD drift
+test: fmt-check lint oidc-deps chart-check ## the whole suite: format, lints, chart checks, unit, integration (emulator + simulators + oidc-provider), kubectl, CRD drift
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 oidc-deps: ## install the pinned oidc-provider used by the tests
@@ -28,8 +28,12 @@ fmt: ## format the code
 fmt-check: ## check formatting
 	$(CARGO) fmt --all -- --check
 
-crds: ## regenerate crds/ from the Rust types
+crds: ## regenerate crds/ (and the chart's copy) from the Rust types
 	$(CARGO) run --quiet --bin integration-operator -- crds > crds/crds.yaml
+	cp crds/crds.yaml charts/integration-operator/files/crds.yaml
+
+chart-check: ## helm lint --strict, helm template for several value sets, kubernetes-validate --strict (installs helm and kubernetes-validate into .tools/)
+	bash scripts/chart-check.sh
 
 emulator: ## run the Kubernetes API emulator in the foreground (kubeconfig at $EMULATOR_KUBECONFIG)
 	$(CARGO) run --quiet -p testkit --bin testkit -- emulator --kubeconfig "$(EMULATOR_KUBECONFIG)"

@@ -15,6 +15,17 @@ fn committed_crds_match_the_code() {
 }
 
 #[test]
+fn the_chart_ships_the_same_crds() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/crds.yaml")).expect("crds");
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/integration-operator/files/crds.yaml"
+    ))
+    .expect("the chart's CRD copy is committed");
+    assert!(committed == chart, "the chart's CRDs differ from crds/: run `make crds`");
+}
+
+#[test]
 fn every_example_manifest_parses_as_its_kind() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut seen = 0;
