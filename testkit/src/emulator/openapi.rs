@@ -573,7 +573,12 @@ pub(crate) mod tests {
     /// `explain` and `get` against these pure functions before the emulator's
     /// request path exists. Returns the base URL.
     pub(crate) async fn fake_apiserver(objects: Vec<Value>) -> Option<String> {
-        use axum::{Json, Router, extract::Path, http::HeaderMap, routing::get};
+        use axum::{
+            Json, Router,
+            extract::{Path, RawQuery},
+            http::{HeaderMap, StatusCode},
+            routing::get,
+        };
         let resources = [integration_resource(), secret_resource()];
         let docs: Vec<(String, Value)> = vec![
             ("api/v1".into(), group_version_document(&resources[1..])),
@@ -585,6 +590,7 @@ pub(crate) mod tests {
         let idx = index_with_documents(&docs);
         let docs2 = docs.clone();
         let crd = integration_crd();
+        let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
         let columns: Vec<Value> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
             .as_array()
             .cloned()
@@ -607,7 +613,12 @@ pub(crate) mod tests {
                     Json(crate::emulator::table::build(&columns, &objects, "Metadata", json!({"resourceVersion": "1"})))
                 } else {
                     Json(json!({"kind": "IntegrationList", "apiVersion": "integration-operator.io/v1alpha1", "metadata": {}, "items": objects}))
-                } } }));
+                } } }).post(move |RawQuery(query): RawQuery, Json(body): Json<Value>| { let schema = schema.clone(); async move { create_integration(&schema, query, body) } }))
+            .route("/apis/integration-operator.io/v1alpha1/namespaces/{ns}/integrations/{name}", get(|Path((_, name)): Path<(String, String)>| async move {
+                (StatusCode::NOT_FOUND, Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("integrations.integration-operator.io \"{name}\" not found"), "reason": "NotFound",
+                    "details": {"name": name, "group": "integration-operator.io", "kind": "integrations"}, "code": 404})))
+            }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
         let addr = listener.local_addr().ok()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -674,5 +685,109 @@ pub(crate) mod tests {
             .await
             .unwrap_or_default();
         assert!(!ok && err.contains("field \"nope\" does not exist"), "{err}");
+    }
+
+    /// The create step of a request path, just enough to show how kubectl
+    /// reports what [`crate::emulator::schema`] finds (400 strict, 422 invalid).
+    fn create_integration(
+        schema: &Value,
+        query: Option<String>,
+        mut body: Value,
+    ) -> (axum::http::StatusCode, axum::Json<Value>) {
+        use axum::http::StatusCode;
+        let strict = query.unwrap_or_default().contains("fieldValidation=Strict");
+        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        match crate::emulator::schema::validate(schema, &mut body, None, strict) {
+            Ok(()) => (StatusCode::CREATED, axum::Json(body)),
+            Err(errs) if errs.iter().any(|e| e.reason == crate::emulator::schema::REASON_UNKNOWN) => {
+                let fields: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+                (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("strict decoding error: {}", fields.join(", ")), "reason": "BadRequest", "code": 400}),
+                    ),
+                )
+            }
+            Err(errs) => {
+                let msg: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                let causes: Vec<Value> = errs
+                    .iter()
+                    .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
+                    .collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("Integration.integration-operator.io \"{name}\" is invalid: [{}]", msg.join(", ")), "reason": "Invalid",
+                    "details": {"name": name, "group": "integration-operator.io", "kind": "Integration", "causes": causes}, "code": 422}),
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn apply(server: &str, manifest: &str) -> (bool, String, String) {
+        let file = std::env::temp_dir().join(format!("apply-{}-{}.yaml", std::process::id(), rand::random::<u64>()));
+        if std::fs::write(&file, manifest).is_err() {
+            return (false, String::new(), "cannot write manifest".into());
+        }
+        let path = file.display().to_string();
+        let out = kubectl(server, &["apply", "-f", &path])
+            .await
+            .unwrap_or((true, "skipped".into(), String::new()));
+        let _ = std::fs::remove_file(&file);
+        out
+    }
+
+    /// kubectl apply sends fieldValidation=Strict because of the documents
+    /// here, and prints the schema/CEL errors the way users see them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kubectl_apply_validates_strictly_and_reports_fields() {
+        if !std::path::Path::new("/usr/bin/kubectl").exists() {
+            return;
+        }
+        let Some(server) = fake_apiserver(vec![]).await else {
+            return;
+        };
+        let head =
+            "apiVersion: integration-operator.io/v1alpha1\nkind: Integration\nmetadata: {name: x, namespace: ns}\n";
+        let (ok, out, err) = apply(
+            &server,
+            &format!("{head}spec: {{provider: sr, secretRef: {{name: in}}, apiKey: {{}}}}\n"),
+        )
+        .await;
+        assert!(
+            ok && out.contains("integration.integration-operator.io/x created"),
+            "stdout: {out}\nstderr: {err}"
+        );
+        let (ok, _, err) = apply(
+            &server,
+            &format!("{head}spec: {{provider: sr, secretRef: {{name: in}}, apiKey: {{}}, bogus: 1}}\n"),
+        )
+        .await;
+        assert!(
+            !ok && err.contains("strict decoding error: unknown field \"spec.bogus\""),
+            "{err}"
+        );
+        let (ok, _, err) = apply(
+            &server,
+            &format!("{head}spec: {{provider: sr, secretRef: {{}}, apiKey: {{}}}}\n"),
+        )
+        .await;
+        assert!(
+            !ok && err.contains("The Integration \"x\" is invalid")
+                && err.contains("spec.secretRef.name: Required value"),
+            "{err}"
+        );
+        let (ok, _, err) = apply(
+            &server,
+            &format!("{head}spec: {{provider: sr, secretRef: {{name: in}}, apiKey: {{}}, clientCredentials: {{}}}}\n"),
+        )
+        .await;
+        assert!(
+            !ok && err.contains("spec: Invalid value: \"object\": exactly one flow block must be set"),
+            "{err}"
+        );
     }
 }
