@@ -27,8 +27,34 @@ pub const INTEGRATION_LABEL: &str = "integration-operator.io/integration";
 pub const CONTENT_HASH_ANNOTATION: &str = "integration-operator.io/content-hash";
 /// Keyed hash of the inputs (provider, flow, input values) it was made from.
 pub const INPUT_FINGERPRINT_ANNOTATION: &str = "integration-operator.io/input-fingerprint";
-/// When the credentials expire (RFC 3339), for people and tools reading the Secret.
+/// When the credentials expire (RFC 3339).
 pub const EXPIRES_AT_ANNOTATION: &str = "integration-operator.io/expires-at";
+/// When the operator renews (or re-validates) them (RFC 3339).
+pub const RENEW_AT_ANNOTATION: &str = "integration-operator.io/renew-at";
+
+/// Present when the provider gave no lifetime and a default was assumed.
+pub const EXPIRY_ASSUMED_ANNOTATION: &str = "integration-operator.io/expiry-assumed";
+
+/// When credentials expire and are renewed, as recorded with them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Schedule {
+    pub expires_at: Option<Timestamp>,
+    pub renew_at: Option<Timestamp>,
+    /// The expiry is the ClusterProvider's default, not the provider's word.
+    pub expiry_assumed: bool,
+}
+
+impl Schedule {
+    /// Reads the schedule back from a Secret's annotations.
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Schedule {
+        let at = |k: &str| annotations.get(k).and_then(|v| v.parse().ok());
+        Schedule {
+            expires_at: at(EXPIRES_AT_ANNOTATION),
+            renew_at: at(RENEW_AT_ANNOTATION),
+            expiry_assumed: annotations.get(EXPIRY_ASSUMED_ANNOTATION).is_some_and(|v| v == "true"),
+        }
+    }
+}
 
 /// Keyed hashing (HMAC-SHA256). The key is the operator's own secret, so the
 /// annotations reveal nothing about the values even to someone who can guess
@@ -119,7 +145,7 @@ pub fn desired_secret(
     integration: &Integration,
     fields: &Credentials,
     input_fingerprint: &str,
-    expires_at: Option<Timestamp>,
+    schedule: Schedule,
     fingerprinter: &Fingerprinter,
 ) -> Secret {
     let data: BTreeMap<String, ByteString> = fields
@@ -136,8 +162,14 @@ pub fn desired_secret(
     let mut annotations = target.annotations;
     annotations.insert(CONTENT_HASH_ANNOTATION.into(), fingerprinter.content(&data));
     annotations.insert(INPUT_FINGERPRINT_ANNOTATION.into(), input_fingerprint.into());
-    if let Some(at) = expires_at {
+    if let Some(at) = schedule.expires_at {
         annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
+    }
+    if let Some(at) = schedule.renew_at {
+        annotations.insert(RENEW_AT_ANNOTATION.into(), super::status::rfc3339(at));
+    }
+    if schedule.expiry_assumed {
+        annotations.insert(EXPIRY_ASSUMED_ANNOTATION.into(), "true".into());
     }
     Secret {
         metadata: ObjectMeta {
@@ -218,7 +250,7 @@ mod tests {
     #[test]
     fn desired_secret_is_owned_labelled_and_hashed() {
         let fp = Fingerprinter::new(b"k".to_vec());
-        let s = desired_secret(&integration(), &fields(), "in-fp", None, &fp);
+        let s = desired_secret(&integration(), &fields(), "in-fp", Schedule::default(), &fp);
         assert_eq!(s.metadata.name.as_deref(), Some("acme"));
         let labels = s.metadata.labels.clone().unwrap();
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
@@ -236,7 +268,7 @@ mod tests {
     #[test]
     fn edited_data_is_detected() {
         let fp = Fingerprinter::new(b"k".to_vec());
-        let mut s = desired_secret(&integration(), &fields(), "in-fp", None, &fp);
+        let mut s = desired_secret(&integration(), &fields(), "in-fp", Schedule::default(), &fp);
         s.data
             .as_mut()
             .unwrap()

@@ -14,10 +14,9 @@ pub struct Facts {
     pub input_fingerprint: String,
     /// The output Secret as found.
     pub secret: SecretState,
-    /// `status.renewAt`.
-    pub renew_at: Option<Timestamp>,
-    /// `status.expiresAt`.
-    pub expires_at: Option<Timestamp>,
+    /// Whether credentials were ever issued (status says so): a missing
+    /// Secret is then a repair rather than a first issue.
+    pub issued_before: bool,
 }
 
 /// The output Secret as the reconcile found it.
@@ -28,8 +27,15 @@ pub enum SecretState {
     /// It exists but its data no longer matches what the operator wrote
     /// (edited by someone else).
     Tampered,
-    /// It is as the operator wrote it, from inputs with this fingerprint.
-    Intact { input_fingerprint: String },
+    /// It is as the operator wrote it, from inputs with this fingerprint,
+    /// with the renewal time and expiry it was written with (its
+    /// annotations: written together with the credentials, so never stale
+    /// relative to them, unlike a status that may lag in a cache).
+    Intact {
+        input_fingerprint: String,
+        renew_at: Option<Timestamp>,
+        expires_at: Option<Timestamp>,
+    },
 }
 
 /// Why credentials must be (re)issued.
@@ -69,27 +75,31 @@ pub enum Decision {
 
 /// Decides whether the provider must be called.
 pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
-    let fingerprint_written = match &facts.secret {
+    let (fingerprint_written, renew_at, expires_at) = match &facts.secret {
         SecretState::Missing => {
-            let reason = if facts.expires_at.is_none() {
-                ExchangeReason::Initial
-            } else {
+            let reason = if facts.issued_before {
                 ExchangeReason::Repair
+            } else {
+                ExchangeReason::Initial
             };
             return Decision::Exchange(reason);
         }
         SecretState::Tampered => return Decision::Exchange(ExchangeReason::Repair),
-        SecretState::Intact { input_fingerprint } => input_fingerprint,
+        SecretState::Intact {
+            input_fingerprint,
+            renew_at,
+            expires_at,
+        } => (input_fingerprint, *renew_at, *expires_at),
     };
     if *fingerprint_written != facts.input_fingerprint {
         return Decision::Exchange(ExchangeReason::InputChanged);
     }
-    match (facts.renew_at, facts.expires_at) {
+    match (renew_at, expires_at) {
         (Some(renew_at), _) if renew_at <= now => Decision::Exchange(ExchangeReason::Renewal),
-        (None, Some(expires_at)) if expires_at <= now => Decision::Exchange(ExchangeReason::Renewal),
-        // Status lost (or never written) while the Secret is intact: the
-        // expiry is unknown, so renew rather than trust an unknown token.
-        (None, None) => Decision::Exchange(ExchangeReason::Renewal),
+        (_, Some(expires_at)) if expires_at <= now => Decision::Exchange(ExchangeReason::Renewal),
+        // No renewal time recorded (an older or hand-made Secret): renew
+        // rather than trust credentials of unknown age.
+        (None, _) => Decision::Exchange(ExchangeReason::Renewal),
         (renew_at, _) => Decision::UpToDate { recheck_at: renew_at },
     }
 }
@@ -107,9 +117,10 @@ mod tests {
             input_fingerprint: "fp1".into(),
             secret: SecretState::Intact {
                 input_fingerprint: "fp1".into(),
+                renew_at: Some(t("2026-01-01T00:50:00Z")),
+                expires_at: Some(t("2026-01-01T01:00:00Z")),
             },
-            renew_at: Some(t("2026-01-01T00:50:00Z")),
-            expires_at: Some(t("2026-01-01T01:00:00Z")),
+            issued_before: true,
         }
     }
 
@@ -145,6 +156,15 @@ mod tests {
         let mut f = current();
         f.secret = SecretState::Missing;
         assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Repair));
+
+        // Past expiry even if the renewal time was missed.
+        let mut f = current();
+        f.secret = SecretState::Intact {
+            input_fingerprint: "fp1".into(),
+            renew_at: Some(t("2026-01-01T02:00:00Z")),
+            expires_at: Some(t("2026-01-01T00:05:00Z")),
+        };
+        assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Renewal));
     }
 
     #[test]
@@ -152,8 +172,7 @@ mod tests {
         let f = Facts {
             input_fingerprint: "fp".into(),
             secret: SecretState::Missing,
-            renew_at: None,
-            expires_at: None,
+            issued_before: false,
         };
         assert_eq!(
             decide(&f, t("2026-01-01T00:00:00Z")),
@@ -163,10 +182,15 @@ mod tests {
 
     #[test]
     fn an_intact_secret_with_unknown_expiry_is_renewed() {
-        let mut f = current();
-        f.renew_at = None;
-        f.expires_at = None;
-        // An intact Secret but no status at all: renew, never trust an unknown expiry.
+        let f = Facts {
+            secret: SecretState::Intact {
+                input_fingerprint: "fp1".into(),
+                renew_at: None,
+                expires_at: None,
+            },
+            ..current()
+        };
+        // An intact Secret with no recorded renewal time: renew, never trust an unknown age.
         assert_eq!(
             decide(&f, t("2026-01-01T00:10:00Z")),
             Decision::Exchange(ExchangeReason::Renewal)

@@ -45,6 +45,11 @@ pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
 /// an unfinished flow is always resumed.
 const UNFINISHED: &str = "unfinished";
 
+enum EndingKind {
+    Issued,
+    Other,
+}
+
 /// What the pipeline ended with, before status is written.
 enum Ending {
     UpToDate {
@@ -107,8 +112,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
     let facts = Facts {
         input_fingerprint: input_fingerprint.clone(),
         secret: existing.state.clone(),
-        renew_at: status::parse_time(state.renew_at.as_ref()),
-        expires_at: status::parse_time(state.expires_at.as_ref()),
+        issued_before: state.last_exchange_time.is_some(),
     };
     match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
@@ -122,15 +126,22 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
                 ensure_finalizer(integration, ctx).await?;
             }
             let renew_before = renew_before(integration)?;
-            match exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now).await? {
+            let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool| output::Schedule {
+                expires_at,
+                expiry_assumed,
+                renew_at: Some(match expires_at {
+                    Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
+                    None => {
+                        now + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
+                            .unwrap_or(jiff::SignedDuration::from_secs(3600))
+                    }
+                }),
+            };
+            match exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan).await? {
                 Exchanged::Issued { issued, written } => {
-                    let renew_at = match issued.expires_at {
-                        Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
-                        None => {
-                            now + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
-                                .unwrap_or(jiff::SignedDuration::from_secs(3600))
-                        }
-                    };
+                    let renew_at = plan(issued.expires_at, issued.lifetime_defaulted)
+                        .renew_at
+                        .unwrap_or(now);
                     Ok(Ending::Issued {
                         issued,
                         reason,
@@ -181,11 +192,15 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
         .get(output::INPUT_FINGERPRINT_ANNOTATION)
         .cloned()
         .unwrap_or_default();
+    let written = output::Schedule::from_annotations(meta.annotations());
+    let intact = || SecretState::Intact {
+        input_fingerprint: fingerprint.clone(),
+        renew_at: written.renew_at,
+        expires_at: written.expires_at,
+    };
     if ctx.verified.is_verified(&key, &rv) {
         return Ok(Observed {
-            state: SecretState::Intact {
-                input_fingerprint: fingerprint,
-            },
+            state: intact(),
             secret: None,
         });
     }
@@ -204,9 +219,7 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     let state = if output::is_intact(&secret, &ctx.fingerprinter) {
         ctx.verified
             .record(&key, secret.metadata.resource_version.as_deref().unwrap_or_default());
-        SecretState::Intact {
-            input_fingerprint: fingerprint,
-        }
+        intact()
     } else {
         warn!(secret = %name, "output Secret was changed by someone else; repairing");
         SecretState::Tampered
@@ -251,11 +264,17 @@ impl Checkpoint for SecretCheckpoint<'_> {
     async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
         let mut persisted = self.persisted.lock().await;
         let updated = persisted.updated(set, remove);
-        write_secret(self.integration, self.ctx, &updated, UNFINISHED, None)
-            .await
-            .map_err(|e| DriverError::CheckpointFailed {
-                message: format!("writing the output Secret failed: {e}"),
-            })?;
+        write_secret(
+            self.integration,
+            self.ctx,
+            &updated,
+            UNFINISHED,
+            output::Schedule::default(),
+        )
+        .await
+        .map_err(|e| DriverError::CheckpointFailed {
+            message: format!("writing the output Secret failed: {e}"),
+        })?;
         *persisted = updated.clone();
         Ok(updated)
     }
@@ -269,6 +288,7 @@ async fn exchange(
     existing: &Observed,
     input_fingerprint: &str,
     now: Timestamp,
+    plan: &(dyn Fn(Option<Timestamp>, bool) -> output::Schedule + Sync),
 ) -> Result<Exchanged, Error> {
     let persisted = match &existing.secret {
         Some(secret) => output::fields_of(secret),
@@ -305,7 +325,14 @@ async fn exchange(
             // add what was issued now.
             let persisted = checkpoint.persisted.into_inner();
             let fields = persisted.updated(&issued.fields, &[]);
-            let written = write_secret(integration, ctx, &fields, input_fingerprint, issued.expires_at).await?;
+            let written = write_secret(
+                integration,
+                ctx,
+                &fields,
+                input_fingerprint,
+                plan(issued.expires_at, issued.lifetime_defaulted),
+            )
+            .await?;
             Ok(Exchanged::Issued {
                 issued: Issued { fields, ..issued },
                 written,
@@ -417,9 +444,9 @@ async fn write_secret(
     ctx: &Context,
     fields: &Credentials,
     input_fingerprint: &str,
-    expires_at: Option<Timestamp>,
+    schedule: output::Schedule,
 ) -> Result<bool, Error> {
-    let desired = output::desired_secret(integration, fields, input_fingerprint, expires_at, &ctx.fingerprinter);
+    let desired = output::desired_secret(integration, fields, input_fingerprint, schedule, &ctx.fingerprinter);
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -495,15 +522,31 @@ async fn finish(
         secret_name: Some(output::target_name(integration)),
         ..old.clone()
     };
+    let ending_kind = match &ending {
+        Ending::Issued { .. } => EndingKind::Issued,
+        _ => EndingKind::Other,
+    };
     let (wanted, recheck_at, event) = match ending {
         Ending::UpToDate { recheck_at } => {
+            // The schedule recorded with the credentials is fresher than a
+            // status that may lag in the cache.
+            let recorded = current_schedule(integration, ctx);
+            if let Some(at) = recorded.expires_at {
+                new.expires_at = Some(status::rfc3339(at));
+            }
+            if let Some(at) = recorded.renew_at {
+                new.renew_at = Some(status::rfc3339(at));
+            }
             // Keep a Ready=True condition as it is; turn anything else Ready.
             let mut wanted = vec![match status::ready_condition(Some(&old)) {
                 Some(c) if c.status == "True" => Wanted::from(c),
-                _ => Wanted::ready("Issued", ready_message(integration, &old)),
+                _ => Wanted::ready("Issued", ready_message(integration, &new)),
             }];
-            if let Some(w) = old.conditions.iter().find(|c| c.type_ == status::WARNING) {
-                wanted.push(Wanted::from(w));
+            if recorded.expiry_assumed {
+                wanted.push(Wanted::warning(
+                    "ExpiryNotProvided",
+                    expiry_assumed_message(integration, &new),
+                ));
             }
             (wanted, recheck_at, None)
         }
@@ -552,11 +595,7 @@ async fn finish(
             if issued.lifetime_defaulted {
                 wanted.push(Wanted::warning(
                     "ExpiryNotProvided",
-                    format!(
-                        "the provider did not say when the credentials expire; assuming they expire at {} (defaultTokenLifetime of ClusterProvider {:?})",
-                        new.expires_at.clone().unwrap_or_default(),
-                        integration.spec.provider
-                    ),
+                    expiry_assumed_message(integration, &new),
                 ));
             }
             let event = if previous_failure {
@@ -570,7 +609,10 @@ async fn finish(
         }
     };
     new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);
-    patch_status_if_changed(integration, ctx, &old, &new).await?;
+    // Only an exchange knows that a field became empty; other endings never
+    // null a field they did not compute.
+    let clear_empty = matches!(ending_kind, EndingKind::Issued);
+    patch_status_if_changed(integration, ctx, &old, &new, clear_empty).await?;
     if let Some((type_, reason, note)) = event {
         publish(ctx, integration, type_, reason, note).await;
     }
@@ -578,6 +620,14 @@ async fn finish(
         Some(at) => Action::requeue(until(now, at)),
         None => Action::await_change(),
     })
+}
+
+fn expiry_assumed_message(integration: &Integration, status: &IntegrationStatus) -> String {
+    format!(
+        "the provider did not say when the credentials expire; assuming they expire at {} (defaultTokenLifetime of ClusterProvider {:?})",
+        status.expires_at.clone().unwrap_or_default(),
+        integration.spec.provider
+    )
 }
 
 fn ready_message(integration: &Integration, status: &IntegrationStatus) -> String {
@@ -593,17 +643,21 @@ fn ready_message(integration: &Integration, status: &IntegrationStatus) -> Strin
 /// left as it is.
 async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, now: Timestamp) {
     let old = status_of(integration);
-    let expired = status::parse_time(old.expires_at.as_ref()).is_some_and(|at| at <= now);
+    // The expiry recorded with the credentials (the status may lag in the cache).
+    let expires_at = current_schedule(integration, ctx)
+        .expires_at
+        .or_else(|| status::parse_time(old.expires_at.as_ref()));
+    let expired = expires_at.is_some_and(|at| at <= now);
     let message = err.to_string();
     let (reason, message) = if expired {
         (
             "Expired",
             format!(
                 "credentials expired at {} and could not be renewed: {message}",
-                old.expires_at.clone().unwrap_or_default()
+                expires_at.map(status::rfc3339).unwrap_or_default()
             ),
         )
-    } else if let Some(at) = &old.expires_at {
+    } else if let Some(at) = expires_at.map(status::rfc3339) {
         (
             err.reason(),
             format!("{message}; the last issued credentials stay in place until they expire at {at}"),
@@ -620,7 +674,9 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
         conditions: status::merge_conditions(&old.conditions, &wanted, integration.metadata.generation, now),
         ..old.clone()
     };
-    if let Err(e) = patch_status_if_changed(integration, ctx, &old, &new).await {
+    // Only conditions and observedGeneration: a failure must not rewrite the
+    // expiry fields from a possibly stale copy of the status.
+    if let Err(e) = patch_conditions_if_changed(integration, ctx, &old, &new).await {
         warn!(error = %e, "could not write failure status");
     }
     warn!(reason, error = %err, "reconcile failed");
@@ -632,14 +688,15 @@ async fn patch_status_if_changed(
     ctx: &Context,
     old: &IntegrationStatus,
     new: &IntegrationStatus,
+    clear_empty: bool,
 ) -> Result<(), Error> {
     if old == new {
         return Ok(());
     }
     let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
-    // A merge patch with explicit nulls: fields that became empty are removed.
+    // With clear_empty, a merge patch with explicit nulls: fields that became empty are removed.
     let mut body = serde_json::to_value(new).map_err(|e| Error::invalid("InternalError", e.to_string()))?;
-    if let Some(map) = body.as_object_mut() {
+    if let Some(map) = body.as_object_mut().filter(|_| clear_empty) {
         for field in [
             "expiresAt",
             "renewAt",
@@ -658,6 +715,39 @@ async fn patch_status_if_changed(
     .await?;
     ctx.metrics.status_written();
     Ok(())
+}
+
+async fn patch_conditions_if_changed(
+    integration: &Integration,
+    ctx: &Context,
+    old: &IntegrationStatus,
+    new: &IntegrationStatus,
+) -> Result<(), Error> {
+    if old.conditions == new.conditions && old.observed_generation == new.observed_generation {
+        return Ok(());
+    }
+    let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+    api.patch_status(
+        &integration.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "conditions": new.conditions,
+            "observedGeneration": new.observed_generation,
+        }})),
+    )
+    .await?;
+    ctx.metrics.status_written();
+    Ok(())
+}
+
+/// The schedule recorded on the output Secret, from the cache.
+fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedule {
+    let namespace = integration.namespace().unwrap_or_default();
+    ctx.owned_secrets
+        .get(&ObjectRef::new(&output::target_name(integration)).within(&namespace))
+        .filter(|meta| output::is_owned_by(&meta.metadata, integration))
+        .map(|meta| output::Schedule::from_annotations(meta.annotations()))
+        .unwrap_or_default()
 }
 
 async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {

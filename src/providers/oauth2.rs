@@ -225,6 +225,8 @@ pub fn parse_token(
     let expires_at = now
         .checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::from_secs(1800)))
         .unwrap_or(now);
+    // Whole seconds: the form used in the Secret, its annotations and status.
+    let expires_at = Timestamp::from_second(expires_at.as_second()).unwrap_or(expires_at);
     Ok(Token {
         access_token: SecretString::from(access_token),
         token_type,

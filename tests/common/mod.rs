@@ -1,0 +1,292 @@
+//! Shared harness of the integration tests: an API emulator with the CRDs
+//! installed, provider simulators, the real operator (started through the
+//! same `Operator::start` the binary uses), and a capture of every log line
+//! it writes, at trace level, for the no-secret-in-logs checks.
+
+#![allow(dead_code)]
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use clap::Parser;
+use integration_operator::{
+    cli::{Cli, Command, Operator},
+    crd::{ClusterProvider, Integration},
+};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, CustomResourceExt, ResourceExt,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::json;
+use testkit::emulator::Emulator;
+
+/// Everything the operator logged in this test process.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        // The operator's own lines (not the HTTP stack's) are echoed, so a
+        // failing test shows what the operator did.
+        if let Ok(text) = std::str::from_utf8(buf)
+            && text.contains("integration_operator")
+        {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the trace-level log capture (once per test process).
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .try_init();
+        buf
+    });
+}
+
+/// Everything logged so far.
+pub fn logs() -> String {
+    LOGS.get()
+        .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The emulator with the operator's CRDs installed and a test namespace.
+pub struct Cluster {
+    pub emulator: Emulator,
+    pub client: Client,
+    pub namespace: String,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        capture_logs();
+        let emulator = Emulator::start().await.expect("emulator starts");
+        let client = emulator.client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [ClusterProvider::crd(), Integration::crd()] {
+            crds.create(&PostParams::default(), &crd).await.expect("CRD created");
+        }
+        let namespace = "team-a".to_string();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+        Cluster {
+            emulator,
+            client,
+            namespace,
+        }
+    }
+
+    pub fn integrations(&self) -> Api<Integration> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Starts the operator with test-friendly retry timings.
+    pub async fn start_operator(&self) -> Operator {
+        self.start_operator_with(&[]).await
+    }
+
+    pub async fn start_operator_with(&self, extra: &[&str]) -> Operator {
+        let mut argv = vec![
+            "integration-operator",
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--retry-base",
+            "200ms",
+            "--retry-max",
+            "2s",
+            "--retry-invalid",
+            "3s",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::parse_from(argv).command else {
+            unreachable!("run subcommand")
+        };
+        Operator::start(self.client.clone(), *args)
+            .await
+            .expect("operator starts")
+    }
+
+    /// Creates (or replaces) a ClusterProvider of type oauth2 at `token_url`.
+    pub async fn oauth2_provider(&self, name: &str, token_url: &str, extra: serde_json::Value) {
+        let mut spec = json!({
+            "type": "oauth2",
+            "tokenUrl": token_url,
+            "baseUrl": "https://api.example.com/",
+            "allowInsecureHttp": true,
+            "allowPrivateAddresses": true,
+            "requestTimeout": "2s",
+        });
+        merge(&mut spec, extra);
+        let cp: ClusterProvider = serde_json::from_value(json!({
+            "apiVersion": "integration-operator.io/v1alpha1",
+            "kind": "ClusterProvider",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("valid ClusterProvider");
+        let api: Api<ClusterProvider> = Api::all(self.client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &cp)
+            .await
+            .expect("ClusterProvider created");
+    }
+
+    /// Creates an input Secret with string data.
+    pub async fn input_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let string_data: serde_json::Map<String, serde_json::Value> =
+            data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.namespace},
+            "stringData": string_data,
+        }))
+        .unwrap();
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("input Secret created");
+    }
+
+    /// Creates an Integration from a spec.
+    pub async fn integration(&self, name: &str, spec: serde_json::Value) -> Integration {
+        let i: Integration = serde_json::from_value(json!({
+            "apiVersion": "integration-operator.io/v1alpha1",
+            "kind": "Integration",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }))
+        .expect("valid Integration");
+        self.integrations()
+            .create(&PostParams::default(), &i)
+            .await
+            .expect("Integration created")
+    }
+
+    /// Waits until the Integration's Ready condition has `status` (and `reason`, if given).
+    pub async fn wait_ready(&self, name: &str, status: &str, reason: Option<&str>) -> Integration {
+        let api = self.integrations();
+        eventually(
+            Duration::from_secs(20),
+            &format!("{name} Ready={status} {reason:?}"),
+            || {
+                let api = api.clone();
+                async move {
+                    let i = api.get(name).await.ok()?;
+                    let c = i
+                        .status
+                        .as_ref()?
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Ready")?
+                        .clone();
+                    (c.status == status && reason.is_none_or(|r| c.reason == r)).then_some(i)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The output Secret's data as strings.
+    pub async fn secret_data(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let s = self.secrets().get_opt(name).await.ok()??;
+        Some(
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect(),
+        )
+    }
+
+    /// Every Event's note and reason in the namespace, joined.
+    pub async fn events_text(&self) -> String {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+        list.iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.note.clone().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Events with this reason for the named Integration.
+    pub async fn events_with_reason(&self, reason: &str) -> usize {
+        self.events_text()
+            .await
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(reason))
+            .count()
+    }
+
+    pub async fn integration_yaml(&self, name: &str) -> String {
+        self.integrations()
+            .get(name)
+            .await
+            .map(|i| serde_yaml::to_string(&i).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub fn name_of(i: &Integration) -> String {
+        i.name_any()
+    }
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}

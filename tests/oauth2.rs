@@ -1,0 +1,466 @@
+//! The operator end to end with the generic `oauth2` driver: the real
+//! controller over real HTTP, against the Kubernetes API emulator and the
+//! OAuth 2.0 token-server simulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, eventually, logs};
+use integration_operator::crd::Integration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use testkit::sim::oauth2::OAuth2Sim;
+
+const CLIENT_ID: &str = "client-a";
+/// A canary: it must never appear in any log line, Event or status.
+const CLIENT_SECRET: &str = "canary-secret-7f3a9c1e5b";
+
+async fn setup(lifetime: Option<u64>) -> (Cluster, OAuth2Sim) {
+    let cluster = Cluster::start().await;
+    let sim = OAuth2Sim::start().await.expect("simulator starts");
+    sim.add_client(CLIENT_ID, CLIENT_SECRET);
+    sim.set_token_lifetime(lifetime);
+    cluster.oauth2_provider("auth", &sim.token_url(), json!({})).await;
+    cluster
+        .input_secret("creds", &[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .await;
+    (cluster, sim)
+}
+
+fn cc_spec() -> serde_json::Value {
+    json!({
+        "provider": "auth",
+        "secretRef": {"name": "creds"},
+        "clientCredentials": {"scopes": ["read"]},
+        "target": {"name": "out", "labels": {"team": "a"}},
+    })
+}
+
+fn status_text(i: &Integration) -> String {
+    serde_json::to_string(&i.status).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn applied_integration_becomes_ready_with_a_working_token_in_the_documented_layout() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+
+    let ready = cluster.wait_ready("api", "True", Some("Issued")).await;
+    let status = ready.status.clone().unwrap();
+    assert!(status.expires_at.is_some() && status.renew_at.is_some() && status.last_exchange_time.is_some());
+    assert_eq!(status.secret_name.as_deref(), Some("out"));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+
+    let data = cluster.secret_data("out").await.expect("output Secret exists");
+    let token = data["access_token"].clone();
+    assert!(
+        sim.is_valid_token(&token),
+        "the Secret holds a token the provider accepts"
+    );
+    assert_eq!(data["authorization"], format!("Bearer {token}"));
+    assert_eq!(data["header_name"], "Authorization");
+    assert_eq!(data["header_value"], format!("Bearer {token}"));
+    assert_eq!(data["token_type"], "Bearer");
+    assert_eq!(data["base_url"], "https://api.example.com/");
+    assert_eq!(data["expires_at"], status.expires_at.clone().unwrap());
+
+    let secret: Secret = cluster.secrets().get("out").await.unwrap();
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "integration-operator");
+    assert_eq!(labels["team"], "a");
+    let owner = &secret.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(owner.kind, "Integration");
+    assert_eq!(Some(owner.uid.clone()), ready.metadata.uid);
+    assert_eq!(sim.token_calls(), 1);
+    assert!(cluster.events_with_reason("Issued").await >= 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_before_they_expire() {
+    let (cluster, sim) = setup(Some(3)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+
+    // Watch the Secret for ~8 s (more than two lifetimes): every token seen
+    // there must still be valid, and it must change.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(data) = cluster.secret_data("out").await {
+            let token = data["access_token"].clone();
+            let expires: jiff::Timestamp = data["expires_at"].parse().unwrap();
+            assert!(expires > jiff::Timestamp::now(), "the Secret held an expired token");
+            assert!(
+                sim.is_valid_token(&token),
+                "the Secret held a token the provider no longer accepts"
+            );
+            seen.insert(token);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.len() >= 3,
+        "expected at least two renewals, saw {} tokens",
+        seen.len()
+    );
+    let i = cluster.wait_ready("api", "True", Some("Renewed")).await;
+    assert!(i.status.unwrap().renew_at.is_some());
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn rotating_the_input_secret_triggers_a_new_exchange_with_the_new_credentials() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+
+    sim.add_client("client-b", "rotated-secret-2b8e");
+    cluster
+        .secrets()
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"client_id": "client-b", "client_secret": "rotated-secret-2b8e"}})),
+        )
+        .await
+        .unwrap();
+    let second = eventually(Duration::from_secs(15), "a token issued to client-b", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (token != first && sim.token_client(&token).as_deref() == Some("client-b")).then_some(token)
+    })
+    .await;
+    assert!(sim.is_valid_token(&second));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn provider_failures_set_a_clear_reason_and_keep_the_last_good_secret() {
+    let (cluster, sim) = setup(Some(4)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+
+    for (fault, reason) in [
+        (testkit::sim::Fault::status(500), "ProviderUnavailable"),
+        (testkit::sim::Fault::Malformed, "MalformedResponse"),
+        (testkit::sim::Fault::Delay(Duration::from_secs(5)), "ProviderTimeout"),
+        (testkit::sim::Fault::status(401), "ReauthRequired"),
+    ] {
+        let good = cluster.secret_data("out").await.unwrap();
+        sim.clear_faults();
+        sim.fail_next("token", 1000, fault);
+        let i = cluster.wait_ready("api", "False", Some(reason)).await;
+        let message = i.status.as_ref().unwrap().conditions[0].message.clone();
+        assert!(!message.is_empty());
+        // The last good credentials stay until they expire.
+        let now = cluster.secret_data("out").await.unwrap();
+        assert_eq!(
+            now["access_token"], good["access_token"],
+            "the Secret was touched during a {reason} failure"
+        );
+        assert!(
+            cluster.events_with_reason(reason).await >= 1,
+            "no Warning Event for {reason}"
+        );
+        // Recover before the next fault so each one starts from a Ready Integration.
+        sim.clear_faults();
+        cluster.wait_ready("api", "True", None).await;
+    }
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_that_cannot_be_renewed_are_reported_expired() {
+    let (cluster, sim) = setup(Some(2)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    sim.fail_next("token", 10_000, testkit::sim::Fault::status(503));
+    let i = cluster.wait_ready("api", "False", Some("Expired")).await;
+    assert!(i.status.unwrap().conditions[0].message.contains("expired"));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_without_expiry_gets_the_default_lifetime_and_a_warning() {
+    let (cluster, sim) = setup(None).await;
+    cluster
+        .oauth2_provider("auth", &sim.token_url(), json!({"defaultTokenLifetime": "45m"}))
+        .await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    let i = cluster.wait_ready("api", "True", None).await;
+    let status = i.status.unwrap();
+    let warning = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Warning")
+        .expect("a Warning condition");
+    assert_eq!(warning.reason, "ExpiryNotProvided");
+    let expires: jiff::Timestamp = status.expires_at.unwrap().parse().unwrap();
+    let lifetime = expires.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((2600..=2700).contains(&lifetime), "expected ~45m, got {lifetime}s");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn bad_references_get_clear_conditions_and_recover_when_fixed() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+
+    let mut spec = cc_spec();
+    spec["secretRef"]["name"] = json!("missing");
+    cluster.integration("no-secret", spec).await;
+    let i = cluster.wait_ready("no-secret", "False", Some("SecretNotFound")).await;
+    assert!(status_text(&i).contains("missing"));
+
+    let mut spec = cc_spec();
+    spec["provider"] = json!("nope");
+    spec["target"]["name"] = json!("out2");
+    cluster.integration("no-provider", spec).await;
+    cluster
+        .wait_ready("no-provider", "False", Some("ProviderNotFound"))
+        .await;
+
+    let mut spec = cc_spec();
+    spec["target"]["name"] = json!("out3");
+    cluster.input_secret("half", &[("client_id", CLIENT_ID)]).await;
+    spec["secretRef"]["name"] = json!("half");
+    cluster.integration("no-key", spec).await;
+    let i = cluster.wait_ready("no-key", "False", Some("InvalidInputSecret")).await;
+    assert!(status_text(&i).contains("client_secret"));
+
+    // Fixing the reference recovers without a restart or a long wait.
+    cluster
+        .input_secret("missing", &[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .await;
+    cluster.wait_ready("no-secret", "True", None).await;
+    cluster.oauth2_provider("nope", &sim.token_url(), json!({})).await;
+    cluster.wait_ready("no-provider", "True", None).await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_with_two_flow_blocks_is_rejected_at_admission() {
+    let (cluster, _sim) = setup(Some(3600)).await;
+    let i: Integration = serde_json::from_value(json!({
+        "apiVersion": "integration-operator.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": "two", "namespace": cluster.namespace},
+        "spec": {"provider": "auth", "secretRef": {"name": "creds"}, "clientCredentials": {}, "apiKey": {}},
+    }))
+    .unwrap();
+    let err = cluster
+        .integrations()
+        .create(&Default::default(), &i)
+        .await
+        .expect_err("two flow blocks must be rejected");
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err}")
+    };
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("exactly one flow block"), "{}", status.message);
+}
+
+#[tokio::test]
+async fn deleting_the_integration_removes_its_secret() {
+    let (cluster, _sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    cluster
+        .integrations()
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the output Secret to be garbage-collected",
+        || async { cluster.secrets().get_opt("out").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_the_input_secret_or_provider_sets_a_condition_and_keeps_the_output() {
+    let (cluster, _sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    cluster
+        .secrets()
+        .delete("creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster.wait_ready("api", "False", Some("SecretNotFound")).await;
+    assert!(cluster.secret_data("out").await.is_some(), "the output Secret is kept");
+    kube::Api::<integration_operator::crd::ClusterProvider>::all(cluster.client.clone())
+        .delete("auth", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster.wait_ready("api", "False", Some("ProviderNotFound")).await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn status_writes_and_resyncs_cause_no_exchange_and_no_write() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    // Let the reconcile triggered by our own writes settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = sim.token_calls();
+    let counters = cluster.emulator.counters();
+    let writes = counters.writes();
+
+    // An unrelated metadata change and a foreign status-only change: the
+    // operator reconciles, decides nothing is due, and touches nothing.
+    cluster
+        .integrations()
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.token_calls(), calls, "a resync made a provider call");
+    assert_eq!(
+        counters.writes(),
+        writes + 1,
+        "the operator wrote something although nothing was due"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_makes_no_provider_call_and_no_write_for_valid_credentials() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    for n in 0..5 {
+        let mut spec = cc_spec();
+        spec["target"]["name"] = json!(format!("out-{n}"));
+        cluster.integration(&format!("api-{n}"), spec).await;
+    }
+    for n in 0..5 {
+        cluster.wait_ready(&format!("api-{n}"), "True", None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    operator.stop().await;
+
+    let calls = sim.token_calls();
+    let counters = cluster.emulator.counters();
+    let writes = counters.writes();
+    let operator = cluster.start_operator().await;
+    // Give the new instance time to list and re-evaluate everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.token_calls(), calls, "the restart made provider calls");
+    assert_eq!(counters.writes(), writes, "the restart wrote to the API");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_integration_naming_the_same_target_is_refused() {
+    let (cluster, _sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("first", cc_spec()).await;
+    cluster.wait_ready("first", "True", None).await;
+    let before = cluster.secret_data("out").await.unwrap();
+    cluster.integration("second", cc_spec()).await;
+    let i = cluster
+        .wait_ready("second", "False", Some("TargetSecretNotOwned"))
+        .await;
+    assert!(status_text(&i).contains("out"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.secret_data("out").await.unwrap(),
+        before,
+        "the first Integration's Secret was overwritten"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_edited_or_deleted_output_secret_is_repaired() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+
+    cluster
+        .secrets()
+        .patch(
+            "out",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"access_token": "forged"}})),
+        )
+        .await
+        .unwrap();
+    let repaired = eventually(Duration::from_secs(10), "the edited Secret to be repaired", || async {
+        let t = cluster.secret_data("out").await?["access_token"].clone();
+        (t != "forged").then_some(t)
+    })
+    .await;
+    assert!(sim.is_valid_token(&repaired));
+
+    cluster.secrets().delete("out", &DeleteParams::default()).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the deleted Secret to be re-created",
+        || async {
+            let t = cluster.secret_data("out").await?["access_token"].clone();
+            sim.is_valid_token(&t).then_some(())
+        },
+    )
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn no_secret_value_reaches_logs_events_or_status() {
+    let (cluster, sim) = setup(Some(2)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    // A failure whose body echoes the secret, then recovery and renewals.
+    sim.fail_next(
+        "token",
+        3,
+        testkit::sim::Fault::Status {
+            code: 400,
+            body: Some(format!(
+                r#"{{"error":"invalid_request","error_description":"bad secret {CLIENT_SECRET}"}}"#
+            )),
+            retry_after: None,
+        },
+    );
+    cluster.wait_ready("api", "False", None).await;
+    cluster.wait_ready("api", "True", None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.stop().await;
+
+    let tokens = sim.issued_tokens();
+    assert!(tokens.len() >= 2);
+    let haystacks = [
+        ("logs", logs()),
+        ("events", cluster.events_text().await),
+        ("status", cluster.integration_yaml("api").await),
+    ];
+    for (what, text) in &haystacks {
+        assert!(!text.is_empty() || *what != "logs", "nothing captured from {what}");
+        assert!(!text.contains(CLIENT_SECRET), "the client secret appeared in {what}");
+        for token in &tokens {
+            assert!(!text.contains(token.as_str()), "an access token appeared in {what}");
+        }
+    }
+}
