@@ -22,7 +22,10 @@ fn the_chart_ships_the_same_crds() {
         "/charts/integration-operator/files/crds.yaml"
     ))
     .expect("the chart's CRD copy is committed");
-    assert!(committed == chart, "the chart's CRDs differ from crds/: run `make crds`");
+    assert!(
+        committed == chart,
+        "the chart's CRDs differ from crds/: run `make crds`"
+    );
 }
 
 #[test]
