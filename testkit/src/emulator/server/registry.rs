@@ -39,8 +39,13 @@ impl ResourceType {
         }
     }
 
-    /// Storage key: versions of one group/resource share their objects.
+    /// Storage key: versions of one group/resource share their objects, and
+    /// so do core and events.k8s.io Events (two views of one resource, as
+    /// in a real cluster).
     pub fn storage_key(&self) -> String {
+        if self.kind == "Event" && (self.group.is_empty() || self.group == "events.k8s.io") {
+            return "/events".into();
+        }
         format!("{}/{}", self.group, self.plural)
     }
 

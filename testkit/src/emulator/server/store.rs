@@ -801,8 +801,44 @@ fn spec_of(obj: &Value, rt: &ResourceType) -> Value {
 /// The object as served in a given version.
 pub fn present(obj: &Value, rt: &ResourceType) -> Value {
     let mut o = obj.clone();
+    if rt.kind == "Event" && o["apiVersion"] != json!(rt.api_version()) {
+        convert_event(&mut o, rt.group.is_empty());
+    }
     o["apiVersion"] = json!(rt.api_version());
     o
+}
+
+/// Converts an Event between its core/v1 and events.k8s.io/v1 shapes.
+fn convert_event(o: &mut Value, to_core: bool) {
+    const PAIRS: &[(&str, &str)] = &[
+        ("involvedObject", "regarding"),
+        ("message", "note"),
+        ("count", "deprecatedCount"),
+        ("firstTimestamp", "deprecatedFirstTimestamp"),
+        ("lastTimestamp", "deprecatedLastTimestamp"),
+        ("source", "deprecatedSource"),
+        ("reportingComponent", "reportingController"),
+        ("related", "related"),
+    ];
+    let Some(m) = o.as_object_mut() else { return };
+    for (core, new) in PAIRS {
+        let (from, to) = if to_core { (new, core) } else { (core, new) };
+        if let Some(v) = m.remove(*from) {
+            m.insert(to.to_string(), v);
+        }
+    }
+    if to_core {
+        if let Some(series) = m.get("series").cloned() {
+            m.insert("count".into(), series["count"].clone());
+            m.insert("lastTimestamp".into(), series["lastObservedTime"].clone());
+        }
+        if let Some(t) = m.get("eventTime").cloned()
+            && !m.contains_key("firstTimestamp")
+        {
+            m.insert("firstTimestamp".into(), t.clone());
+            m.entry("lastTimestamp").or_insert(t);
+        }
+    }
 }
 
 fn uuid_like(n: u64) -> String {
