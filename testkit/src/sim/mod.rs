@@ -3,5 +3,6 @@
 
 pub mod faults;
 pub mod oauth2;
+pub mod oidc;
 
 pub use faults::{Fault, Faults};
