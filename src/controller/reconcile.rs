@@ -176,12 +176,18 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
     let cached = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace));
     let Some(meta) = cached else {
-        // Not in the label-selected cache: either absent, or a Secret someone
-        // else made under that name (found when creating it).
-        return Ok(Observed {
-            state: SecretState::Missing,
-            secret: None,
-        });
+        // Not in the label-selected cache. The cache may lag behind our own
+        // write (a status event can arrive first), and a provider call must
+        // never rest on a stale "missing": ask the API server.
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        return match api.get_opt(&name).await? {
+            None => Ok(Observed {
+                state: SecretState::Missing,
+                secret: None,
+            }),
+            Some(secret) if !output::is_owned_by(&secret.metadata, integration) => Err(not_owned(&name)),
+            Some(secret) => Ok(examine(secret, ctx, &key)),
+        };
     };
     if !output::is_owned_by(&meta.metadata, integration) {
         return Err(not_owned(&name));
@@ -216,18 +222,32 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     if !output::is_owned_by(&secret.metadata, integration) {
         return Err(not_owned(&name));
     }
+    Ok(examine(secret, ctx, &key))
+}
+
+/// Checks a freshly read output Secret against its content hash.
+fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) -> Observed {
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let written = output::Schedule::from_annotations(&annotations);
     let state = if output::is_intact(&secret, &ctx.fingerprinter) {
         ctx.verified
-            .record(&key, secret.metadata.resource_version.as_deref().unwrap_or_default());
-        intact()
+            .record(key, secret.metadata.resource_version.as_deref().unwrap_or_default());
+        SecretState::Intact {
+            input_fingerprint: annotations
+                .get(output::INPUT_FINGERPRINT_ANNOTATION)
+                .cloned()
+                .unwrap_or_default(),
+            renew_at: written.renew_at,
+            expires_at: written.expires_at,
+        }
     } else {
-        warn!(secret = %name, "output Secret was changed by someone else; repairing");
+        warn!(secret = %secret.metadata.name.clone().unwrap_or_default(), "output Secret was changed by someone else; repairing");
         SecretState::Tampered
     };
-    Ok(Observed {
+    Observed {
         state,
         secret: Some(secret),
-    })
+    }
 }
 
 fn not_owned(name: &str) -> Error {

@@ -1,0 +1,181 @@
+//! Running the operator as a platform engineer would: the real binary as two
+//! replicas with leader election (kill -9 the leader, the other takes over),
+//! and the metrics and health endpoints. Against the Kubernetes API emulator
+//! and the OAuth 2.0 simulator.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::{Cluster, eventually};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+use testkit::sim::oauth2::OAuth2Sim;
+
+const SECRET: &str = "ops-canary-secret-81c2aa";
+
+async fn setup(lifetime: u64) -> (Cluster, OAuth2Sim) {
+    let cluster = Cluster::start().await;
+    let sim = OAuth2Sim::start().await.unwrap();
+    sim.add_client("client-a", SECRET);
+    sim.set_token_lifetime(Some(lifetime));
+    cluster.oauth2_provider("auth", &sim.token_url(), json!({})).await;
+    cluster
+        .input_secret("creds", &[("client_id", "client-a"), ("client_secret", SECRET)])
+        .await;
+    (cluster, sim)
+}
+
+fn spec() -> serde_json::Value {
+    json!({"provider": "auth", "secretRef": {"name": "creds"}, "clientCredentials": {}, "target": {"name": "out"}})
+}
+
+/// One replica of the real operator binary.
+struct Replica {
+    name: &'static str,
+    child: tokio::process::Child,
+}
+
+impl Replica {
+    fn start(cluster: &Cluster, name: &'static str) -> Replica {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-operator"))
+            .args([
+                "run",
+                "--leader-elect",
+                "--lease-duration-seconds",
+                "3",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--retry-base", "200ms", "--retry-max", "2s"])
+            .arg("--kubeconfig")
+            .arg(cluster.emulator.kubeconfig_path())
+            .env("POD_NAME", name)
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(std::env::temp_dir().join(format!("{name}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator binary starts");
+        Replica { name, child }
+    }
+
+    /// SIGKILL: no chance to release the Lease.
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn holder(cluster: &Cluster) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "default");
+    leases
+        .get_opt("integration-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test]
+async fn two_replicas_exchange_once_and_the_standby_takes_over_when_the_leader_dies() {
+    let (cluster, sim) = setup(3600).await;
+    let a = Replica::start(&cluster, "replica-a");
+    let b = Replica::start(&cluster, "replica-b");
+    let leader = eventually(Duration::from_secs(20), "a Lease holder", || holder(&cluster)).await;
+    cluster.integration("api", spec()).await;
+    cluster.wait_ready("api", "True", Some("Issued")).await;
+    // Both replicas are up, only one reconciles: one exchange, not two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.token_calls(), 1, "both replicas exchanged credentials");
+
+    let (dead, survivor) = if leader == a.name { (a, b) } else { (b, a) };
+    let survivor_name = survivor.name;
+    dead.kill().await;
+    let killed_at = tokio::time::Instant::now();
+    eventually(Duration::from_secs(20), "the standby to take the Lease", || async {
+        (holder(&cluster).await.as_deref() == Some(survivor_name)).then_some(())
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    // The new leader does the work: rotate the input and watch it re-exchange.
+    sim.add_client("client-b", "rotated-ops-secret");
+    cluster
+        .secrets()
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"client_id": "client-b", "client_secret": "rotated-ops-secret"}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the new leader to re-exchange", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (sim.token_client(&token).as_deref() == Some("client-b")).then_some(())
+    })
+    .await;
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}, more than the lease duration (3s) plus grace and polling"
+    );
+    survivor.kill().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_what_happened() {
+    let (cluster, _sim) = setup(3600).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", spec()).await;
+    let ready = cluster.wait_ready("api", "True", None).await;
+    let base = format!("http://{}", operator.metrics_addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    let metrics = eventually(Duration::from_secs(5), "exchange metrics", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("integration_operator_exchanges_total{").then_some(text)
+        }
+    })
+    .await;
+    for series in [
+        r#"integration_operator_exchanges_total{provider="auth",flow="clientCredentials",outcome="success"} 1"#,
+        r#"integration_operator_reconciles_total{result="success"}"#,
+        r#"integration_operator_provider_requests_total{provider="auth",outcome="answered"} 1"#,
+        r#"integration_operator_integrations{status="True"} 1"#,
+        "integration_operator_reconcile_duration_seconds_count",
+        "integration_operator_provider_request_duration_seconds_bucket",
+        "integration_operator_secret_writes_total 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    // The expiry series matches the status, so an alert can fire before an outage.
+    let expires: jiff::Timestamp = ready.status.unwrap().expires_at.unwrap().parse().unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("integration_operator_credentials_expiry_timestamp_seconds{"))
+        .expect("an expiry series");
+    assert!(
+        line.contains(r#"namespace="team-a""#) && line.contains(r#"name="api""#),
+        "{line}"
+    );
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((value - expires.as_second() as f64).abs() < 1.0, "{line} vs {expires}");
+    assert!(!metrics.contains(SECRET));
+    operator.stop().await;
+}
