@@ -47,6 +47,7 @@ render no-crds --set crds.install=false --set metrics.serviceMonitor.enabled=fal
 render minimal --set rbac.create=false --set serviceAccount.create=false --set serviceAccount.name=custom \
   --set clusterProviders.kombo.enabled=false --set clusterProviders.cloud-elements.enabled=false \
   --set metrics.service.enabled=false --set leaderElection.enabled=false
+render scoped --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecretAccess=false
 render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.sandbox.smartrecruiters.com/ \
   --set clusterProviders.smartrecruiters.spec.tokenUrl=https://api.sandbox.smartrecruiters.com/identity/oauth/token
 
@@ -54,6 +55,16 @@ render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.s
 if "$HELM" template io "$CHART" --set replicaCount=zero >/dev/null 2>&1; then echo "a typo in values was accepted"; exit 1; fi
 if "$HELM" template io "$CHART" --set replicas=2 >/dev/null 2>&1; then echo "an unknown value was accepted"; exit 1; fi
 if "$HELM" template io "$CHART" --set rbac.clusterWideSecretAccess=false >/dev/null 2>&1; then echo "cluster-wide Secret access without opt-in was accepted"; exit 1; fi
+# Scoped to namespaces: Secrets only through Roles in those namespaces.
+[ "$(grep -c '^kind: Role$' "$out/scoped.yaml")" = 3 ] || { echo "expected a Role per watched namespace plus the operator's own"; exit 1; }
+"$TOOLS/venv/bin/python" - "$out/scoped.yaml" <<'PY' || { echo "cluster-wide Secret access with watchNamespaces set"; exit 1; }
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ClusterRole":
+        for rule in doc["rules"]:
+            assert "secrets" not in rule.get("resources", []), rule
+PY
+grep -q 'value: "team-a,team-b"' "$out/scoped.yaml" || { echo "WATCH_NAMESPACES not passed to the operator"; exit 1; }
 grep -q 'kind: PodDisruptionBudget' "$out/ha.yaml" || { echo "no PDB with 3 replicas"; exit 1; }
 if grep -q 'kind: PodDisruptionBudget' "$out/default.yaml"; then echo "PDB with 1 replica"; exit 1; fi
 if grep -q 'kind: CustomResourceDefinition' "$out/no-crds.yaml"; then echo "CRDs rendered with crds.install=false"; exit 1; fi

@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// Longest retry delay, e.g. 5m.
     #[arg(long, env = "RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
     pub retry_max: Duration,
+    /// Namespaces to manage, comma-separated; empty: all namespaces. With a
+    /// list, the operator watches only those namespaces, so namespaced RBAC
+    /// (Roles) is enough for Integrations and Secrets.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub watch_namespaces: Vec<String>,
     /// Run several replicas safely: only the holder of a coordination.k8s.io
     /// Lease reconciles; the others stand by and take over when it goes.
     #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
@@ -163,6 +168,11 @@ impl Operator {
             },
             concurrency: args.concurrency,
             instance: args.instance,
+            watch_namespaces: args
+                .watch_namespaces
+                .into_iter()
+                .filter(|n| !n.trim().is_empty())
+                .collect(),
         };
         let controller = if args.leader_elect {
             let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)

@@ -6,7 +6,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -71,7 +71,7 @@ struct Inner {
     status_writes: Counter,
     expiry: Family<IntegrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     by_ready: Family<ReadyLabels, Gauge>,
-    integrations: OnceLock<Store<Integration>>,
+    integrations: Mutex<Vec<Store<Integration>>>,
 }
 
 /// The operator's metrics; cheap to clone.
@@ -110,7 +110,7 @@ impl Metrics {
             status_writes: Counter::default(),
             expiry: Family::default(),
             by_ready: Family::default(),
-            integrations: OnceLock::new(),
+            integrations: Mutex::default(),
         };
         {
             let mut r = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,9 +174,18 @@ impl Metrics {
         Self(Arc::new(inner))
     }
 
-    /// Lets the scrape derive per-Integration series from the controller's cache.
-    pub fn set_integration_store(&self, store: Store<Integration>) {
-        let _ = self.0.integrations.set(store);
+    /// Forgets the caches of a previous run (a lost leadership term).
+    pub fn clear_integration_stores(&self) {
+        self.0.integrations.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Lets the scrape derive per-Integration series from a controller's cache.
+    pub fn add_integration_store(&self, store: Store<Integration>) {
+        self.0
+            .integrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
     }
 
     pub fn reconciled(&self, result: &str) {
@@ -248,7 +257,8 @@ impl Metrics {
 
     /// The OpenMetrics text, with per-Integration series refreshed from the cache.
     pub fn render(&self) -> String {
-        if let Some(store) = self.0.integrations.get() {
+        let stores = self.0.integrations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        {
             self.0.expiry.clear();
             self.0.by_ready.clear();
             for status_value in ["True", "False", "Unknown"] {
@@ -259,7 +269,7 @@ impl Metrics {
                     })
                     .set(0);
             }
-            for integration in store.state() {
+            for integration in stores.iter().flat_map(|s| s.state()) {
                 let ready = status::ready_condition(integration.status.as_ref())
                     .map(|c| c.status.clone())
                     .unwrap_or_else(|| "Unknown".into());

@@ -179,3 +179,32 @@ async fn metrics_and_health_endpoints_report_what_happened() {
     assert!(!metrics.contains(SECRET));
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn with_watch_namespaces_only_those_namespaces_are_managed() {
+    let (cluster, sim) = setup(3600).await;
+    let other: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+        .create(&Default::default(), &other)
+        .await
+        .unwrap();
+    let operator = cluster.start_operator_with(&["--watch-namespaces", "team-a"]).await;
+    cluster.integration("api", spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let elsewhere: integration_operator::crd::Integration = serde_json::from_value(json!({
+        "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
+        "metadata": {"name": "ignored", "namespace": "team-b"},
+        "spec": spec(),
+    }))
+    .unwrap();
+    let team_b: Api<integration_operator::crd::Integration> = Api::namespaced(cluster.client.clone(), "team-b");
+    team_b.create(&Default::default(), &elsewhere).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        team_b.get("ignored").await.unwrap().status.is_none(),
+        "an unwatched namespace was reconciled"
+    );
+    assert_eq!(sim.token_calls(), 1);
+    operator.stop().await;
+}

@@ -188,6 +188,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Instance name in Events (`reportingInstance`).
     pub instance: String,
+    /// Namespaces to manage; empty: all.
+    pub watch_namespaces: Vec<String>,
 }
 
 /// The error policy: exponential backoff with jitter for transient failures,
@@ -248,10 +250,68 @@ pub async fn run(
     settings: Settings,
     shutdown: impl future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let integrations: Api<Integration> = Api::all(client.clone());
+    settings.metrics.clear_integration_stores();
+    if settings.watch_namespaces.is_empty() {
+        run_scope(client, settings, None, shutdown).await;
+        return;
+    }
+    // One controller per watched namespace (namespaced watches need only
+    // namespaced RBAC), sharing drivers, rate limiters, metrics and the key.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scopes = settings.watch_namespaces.clone();
+    let all_synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = scopes.into_iter().map(|ns| {
+        let mut stop = stop_rx.clone();
+        let mut scoped = settings.clone();
+        // Ready only when every namespace's caches are synced.
+        scoped.health = Health::default();
+        scoped.health.set_standby(false);
+        let (overall, synced, total) = (
+            settings.health.clone(),
+            all_synced.clone(),
+            settings.watch_namespaces.len(),
+        );
+        let scope_health = scoped.health.clone();
+        tokio::spawn(async move {
+            loop {
+                if scope_health.is_ready() {
+                    if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == total {
+                        overall.set_ready(true);
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        run_scope(client.clone(), scoped, Some(ns), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    });
+    let all = future::join_all(runs);
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => {}
+        _ = shutdown => {
+            let _ = stop_tx.send(true);
+            all.await;
+        }
+    }
+    settings.health.set_ready(false);
+}
+
+/// Runs one controller over all namespaces (`None`) or one.
+async fn run_scope(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+    shutdown: impl future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (integrations, secrets): (Api<Integration>, Api<PartialObjectMeta<Secret>>) = match &namespace {
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+    };
     // `Api<PartialObjectMeta<_>>` makes metadata-only requests: Secret data
     // never reaches this process through a watch.
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
 
     let (providers, providers_writer) = reflector::store::<ClusterProvider>();
     let provider_events = reflector::reflector(
@@ -308,7 +368,7 @@ pub async fn run(
     let store = controller.store();
     let by_provider = store.clone();
     let by_input = store.clone();
-    ctx.metrics.set_integration_store(store);
+    ctx.metrics.add_integration_store(store);
 
     controller
         .owns_stream(owned_events)

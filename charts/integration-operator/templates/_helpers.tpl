@@ -31,3 +31,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* Rules for the namespaces whose Integrations are managed. */}}
+{{- define "io.namespacedRules" }}
+  # Integrations: the objects reconciled.
+  - apiGroups: ["integration-operator.io"]
+    resources: ["integrations"]
+    verbs: ["get", "list", "watch"]
+  # patch: add and remove the cleanup finalizer (metadata.finalizers only).
+  - apiGroups: ["integration-operator.io"]
+    resources: ["integrations"]
+    verbs: ["patch"]
+  # Status: conditions, expiry and renewal times.
+  - apiGroups: ["integration-operator.io"]
+    resources: ["integrations/status"]
+    verbs: ["patch"]
+  # Secrets: list/watch (metadata-only requests) to notice changed input
+  # Secrets and damaged output Secrets; get to read input Secrets and verify
+  # outputs; create/patch to write output Secrets (server-side apply).
+  # No delete: output Secrets are garbage-collected via owner references.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  # Events about Integrations (create, and patch for event series).
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+{{- end }}
