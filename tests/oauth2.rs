@@ -177,6 +177,29 @@ async fn provider_failures_set_a_clear_reason_and_keep_the_last_good_secret() {
 }
 
 #[tokio::test]
+async fn a_lasting_failure_emits_one_warning_event_not_one_per_retry() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let mut spec = cc_spec();
+    spec["secretRef"]["name"] = json!("absent");
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", spec).await;
+    cluster.wait_ready("api", "False", Some("SecretNotFound")).await;
+    sim.fail_next("token", 1000, testkit::sim::Fault::status(500));
+    // Retries happen every few seconds (retry-invalid 3s in tests); each
+    // would otherwise create an Event or patch its series.
+    let counters = cluster.emulator.counters();
+    let before = counters.writes_to("events");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        counters.writes_to("events"),
+        before,
+        "a repeated failure wrote Events again"
+    );
+    assert_eq!(cluster.events_with_reason("SecretNotFound").await, 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn credentials_that_cannot_be_renewed_are_reported_expired() {
     let (cluster, sim) = setup(Some(2)).await;
     let operator = cluster.start_operator().await;

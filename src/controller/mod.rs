@@ -155,6 +155,33 @@ impl Verified {
     }
 }
 
+/// How often a Warning Event for the same ongoing failure is repeated.
+pub const WARNING_REPEAT: Duration = Duration::from_secs(600);
+
+/// The last Warning published per Integration, to deduplicate Events.
+#[derive(Default)]
+pub struct Warnings(Mutex<HashMap<ObjectRef<Integration>, (String, std::time::Instant)>>);
+
+impl Warnings {
+    /// Whether a Warning with this reason and message should be published now.
+    pub fn should_publish(&self, key: &ObjectRef<Integration>, reason: &str, message: &str) -> bool {
+        let fingerprint = format!("{reason}\n{message}");
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some((last, at)) if *last == fingerprint && at.elapsed() < WARNING_REPEAT => false,
+            _ => {
+                map.insert(key.clone(), (fingerprint, std::time::Instant::now()));
+                true
+            }
+        }
+    }
+
+    /// The failure is over: the next one is news again.
+    pub fn clear(&self, key: &ObjectRef<Integration>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
 /// Shared state of all reconciles.
 pub struct Context {
     pub client: Client,
@@ -165,6 +192,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub failures: Failures,
+    pub warnings: Warnings,
     pub verified: Verified,
     pub retry: RetryPolicy,
 }
@@ -351,6 +379,7 @@ async fn run_scope(
         recorder: Recorder::new(client.clone(), reporter),
         metrics: settings.metrics,
         failures: Failures::default(),
+        warnings: Warnings::default(),
         verified: Verified::default(),
         retry: settings.retry,
     });

@@ -91,6 +91,7 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
     match result {
         Ok(ending) => {
             let previous_failure = ctx.failures.reset(&key);
+            ctx.warnings.clear(&key);
             let action = finish(&integration, &ctx, ending, previous_failure, now).await?;
             ctx.metrics.reconciled("success");
             Ok(action)
@@ -700,7 +701,13 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
         warn!(error = %e, "could not write failure status");
     }
     warn!(reason, error = %err, "reconcile failed");
-    publish(ctx, integration, EventType::Warning, reason, message).await;
+    // One Warning per distinct failure, repeated at most every
+    // WARNING_REPEAT while it lasts: a failing Integration retried with
+    // backoff must not flood the API server with Events.
+    let key = ObjectRef::from_obj(integration);
+    if ctx.warnings.should_publish(&key, reason, &message) {
+        publish(ctx, integration, EventType::Warning, reason, message).await;
+    }
 }
 
 async fn patch_status_if_changed(

@@ -166,6 +166,12 @@ fn write_owners(obj: &mut Value, owners: &Owners, now: &str) {
             e
         })
         .collect();
+    if entries.is_empty() && obj.get("metadata").is_none() {
+        return;
+    }
+    if let Some(o) = obj.as_object_mut() {
+        o.entry("metadata").or_insert_with(|| json!({}));
+    }
     if let Some(meta) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         if entries.is_empty() {
             meta.remove("managedFields");
