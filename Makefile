@@ -41,6 +41,10 @@ emulator: ## run the Kubernetes API emulator in the foreground (kubeconfig at $E
 run: ## run the operator against the current kubeconfig with debug logs
 	$(CARGO) run --bin integration-operator -- run --log-level debug,kube=info --metrics-addr 127.0.0.1:8080
 
+bench: ## scale figures at 100, 1,000 and 10,000 Integrations (release build; prints a table, never fails on timing)
+	$(CARGO) build --release --quiet --bin integration-operator -p integration-operator
+	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench --operator target/release/integration-operator $(BENCH_ARGS)
+
 e2e: ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
 	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: KUBECONFIG is not set; no cluster to test against (nothing run)"; exit 0; fi
 	$(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast

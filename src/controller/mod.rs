@@ -195,12 +195,21 @@ pub struct Context {
     pub warnings: Warnings,
     pub verified: Verified,
     pub retry: RetryPolicy,
+    /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
+    pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
     /// Reconciles decide from the caches; never before they are filled.
+    ///
+    /// One task waits on the stores and publishes readiness on a watch
+    /// channel that any number of reconciles can wait on: kube-runtime's
+    /// `Store::wait_until_ready` wakes only the last of several concurrent
+    /// waiters (a oneshot receiver keeps one waker), which stranded the
+    /// other reconciles forever when many started before the caches synced.
     pub async fn wait_for_caches(&self) {
-        let _ = future::join(self.providers.wait_until_ready(), self.owned_secrets.wait_until_ready()).await;
+        let mut ready = self.caches_ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 }
 
@@ -370,6 +379,7 @@ async fn run_scope(
         controller: "integration-operator".into(),
         instance: Some(settings.instance.clone()),
     };
+    let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
         drivers: settings.drivers,
@@ -382,14 +392,19 @@ async fn run_scope(
         warnings: Warnings::default(),
         verified: Verified::default(),
         retry: settings.retry,
+        caches_ready,
     });
 
-    let ready_ctx = ctx.clone();
     let health = settings.health.clone();
+    let (provider_store, owned_store) = (ctx.providers.clone(), ctx.owned_secrets.clone());
     tokio::spawn(async move {
-        ready_ctx.wait_for_caches().await;
+        // The only waiter on the stores themselves (see Context::wait_for_caches).
+        let _ = future::join(provider_store.wait_until_ready(), owned_store.wait_until_ready()).await;
+        let _ = caches_ready_tx.send(true);
         health.set_ready(true);
         info!("caches synced");
+        // Keep the sender alive for the controller's lifetime.
+        caches_ready_tx.closed().await;
     });
 
     let controller = Controller::new(integrations, watcher::Config::default())

@@ -7,9 +7,11 @@
 //! - [`sim`]: provider simulators that speak each provider's wire protocol,
 //!   including its failure modes.
 //! - [`demo`]: `make demo`, the operator's main job end to end.
+//! - [`bench`]: `make bench`, the scale and speed figures.
 //!
 //! Nothing here is linked into the shipped operator binary.
 
+pub mod bench;
 pub mod demo;
 pub mod emulator;
 pub mod sim;

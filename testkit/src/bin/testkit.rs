@@ -24,6 +24,8 @@ enum Command {
     },
     /// Run the operator end to end against the emulator and a token-server simulator.
     Demo(testkit::demo::DemoArgs),
+    /// Measure the operator at scale and print a table of figures.
+    Bench(testkit::bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => testkit::demo::run(args).await,
+        Command::Bench(args) => testkit::bench::run(args).await,
     }
 }
 

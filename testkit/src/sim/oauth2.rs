@@ -35,6 +35,7 @@ struct Inner {
     issued: Mutex<Vec<String>>,
     lifetime: Mutex<Option<u64>>,
     token_calls: AtomicU64,
+    latency_ms: AtomicU64,
     faults: Faults,
 }
 
@@ -125,6 +126,13 @@ impl OAuth2Sim {
         self.inner.faults.fail_next(route, count, fault);
     }
 
+    /// Latency added to every token request (benchmarks: a provider's round trip).
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn clear_faults(&self) {
         self.inner.faults.clear();
     }
@@ -163,6 +171,10 @@ fn form_decode(s: &str) -> String {
 
 async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     inner.token_calls.fetch_add(1, Ordering::SeqCst);
+    let latency = inner.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
     let lifetime = *inner.lifetime.lock().unwrap_or_else(|p| p.into_inner());
     let sample = || json!({"access_token": "x".repeat(32), "token_type": "Bearer", "expires_in": 3600}).to_string();
     if let Some(r) = faults::apply(inner.faults.take("token"), oauth_error, sample).await {
