@@ -437,9 +437,6 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         if done >= total || Instant::now() > deadline {
             break;
         }
-        if t_restart.elapsed().as_secs() % 10 == 0 {
-            eprintln!("bench: N={n}: {done} of {total} re-evaluated");
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let restart_reevaluated = t_restart.elapsed();
