@@ -911,6 +911,12 @@ async fn watch(shared: Arc<Shared>, rt: ResourceType, t: Target, q: BTreeMap<Str
         }
     };
     let drop_signal = shared.faults.drop.clone();
+    // The drop generation this watch was opened in: a `drop_watches()` any
+    // time after this ends it, even one that comes while the stream is still
+    // replaying (before it waits on the Notify, which only wakes waiters).
+    let drops = shared.faults.drops.clone();
+    let opened_in = drops.load(Ordering::SeqCst);
+    let dropped_since_open = move || drops.load(Ordering::SeqCst) != opened_in;
     let bookmark_every = shared.bookmark_interval;
     let kind = rt.kind.clone();
     let api_version = rt.api_version();
@@ -922,6 +928,9 @@ async fn watch(shared: Arc<Shared>, rt: ResourceType, t: Target, q: BTreeMap<Str
         };
         let mut last_rv = start_rv;
         for o in initial {
+            if dropped_since_open() {
+                return;
+            }
             yield Ok(event_line("ADDED", &render(o)));
         }
         if send_initial {
@@ -931,6 +940,9 @@ async fn watch(shared: Arc<Shared>, rt: ResourceType, t: Target, q: BTreeMap<Str
             yield Ok(event_line("BOOKMARK", &bookmark));
         }
         for c in replay {
+            if dropped_since_open() {
+                return;
+            }
             if c.storage_key == storage_key && (namespace.is_empty() || c.namespace == namespace) && matches(&c.object) {
                 last_rv = c.rv;
                 yield Ok(event_line(c.kind, &render(c.object.clone())));
@@ -940,10 +952,21 @@ async fn watch(shared: Arc<Shared>, rt: ResourceType, t: Target, q: BTreeMap<Str
         tokio::pin!(deadline);
         let dropped = drop_signal.notified();
         tokio::pin!(dropped);
+        // Registered before the check, so no drop falls between the two.
+        dropped.as_mut().enable();
+        if dropped_since_open() {
+            return;
+        }
         let mut ticker = tokio::time::interval(bookmark_every);
         ticker.tick().await;
         loop {
             tokio::select! {
+                // Biased, so that a dropped or expired watch delivers nothing
+                // more: `drop_watches()` takes effect at once, as a broken
+                // connection would, even when changes are already queued.
+                biased;
+                _ = &mut dropped => break,
+                _ = &mut deadline => break,
                 received = rx.recv() => match received {
                     Ok(c) => {
                         if c.rv <= last_rv { continue; }
@@ -963,8 +986,6 @@ async fn watch(shared: Arc<Shared>, rt: ResourceType, t: Target, q: BTreeMap<Str
                     let bookmark = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}});
                     yield Ok(event_line("BOOKMARK", &bookmark));
                 }
-                _ = &mut dropped => break,
-                _ = &mut deadline => break,
             }
         }
     };

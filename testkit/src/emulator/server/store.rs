@@ -393,14 +393,20 @@ impl State {
             obj["metadata"]["managedFields"] = managed.clone();
         } else {
             let manager = opts.field_manager.clone().unwrap_or_else(|| "unknown".into());
-            ssa::record_update(
-                &current,
-                &mut obj,
-                &manager,
-                &opts.subresource,
-                &rt.api_version(),
-                &now(),
-            );
+            // As the API server's field manager: managedFields written through
+            // the main resource (non-empty) replace the stored ones before this
+            // write's own changes are attributed. kubectl relies on it to move
+            // ownership from client-side to server-side apply (csaupgrade);
+            // clients that send nothing, or write a subresource, keep the stored ones.
+            let mut base = current.clone();
+            if opts.subresource.is_empty()
+                && let Some(sent) = obj["metadata"]["managedFields"].as_array()
+                && !sent.is_empty()
+                && obj["metadata"]["managedFields"] != current["metadata"]["managedFields"]
+            {
+                base["metadata"]["managedFields"] = obj["metadata"]["managedFields"].clone();
+            }
+            ssa::record_update(&base, &mut obj, &manager, &opts.subresource, &rt.api_version(), &now());
         }
         let stored = self.commit(rt, &ns, name, Some(current), obj)?;
         Ok(present(&stored, rt))
