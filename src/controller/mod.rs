@@ -336,6 +336,23 @@ pub async fn run(
     settings.health.set_ready(false);
 }
 
+/// What about an Integration a reconcile acts on, hashed: everything but
+/// status and resourceVersion.
+fn needs_reconcile(i: &Integration) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    i.metadata.uid.hash(&mut h);
+    i.metadata.generation.hash(&mut h);
+    i.metadata.annotations.hash(&mut h);
+    i.metadata.finalizers.hash(&mut h);
+    i.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs one controller over all namespaces (`None`) or one.
 async fn run_scope(
     client: Client,
@@ -407,7 +424,32 @@ async fn run_scope(
         caches_ready_tx.closed().await;
     });
 
-    let controller = Controller::new(integrations, watcher::Config::default())
+    // Only a change a reconcile must act on starts one: the spec, the
+    // annotations (the retry request), finalizers, deletion. Our own status
+    // writes and unchanged resyncs do not: every reconcile already schedules
+    // its next look, and each extra one would cost a read of the input Secret.
+    let (integration_store, integration_writer) = reflector::store::<Integration>();
+    let integration_events =
+        reflector::reflector(integration_writer, watcher(integrations, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(needs_reconcile, Default::default());
+    // Likewise a version of an output Secret this operator wrote and checked
+    // itself is no news.
+    let verified = ctx.clone();
+    let owned_events = owned_events.filter(move |secret| {
+        let news = match secret {
+            Ok(s) => {
+                let key = ObjectRef::<Secret>::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
+                !verified
+                    .verified
+                    .is_verified(&key, s.metadata.resource_version.as_deref().unwrap_or_default())
+            }
+            Err(_) => true,
+        };
+        future::ready(news)
+    });
+    let controller = Controller::for_stream(integration_events, integration_store)
         .with_config(controller::Config::default().concurrency(settings.concurrency));
     let store = controller.store();
     let by_provider = store.clone();

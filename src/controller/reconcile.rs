@@ -313,6 +313,9 @@ async fn exchange(
 ) -> Result<Exchanged, Error> {
     let persisted = match &existing.secret {
         Some(secret) => output::fields_of(secret),
+        // A renewal of a stateless flow needs nothing from the old Secret:
+        // no read.
+        None if !resolved.flow.keeps_state() => Credentials::default(),
         None => read_persisted(integration, ctx).await?,
     };
     let checkpoint = SecretCheckpoint {
@@ -472,6 +475,7 @@ async fn write_secret(
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::<Secret>::new(&name).within(&namespace);
+    let mut cached_rv = None;
     if let Some(cached) = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace)) {
         // A re-validation that changes nothing must not write (or wake
         // every watcher of the Secret).
@@ -482,6 +486,33 @@ async fn write_secret(
             && cached.metadata.labels == desired.metadata.labels
         {
             return Ok(false);
+        }
+        if output::is_owned_by(&cached.metadata, integration) {
+            cached_rv = Some(rv);
+        }
+    }
+    // The cache says the Secret is ours: apply at once, on the condition that
+    // it is still the version the cache saw (a renewal then costs one write
+    // and no read). Anything else takes the careful path below.
+    if let Some(rv) = cached_rv {
+        let mut conditional = desired.clone();
+        conditional.metadata.resource_version = Some(rv);
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply(SECRET_MANAGER).force(),
+                &Patch::Apply(&conditional),
+            )
+            .await
+        {
+            Ok(written) => {
+                ctx.verified
+                    .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
+                ctx.metrics.secret_written();
+                return Ok(true);
+            }
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let mut attempt = 0;

@@ -119,6 +119,16 @@ pub enum Flow {
 }
 
 impl Flow {
+    /// Whether the flow keeps state in the output Secret from one exchange
+    /// to the next (answers shown once, "request sent" markers), so that an
+    /// exchange must start from what the Secret holds.
+    pub fn keeps_state(&self) -> bool {
+        matches!(
+            self,
+            Flow::PartnerIntegration { .. } | Flow::ElementInstance { .. } | Flow::Connection { .. }
+        )
+    }
+
     /// Stable name, used in conditions and metric labels.
     pub fn name(&self) -> &'static str {
         match self {

@@ -1190,3 +1190,31 @@ async fn counters_count_writes_by_verb_and_resource() {
     counters.reset();
     assert_eq!(counters.writes(), 0);
 }
+
+#[tokio::test]
+async fn server_side_apply_honours_a_resource_version_precondition() {
+    let (_emu, client) = start().await;
+    namespace(&client, "x").await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "x");
+    let apply = |rv: Option<String>, value: &str| {
+        let cms = cms.clone();
+        let mut metadata = json!({"name": "c"});
+        if let Some(rv) = rv {
+            metadata["resourceVersion"] = json!(rv);
+        }
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"a": value}});
+        async move {
+            cms.patch("c", &PatchParams::apply("me").force(), &Patch::Apply(body))
+                .await
+        }
+    };
+    let first = apply(None, "1").await.unwrap();
+    let rv = first.metadata.resource_version.clone();
+    // The version applied against is current: the apply goes through.
+    let second = apply(rv.clone(), "2").await.unwrap();
+    assert_eq!(second.data.unwrap()["a"], "2");
+    // A stale one is a 409 and changes nothing.
+    let (code, reason, message) = status_of(apply(rv, "3").await);
+    assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+    assert_eq!(cms.get("c").await.unwrap().data.unwrap()["a"], "2");
+}

@@ -432,6 +432,21 @@ impl State {
             .objects(rt)
             .and_then(|m| m.get(&(ns_key, name.to_string())))
             .cloned();
+        // A resourceVersion in the applied configuration is a precondition,
+        // as on a real API server: it must match the stored object's.
+        if let Some(rv) = config["metadata"]["resourceVersion"].as_str() {
+            let stored = current.as_ref().and_then(|c| c["metadata"]["resourceVersion"].as_str());
+            if stored != Some(rv) {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        rt.plural
+                    ),
+                ));
+            }
+        }
         let base = current.clone().unwrap_or_else(|| json!({}));
         let mut config = config;
         if opts.subresource != "status"
