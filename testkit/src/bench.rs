@@ -59,6 +59,16 @@ pub struct BenchArgs {
     /// New Integrations measured for time to Ready while N exist.
     #[arg(long, default_value_t = 20)]
     pub new_integrations: usize,
+    /// Token lifetime of the refresh wave, in seconds: a 1 h lifetime scaled
+    /// down (0 skips the wave). Renewals fall in the last 20 % of it.
+    #[arg(long, default_value_t = 150)]
+    pub wave_lifetime: u64,
+    /// Provider latency during the refresh wave, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub wave_latency_ms: u64,
+    /// requestsPerSecond of each ClusterProvider.
+    #[arg(long, default_value_t = 500)]
+    pub rate_limit: u32,
 }
 
 /// One scale's figures.
@@ -80,6 +90,36 @@ pub struct Figures {
     pub operator_cpu_s: f64,
     pub emulator_cpu_s: f64,
     pub all_ready: bool,
+    pub wave: Option<Wave>,
+}
+
+/// The refresh wave's figures.
+#[derive(Debug, Default, Clone)]
+pub struct Wave {
+    /// How long issuing every token took (they were all issued in this span).
+    pub issue_span: Duration,
+    pub renewals: u64,
+    /// First to last renewal.
+    pub window: Duration,
+    pub mean_per_s: f64,
+    pub busiest_per_s: u64,
+    /// Sum of the ClusterProviders' requestsPerSecond.
+    pub rate_limit: u64,
+    /// (Secret, scan) pairs where a Secret held an expired token.
+    pub expired_seen: u64,
+    pub new_ready_p50: Duration,
+    pub new_ready_p99: Duration,
+    pub operator_cpu_per_1000: f64,
+    pub bench_cpu_per_1000: f64,
+    /// Token calls while a 429's Retry-After was in force (after the 429).
+    pub calls_during_retry_after: u64,
+    pub retry_after: Duration,
+    /// Secret and status writes per renewal.
+    pub writes_per_renewal: f64,
+    /// Event writes per renewal (reported apart: Events are the audit trail).
+    pub event_writes_per_renewal: f64,
+    /// GET and LIST requests per renewal (reads of any object).
+    pub reads_per_renewal: f64,
 }
 
 fn integration_resource() -> ApiResource {
@@ -307,7 +347,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
             "apiVersion": "integration-operator.io/v1alpha1", "kind": "ClusterProvider",
             "metadata": {"name": format!("provider-{p}")},
             "spec": {"type": "oauth2", "tokenUrl": sim.token_url(), "allowInsecureHttp": true, "allowPrivateAddresses": true,
-                     "maxConcurrency": args.concurrency, "requestsPerSecond": 100000},
+                     "maxConcurrency": args.concurrency, "requestsPerSecond": args.rate_limit},
         }))?;
         cp_api.create(&PostParams::default(), &cp).await?;
     }
@@ -443,6 +483,13 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let restart_calls = sim.token_calls() - calls_before;
     let restart_writes = counters.writes();
+    let wave = if args.wave_lifetime > 0 {
+        let mut all = names.clone();
+        all.extend(fresh.iter().cloned());
+        Some(refresh_wave(args, &client, &emulator, &sim, &restarted, &seen, &all).await?)
+    } else {
+        None
+    };
     restarted.stop().await;
     let (_, emulator_cpu_s) = proc_stat(std::process::id());
     emulator.shutdown().await;
@@ -463,15 +510,233 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         operator_cpu_s,
         emulator_cpu_s,
         all_ready,
+        wave,
     })
+}
+
+/// Rotates every namespace's input Secret so that all tokens are issued
+/// again at once with a short lifetime, then measures their renewal: how
+/// the calls spread, whether a Secret ever held an expired token, how fast
+/// new Integrations get Ready meanwhile, CPU per 1,000 renewals, writes per
+/// renewal; and last, a 429 with Retry-After.
+async fn refresh_wave(
+    args: &BenchArgs,
+    client: &Client,
+    emulator: &Emulator,
+    sim: &OAuth2Sim,
+    operator: &Operator,
+    seen: &Mutex<HashMap<String, Instant>>,
+    all: &[(String, String, String)],
+) -> anyhow::Result<Wave> {
+    let total = all.len() as u64;
+    let lifetime = Duration::from_secs(args.wave_lifetime);
+    sim.set_token_lifetime(Some(args.wave_lifetime));
+    sim.add_client("wave", "wave-secret-0123456789");
+    let expiries = track_expiries(client.clone());
+    // Issue: every Integration's input changes in the same instant.
+    let calls_before = sim.token_calls();
+    let t_issue = Instant::now();
+    for ns in 0..args.namespaces {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &format!("bench-{ns}"));
+        api.patch(
+            "creds",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"stringData": {"client_id": "wave", "client_secret": "wave-secret-0123456789"}}),
+            ),
+        )
+        .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while sim.token_calls() - calls_before < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let issue_span = t_issue.elapsed();
+    eprintln!("bench: wave: {total} tokens issued in {issue_span:?}");
+    sim.set_latency(Duration::from_millis(args.wave_latency_ms));
+    let issued_calls = sim.token_calls();
+
+    // Scan for expired tokens in Secrets until every token was renewed.
+    let expired_seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scanning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scanner = {
+        let (expiries, expired_seen, scanning) = (expiries.clone(), expired_seen.clone(), scanning.clone());
+        tokio::spawn(async move {
+            while scanning.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = jiff::Timestamp::now();
+                let expired = expiries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|e| **e <= now)
+                    .count() as u64;
+                expired_seen.fetch_add(expired, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // Wait for the wave to begin, then create new Integrations during it.
+    let renew_starts = t_issue + lifetime.mul_f64(0.7);
+    while Instant::now() < renew_starts && sim.token_calls() == issued_calls {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while sim.token_calls() - issued_calls < total / 10 && Instant::now() < t_issue + lifetime {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("bench: wave: renewals under way; creating new Integrations");
+    let fresh: Vec<(String, String, String)> = (0..args.new_integrations)
+        .map(|i| ("bench-1".to_string(), format!("wave-new-{i}"), "provider-1".to_string()))
+        .collect();
+    let fresh_keys: Vec<String> = fresh.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
+    let created = Mutex::new(HashMap::new());
+    for one in &fresh {
+        create_integrations(client, std::slice::from_ref(one), &created).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_all(seen, &fresh_keys, Duration::from_secs(120)).await;
+    let mut fresh_times: Vec<Duration> = {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let created = created.lock().unwrap_or_else(|p| p.into_inner());
+        fresh_keys
+            .iter()
+            .filter_map(|k| Some(seen.get(k)?.saturating_duration_since(*created.get(k)?)))
+            .collect()
+    };
+    fresh_times.sort();
+
+    // The rest of the wave, renewals only: requests and CPU per renewal.
+    let counters = emulator.counters();
+    counters.reset();
+    let (_, op_cpu0) = proc_stat(operator.pid());
+    let (_, bench_cpu0) = proc_stat(std::process::id());
+    let renew_calls0 = sim.token_calls();
+    let exchanges0 = operator.counter("integration_operator_exchanges_total").await;
+    // Until every token issued in the burst was renewed (plus the new ones).
+    let want = issued_calls + total + fresh.len() as u64;
+    let deadline = t_issue + lifetime * 2;
+    while sim.token_calls() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Renewals completed (the operator's count), so that calls in flight at
+    // either edge do not skew the per-renewal figures.
+    let renew_calls = (operator.counter("integration_operator_exchanges_total").await - exchanges0).max(0.0) as u64;
+    let _ = renew_calls0;
+    let writes = counters.writes_to("secrets") + counters.writes_to("integrations/status");
+    let event_writes = counters.writes_to("events");
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("bench: wave requests by verb and resource: {:?}", counters.snapshot());
+    }
+    let reads: u64 = counters
+        .snapshot()
+        .iter()
+        .filter(|((verb, _), _)| verb == "get" || verb == "list")
+        .map(|(_, n)| n)
+        .sum();
+    let (_, op_cpu1) = proc_stat(operator.pid());
+    let (_, bench_cpu1) = proc_stat(std::process::id());
+    scanning.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = scanner.await;
+
+    // Spread: calls per second from the first renewal to the last.
+    let times: Vec<Instant> = sim.token_call_times()[issued_calls as usize..].to_vec();
+    let renewals = times.len() as u64;
+    let (first, last) = (times.first().copied(), times.last().copied());
+    let window = match (first, last) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f),
+        _ => Duration::ZERO,
+    };
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    if let Some(f) = first {
+        for t in &times {
+            *per_second.entry(t.saturating_duration_since(f).as_secs()).or_default() += 1;
+        }
+    }
+    let busiest_per_s = per_second.values().copied().max().unwrap_or(0);
+    let mean_per_s = renewals as f64 / window.as_secs_f64().max(1.0);
+    let per_1000 = |cpu: f64| cpu / (renew_calls.max(1) as f64 / 1000.0);
+
+    // A 429 with Retry-After: calls after it must wait until it elapses.
+    let retry_after = Duration::from_secs(3);
+    sim.set_latency(Duration::from_millis(args.latency_ms));
+    sim.fail_next("token", 1, crate::sim::Fault::rate_limited(retry_after.as_secs()));
+    let before_429 = sim.token_calls();
+    let api: Api<Secret> = Api::namespaced(client.clone(), "bench-0");
+    api.patch(
+        "creds",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"stringData": {"client_id": "bench"}})),
+    )
+    .await?;
+    sim.add_client("bench", "wave-secret-0123456789");
+    while sim.token_calls() == before_429 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t_429 = Instant::now();
+    let in_flight_allowance = args.concurrency as u64;
+    tokio::time::sleep(retry_after.saturating_sub(Duration::from_millis(200))).await;
+    let calls_during_retry_after = sim
+        .token_call_times()
+        .iter()
+        .filter(|t| **t > t_429 + Duration::from_millis(args.latency_ms + 50))
+        .count() as u64;
+    let _ = in_flight_allowance;
+
+    Ok(Wave {
+        issue_span,
+        renewals,
+        window,
+        mean_per_s,
+        busiest_per_s,
+        rate_limit: u64::from(args.rate_limit) * args.providers as u64,
+        expired_seen: expired_seen.load(std::sync::atomic::Ordering::SeqCst),
+        new_ready_p50: percentile(&fresh_times, 0.5),
+        new_ready_p99: percentile(&fresh_times, 0.99),
+        operator_cpu_per_1000: per_1000(op_cpu1 - op_cpu0),
+        bench_cpu_per_1000: per_1000(bench_cpu1 - bench_cpu0),
+        calls_during_retry_after,
+        retry_after,
+        writes_per_renewal: writes as f64 / renew_calls.max(1) as f64,
+        event_writes_per_renewal: event_writes as f64 / renew_calls.max(1) as f64,
+        reads_per_renewal: reads as f64 / renew_calls.max(1) as f64,
+    })
+}
+
+/// Watches the operator's output Secrets and keeps each one's expiry.
+fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, jiff::Timestamp>>> {
+    let expiries = Arc::new(Mutex::new(HashMap::new()));
+    let api: Api<Secret> = Api::all(client);
+    let record = expiries.clone();
+    tokio::spawn(async move {
+        let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=integration-operator");
+        let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
+        while let Some(Ok(s)) = events.next().await {
+            let at = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("integration-operator.io/expires-at"))
+                .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+            if let Some(at) = at {
+                let key = format!(
+                    "{}/{}",
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default()
+                );
+                record.lock().unwrap_or_else(|p| p.into_inner()).insert(key, at);
+            }
+        }
+    });
+    expiries
 }
 
 /// Renders the figures as a Markdown table with goals.
 pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "provider latency {} ms, maxConcurrency {} x {} ClusterProviders, {} namespaces\n\n",
-        args.latency_ms, args.concurrency, args.providers, args.namespaces
+        "provider latency {} ms ({} ms in the wave), maxConcurrency {} and requestsPerSecond {} x {} ClusterProviders, {} namespaces, wave token lifetime {} s\n\n",
+        args.latency_ms, args.wave_latency_ms, args.concurrency, args.rate_limit, args.providers, args.namespaces, args.wave_lifetime
     ));
     out.push_str("| figure | goal |");
     for f in figures {
@@ -521,6 +786,62 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     });
     row("new Integration create->Ready p99 while N exist", "<= 5 s", &|f| {
         s(f.new_ready_p99)
+    });
+    let wave = |f: &Figures, cell: &dyn Fn(&Wave) -> String| f.wave.as_ref().map(cell).unwrap_or_else(|| "-".into());
+    row("wave: tokens issued within", "same second (scaled)", &|f| {
+        wave(f, &|w| s(w.issue_span))
+    });
+    row("wave: renewals over window (mean/s)", "", &|f| {
+        wave(f, &|w| {
+            format!("{} over {} ({:.0}/s)", w.renewals, s(w.window), w.mean_per_s)
+        })
+    });
+    row(
+        "wave: busiest second (x mean; rate limit)",
+        "<= 2x mean, <= limit",
+        &|f| {
+            wave(f, &|w| {
+                format!(
+                    "{}/s ({:.2}x; limit {}/s)",
+                    w.busiest_per_s,
+                    w.busiest_per_s as f64 / w.mean_per_s.max(0.001),
+                    w.rate_limit
+                )
+            })
+        },
+    );
+    row("wave: expired tokens seen in Secrets", "0", &|f| {
+        wave(f, &|w| w.expired_seen.to_string())
+    });
+    row("wave: new Integration create->Ready p50 / p99", "p99 <= 5 s", &|f| {
+        wave(f, &|w| format!("{} / {}", s(w.new_ready_p50), s(w.new_ready_p99)))
+    });
+    row("wave: Secret + status writes per renewal", "<= 2", &|f| {
+        wave(f, &|w| format!("{:.2}", w.writes_per_renewal))
+    });
+    row(
+        "wave: Event writes / API reads per renewal",
+        "- / 1 (the input Secret)",
+        &|f| {
+            wave(f, &|w| {
+                format!("{:.2} / {:.2}", w.event_writes_per_renewal, w.reads_per_renewal)
+            })
+        },
+    );
+    row("wave: operator CPU s per 1,000 renewals", "", &|f| {
+        wave(f, &|w| format!("{:.2}", w.operator_cpu_per_1000))
+    });
+    row("wave: emulator+sims+bench CPU s per 1,000 renewals", "", &|f| {
+        wave(f, &|w| format!("{:.2}", w.bench_cpu_per_1000))
+    });
+    row("429 Retry-After: token calls before it elapsed", "0", &|f| {
+        wave(f, &|w| {
+            format!(
+                "{} (Retry-After {}s)",
+                w.calls_during_retry_after,
+                w.retry_after.as_secs()
+            )
+        })
     });
     row("operator CPU seconds (whole run)", "", &|f| {
         format!("{:.1}", f.operator_cpu_s)

@@ -35,6 +35,8 @@ struct Inner {
     issued: Mutex<Vec<String>>,
     lifetime: Mutex<Option<u64>>,
     token_calls: AtomicU64,
+    /// Arrival time of every token request (benchmarks: calls per second).
+    call_times: Mutex<Vec<Instant>>,
     latency_ms: AtomicU64,
     faults: Faults,
 }
@@ -94,6 +96,11 @@ impl OAuth2Sim {
     /// Requests to the token endpoint so far (failed ones included).
     pub fn token_calls(&self) -> u64 {
         self.inner.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// When each token request arrived, oldest first.
+    pub fn token_call_times(&self) -> Vec<Instant> {
+        self.inner.call_times.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether `token` was issued here and has not expired.
@@ -171,6 +178,11 @@ fn form_decode(s: &str) -> String {
 
 async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     inner.token_calls.fetch_add(1, Ordering::SeqCst);
+    inner
+        .call_times
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Instant::now());
     let latency = inner.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
