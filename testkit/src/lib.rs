@@ -8,10 +8,12 @@
 //!   including its failure modes.
 //! - [`demo`]: `make demo`, the operator's main job end to end.
 //! - [`bench`]: `make bench`, the scale and speed figures.
+//! - [`emulator_bench`]: the emulator's own throughput (`make bench-emulator`).
 //!
 //! Nothing here is linked into the shipped operator binary.
 
 pub mod bench;
 pub mod demo;
 pub mod emulator;
+pub mod emulator_bench;
 pub mod sim;

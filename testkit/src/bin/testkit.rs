@@ -1,6 +1,7 @@
 //! `testkit`: test and demo infrastructure on the command line.
 //! - `testkit emulator`: the Kubernetes API emulator in the foreground (`make emulator`).
 //! - `testkit demo`: the operator end to end (`make demo`).
+//! - `testkit bench` / `testkit bench-emulator`: figures (`make bench`, `make bench-emulator`).
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Demo(testkit::demo::DemoArgs),
     /// Measure the operator at scale and print a table of figures.
     Bench(testkit::bench::BenchArgs),
+    /// Measure the API emulator's own throughput.
+    BenchEmulator(testkit::emulator_bench::EmulatorBenchArgs),
 }
 
 #[tokio::main]
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => testkit::demo::run(args).await,
         Command::Bench(args) => testkit::bench::run(args).await,
+        Command::BenchEmulator(args) => testkit::emulator_bench::run(args).await,
     }
 }
 
