@@ -1,6 +1,11 @@
 //! Per-provider request pacing: a concurrency cap, a request-rate cap and a
 //! "do not call before" instant set by a 429's Retry-After, shared by every
 //! Integration that uses the same ClusterProvider.
+//!
+//! Requests have a [`Priority`]: while an urgent request (a new Integration, a
+//! changed spec or input, a repair) waits for a slot, no routine renewal takes
+//! one, so new work never queues behind a refresh wave. Renewals are due
+//! well before expiry, so the wait costs them nothing a user sees.
 
 use std::{
     collections::HashMap,
@@ -8,10 +13,31 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::Instant,
-};
+use tokio::{sync::Notify, time::Instant};
+
+/// How urgent a provider request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Someone is waiting for it: a first issue, a change, a repair.
+    Urgent,
+    /// A scheduled renewal or re-validation.
+    Routine,
+}
+
+tokio::task_local! {
+    static PRIORITY: Priority;
+}
+
+/// Runs `work` with every provider request it makes at `priority`. A task
+/// local rather than a parameter: drivers pass requests through without
+/// knowing why the controller asked for them.
+pub async fn with_priority<F: std::future::Future>(priority: Priority, work: F) -> F::Output {
+    PRIORITY.scope(priority, work).await
+}
+
+fn current_priority() -> Priority {
+    PRIORITY.try_with(|p| *p).unwrap_or(Priority::Urgent)
+}
 
 /// Limits of one provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +48,118 @@ pub struct Limits {
 
 struct ProviderLimiter {
     limits: Limits,
-    in_flight: Arc<Semaphore>,
+    slots: Arc<Slots>,
     /// Earliest instant the next request may start (rate pacing and Retry-After).
     next_start: Mutex<Instant>,
+}
+
+/// Concurrency slots handed out urgent-first.
+struct Slots {
+    state: Mutex<SlotState>,
+    urgent: Notify,
+    routine: Notify,
+}
+
+struct SlotState {
+    free: usize,
+    urgent_waiting: usize,
+}
+
+impl Slots {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(SlotState {
+                free: n,
+                urgent_waiting: 0,
+            }),
+            urgent: Notify::new(),
+            routine: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn acquire(self: &Arc<Self>, priority: Priority) -> Slot {
+        let urgent = priority == Priority::Urgent;
+        let waiting = UrgentWaiting::new(self.clone(), urgent);
+        let notify = if urgent { &self.urgent } else { &self.routine };
+        loop {
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.free > 0 && (urgent || state.urgent_waiting == 0) {
+                    state.free -= 1;
+                    drop(state);
+                    drop(waiting);
+                    return Slot(self.clone());
+                }
+            }
+            // The timeout is a safety net only: a waiter that was woken and
+            // then cancelled must not strand a free slot.
+            let _ = tokio::time::timeout(Duration::from_millis(250), woken).await;
+        }
+    }
+
+    fn release(&self) {
+        let urgent_waiting = {
+            let mut state = self.lock();
+            state.free += 1;
+            state.urgent_waiting
+        };
+        self.wake(urgent_waiting);
+    }
+
+    fn wake(&self, urgent_waiting: usize) {
+        if urgent_waiting > 0 {
+            self.urgent.notify_one();
+        } else {
+            self.routine.notify_one();
+        }
+    }
+}
+
+/// Counts an urgent waiter for as long as it waits (also when cancelled).
+struct UrgentWaiting {
+    slots: Arc<Slots>,
+    urgent: bool,
+}
+
+impl UrgentWaiting {
+    fn new(slots: Arc<Slots>, urgent: bool) -> Self {
+        if urgent {
+            slots.lock().urgent_waiting += 1;
+        }
+        Self { slots, urgent }
+    }
+}
+
+impl Drop for UrgentWaiting {
+    fn drop(&mut self) {
+        if self.urgent {
+            let (left, free) = {
+                let mut state = self.slots.lock();
+                state.urgent_waiting -= 1;
+                (state.urgent_waiting, state.free)
+            };
+            if left == 0 && free > 0 {
+                // Routine work held back for this one may go now.
+                self.slots.wake(0);
+            }
+        }
+    }
+}
+
+/// One concurrency slot; freed on drop.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 /// Called with (provider, time waited) whenever a request had to wait.
@@ -51,7 +186,7 @@ impl std::fmt::Debug for Limiter {
 
 /// Permission to send one request; dropping it frees the concurrency slot.
 pub struct Permit {
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Limiter {
@@ -71,7 +206,7 @@ impl Limiter {
             // New provider, or the admin changed its limits: start afresh.
             let fresh = Arc::new(ProviderLimiter {
                 limits,
-                in_flight: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
+                slots: Slots::new(limits.max_concurrency.max(1)),
                 next_start: Mutex::new(Instant::now()),
             });
             map.insert(name.to_string(), fresh.clone());
@@ -83,15 +218,7 @@ impl Limiter {
     pub async fn acquire(&self, name: &str, limits: Limits) -> Permit {
         let provider = self.provider(name, limits);
         let began = Instant::now();
-        // A closed semaphore cannot happen (we never close it); fall back to a
-        // fresh one rather than panicking.
-        let slot = match provider.in_flight.clone().acquire_owned().await {
-            Ok(slot) => slot,
-            Err(_) => Arc::new(Semaphore::new(1))
-                .acquire_owned()
-                .await
-                .unwrap_or_else(|_| unreachable!("a fresh semaphore is open")),
-        };
+        let slot = provider.slots.acquire(current_priority()).await;
         let start_at = {
             let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -148,6 +275,39 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(1));
         drop(limiter.acquire("p", LIMITS).await);
         assert!(t0.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_requests_go_ahead_of_waiting_renewals() {
+        let limiter = Limiter::default();
+        let limits = Limits {
+            max_concurrency: 1,
+            requests_per_second: 1000,
+        };
+        let held = limiter.acquire("p", limits).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for (name, priority) in [
+            ("renewal-1", Priority::Routine),
+            ("renewal-2", Priority::Routine),
+            ("new", Priority::Urgent),
+        ] {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            waiting.push(tokio::spawn(with_priority(priority, async move {
+                let permit = limiter.acquire("p", limits).await;
+                order.lock().unwrap().push(name);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(permit);
+            })));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order[0], "new", "the new Integration waited behind renewals: {order:?}");
+        assert_eq!(order.len(), 3, "every renewal still ran: {order:?}");
     }
 
     #[tokio::test(start_paused = true)]

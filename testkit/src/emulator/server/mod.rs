@@ -743,22 +743,22 @@ fn list(
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
         .map_err(ApiError::bad_request)?;
-    let (mut items, rv) = {
-        let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        (state.list(rt, &t.namespace), state.resource_version())
-    };
-    items.retain(|o| labels.matches(o) && fields.matches(o));
     // Paging: `continue` names the last key returned.
     let after = q.get("continue").cloned().unwrap_or_default();
-    if !after.is_empty() {
-        items.retain(|o| page_key(o) > after);
-    }
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let (items, remaining, rv) = {
+        let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (items, remaining) = state.list_page(
+            rt,
+            &t.namespace,
+            |o| labels.matches(o) && fields.matches(o),
+            &after,
+            limit,
+        );
+        (items, remaining, state.resource_version())
+    };
     let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
-        && items.len() > limit
-    {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
+    if remaining > 0 {
         meta["continue"] = json!(items.last().map(page_key).unwrap_or_default());
         meta["remainingItemCount"] = json!(remaining);
     }

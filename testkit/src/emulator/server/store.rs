@@ -199,6 +199,42 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// One page of a list: objects of a type in a namespace ("" = all) that
+    /// `keep` accepts and whose `ns/name` key sorts after `after`, at most
+    /// `limit` of them, and how many more there are. Only the page is copied:
+    /// paging through 10,000 objects must not copy all of them per page.
+    pub fn list_page(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        keep: impl Fn(&Value) -> bool,
+        after: &str,
+        limit: Option<usize>,
+    ) -> (Vec<Value>, usize) {
+        let Some(objects) = self.objects(rt) else {
+            return (Vec::new(), 0);
+        };
+        // Events are stored in one shape and served in two: select on the served one.
+        let converts = rt.kind == "Event";
+        let mut page = Vec::new();
+        let mut remaining = 0;
+        for ((o_ns, name), o) in objects {
+            if !(ns.is_empty() || o_ns == ns) || (!after.is_empty() && format!("{o_ns}/{name}").as_str() <= after) {
+                continue;
+            }
+            let presented = converts.then(|| present(o, rt));
+            if !keep(presented.as_ref().unwrap_or(o)) {
+                continue;
+            }
+            if limit.is_some_and(|l| page.len() >= l) {
+                remaining += 1;
+            } else {
+                page.push(presented.unwrap_or_else(|| present(o, rt)));
+            }
+        }
+        (page, remaining)
+    }
+
     fn namespace_exists(&self, ns: &str) -> bool {
         self.objects
             .get("/namespaces")
