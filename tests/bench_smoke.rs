@@ -2,7 +2,9 @@
 //! smoke test that it works. It asserts behaviour, never timing: every
 //! Integration becomes Ready (100 reconciles starting before the caches
 //! synced once stranded half of them), and with nothing due the operator
-//! writes nothing and calls no provider, before and after a restart.
+//! writes nothing and calls no provider, before and after a restart; in a
+//! refresh wave no Secret ever holds an expired token, and a 429's
+//! Retry-After is honoured.
 
 use std::path::PathBuf;
 
@@ -20,6 +22,9 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         concurrency: 16,
         unrelated_secrets: 10,
         new_integrations: 3,
+        wave_lifetime: 10,
+        wave_latency_ms: 20,
+        rate_limit: 500,
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
@@ -33,5 +38,12 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         (figures.restart_calls, figures.restart_writes),
         (0, 0),
         "a restart with valid credentials made provider calls or API writes"
+    );
+    let wave = figures.wave.expect("the refresh wave ran");
+    assert!(wave.renewals >= 100, "not every token was renewed: {wave:?}");
+    assert_eq!(wave.expired_seen, 0, "a Secret held an expired token during the wave");
+    assert_eq!(
+        wave.calls_during_retry_after, 0,
+        "the provider was called before its Retry-After elapsed"
     );
 }

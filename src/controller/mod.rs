@@ -11,6 +11,7 @@
 //! - Secrets, metadata only, not cached: only to map a changed or deleted
 //!   input Secret to the Integrations that reference it.
 
+pub mod events;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
@@ -32,7 +33,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -58,6 +58,11 @@ pub enum Error {
     /// The Integration or something it refers to is wrong; a person must fix it.
     #[error("{message}")]
     Invalid { reason: &'static str, message: String },
+    /// Undoing provider-side state on deletion failed (reason
+    /// `CleanupFailed`); retried like the driver error it wraps (backoff
+    /// for an outage, slowly for what a person must fix).
+    #[error("deleting the provider-side state failed: {0}")]
+    Cleanup(Box<DriverError>),
 }
 
 impl Error {
@@ -74,6 +79,7 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError",
             Error::Driver(e) => e.reason(),
             Error::Invalid { reason, .. } => reason,
+            Error::Cleanup(_) => "CleanupFailed",
         }
     }
 
@@ -82,12 +88,13 @@ impl Error {
             Error::Kube(_) => true,
             Error::Driver(e) => e.is_transient(),
             Error::Invalid { .. } => false,
+            Error::Cleanup(e) => e.is_transient(),
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Driver(e) => e.retry_after(),
+            Error::Driver(e) | Error::Cleanup(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -189,7 +196,7 @@ pub struct Context {
     pub providers: Store<ClusterProvider>,
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
     pub fingerprinter: Fingerprinter,
-    pub recorder: Recorder,
+    pub events: events::EventPublisher,
     pub metrics: Metrics,
     pub failures: Failures,
     pub warnings: Warnings,
@@ -336,6 +343,17 @@ pub async fn run(
     settings.health.set_ready(false);
 }
 
+/// Drops what no reconcile reads from cached objects: field ownership and
+/// kubectl's copy of the last applied manifest are most of an object's size,
+/// and the caches hold one object per Integration and per output Secret.
+fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// What about an Integration a reconcile acts on, hashed: everything but
 /// status and resourceVersion.
 fn needs_reconcile(i: &Integration) -> Option<u64> {
@@ -351,6 +369,25 @@ fn needs_reconcile(i: &Integration) -> Option<u64> {
         .map(|t| t.0.to_string())
         .hash(&mut h);
     Some(h.finish())
+}
+
+/// The controller's backoff over all its watches merged: none. Each watch
+/// already backs off on its own errors (`default_backoff`); kube-runtime's
+/// default here would also pause every other watch after any one's error,
+/// and escalate with each, so that a burst of errors (every watch answered
+/// 410 Gone after a reconnect) held up all work for many seconds.
+struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
 }
 
 /// Runs one controller over all namespaces (`None`) or one.
@@ -381,7 +418,8 @@ async fn run_scope(
         watcher(
             secrets.clone(),
             watcher::Config::default().labels(&format!("{}={}", output::MANAGED_BY_LABEL, output::MANAGED_BY)),
-        ),
+        )
+        .modify(slim),
     )
     .default_backoff()
     .touched_objects();
@@ -392,10 +430,6 @@ async fn run_scope(
         .default_backoff()
         .touched_objects();
 
-    let reporter = Reporter {
-        controller: "integration-operator".into(),
-        instance: Some(settings.instance.clone()),
-    };
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -403,7 +437,7 @@ async fn run_scope(
         providers: providers.clone(),
         owned_secrets,
         fingerprinter: settings.fingerprinter,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventPublisher::new(client.clone(), "integration-operator", &settings.instance),
         metrics: settings.metrics,
         failures: Failures::default(),
         warnings: Warnings::default(),
@@ -429,11 +463,13 @@ async fn run_scope(
     // writes and unchanged resyncs do not: every reconcile already schedules
     // its next look, and each extra one would cost a read of the input Secret.
     let (integration_store, integration_writer) = reflector::store::<Integration>();
-    let integration_events =
-        reflector::reflector(integration_writer, watcher(integrations, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(needs_reconcile, Default::default());
+    let integration_events = reflector::reflector(
+        integration_writer,
+        watcher(integrations, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(needs_reconcile, Default::default());
     // Likewise a version of an output Secret this operator wrote and checked
     // itself is no news.
     let verified = ctx.clone();
@@ -450,7 +486,8 @@ async fn run_scope(
         future::ready(news)
     });
     let controller = Controller::for_stream(integration_events, integration_store)
-        .with_config(controller::Config::default().concurrency(settings.concurrency));
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .trigger_backoff(NoSharedBackoff);
     let store = controller.store();
     let by_provider = store.clone();
     let by_input = store.clone();

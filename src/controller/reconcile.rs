@@ -11,17 +11,15 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use super::{
-    Context, Error, output,
+    Context, Error,
+    events::EventType,
+    output,
     plan::{self, Decision, ExchangeReason, Facts, SecretState},
     resolve::{self, Resolved},
     schedule::{self, RenewBefore},
@@ -29,7 +27,10 @@ use super::{
 };
 use crate::{
     crd::{Integration, IntegrationStatus},
-    providers::{Checkpoint, CleanupRequest, Credentials, DriverError, ExchangeRequest, Issued, Outcome},
+    providers::{
+        Checkpoint, CleanupRequest, Credentials, DriverError, ExchangeRequest, Issued, Outcome,
+        limiter::{self, Priority},
+    },
 };
 
 /// Field manager of the output Secret.
@@ -45,6 +46,27 @@ pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
 /// an unfinished flow is always resumed.
 const UNFINISHED: &str = "unfinished";
 
+/// Fail points of the reconcile pipeline, for tests that kill the operator at
+/// each step of a flow and check what a restarted one makes of it.
+///
+/// They exist only in builds with the `fail` crate's `failpoints` feature,
+/// which only the dev-dependency turns on: `cargo test` / `cargo nextest`
+/// build the library and the `integration-operator` binary with it, a release
+/// build has none and every point compiles to nothing. The binary reads the
+/// `FAILPOINTS` environment variable at start (`name=return;...`); a point
+/// set to `return` ends the process on the spot (abort, like `kill -9`:
+/// nothing is flushed, released or written).
+pub mod failpoints {
+    /// Before the provider call, after the decision to exchange.
+    pub const BEFORE_EXCHANGE: &str = "before-exchange";
+    /// After the provider issued credentials, before the output Secret write.
+    pub const AFTER_EXCHANGE: &str = "after-exchange";
+    /// After the output Secret write, before the status write.
+    pub const AFTER_SECRET_WRITE: &str = "after-secret-write";
+    /// Every fail point above.
+    pub const ALL: &[&str] = &[BEFORE_EXCHANGE, AFTER_EXCHANGE, AFTER_SECRET_WRITE];
+}
+
 enum EndingKind {
     Issued,
     Other,
@@ -54,6 +76,9 @@ enum EndingKind {
 enum Ending {
     UpToDate {
         recheck_at: Option<Timestamp>,
+        /// The schedule of the Secret version the decision read, when it
+        /// was read from the API server (fresher than the cache).
+        observed: Option<output::Schedule>,
     },
     Issued {
         issued: Issued,
@@ -118,7 +143,13 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
     match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
             debug!("credentials are current");
-            Ok(Ending::UpToDate { recheck_at })
+            Ok(Ending::UpToDate {
+                recheck_at,
+                observed: existing
+                    .secret
+                    .as_ref()
+                    .map(|s| output::Schedule::from_annotations(s.annotations())),
+            })
         }
         Decision::Exchange(reason) => {
             info!(reason = reason.as_str(), "exchanging credentials");
@@ -138,7 +169,17 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
                     }
                 }),
             };
-            match exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan).await? {
+            // Renewals yield to everything else at the provider's limiter.
+            let priority = match reason {
+                ExchangeReason::Renewal => Priority::Routine,
+                _ => Priority::Urgent,
+            };
+            let exchanged = limiter::with_priority(
+                priority,
+                exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan),
+            )
+            .await?;
+            match exchanged {
                 Exchanged::Issued { issued, written } => {
                     let renew_at = plan(issued.expires_at, issued.lifetime_defaulted)
                         .renew_at
@@ -296,9 +337,41 @@ impl Checkpoint for SecretCheckpoint<'_> {
         .map_err(|e| DriverError::CheckpointFailed {
             message: format!("writing the output Secret failed: {e}"),
         })?;
+        // Server-side apply never removes a key another field manager also
+        // owns, and the keys of the Secret's first write (a create) are owned
+        // by that create: remove dropped keys explicitly.
+        let dropped: Vec<&str> = remove.iter().copied().filter(|k| persisted.get(k).is_some()).collect();
+        if !dropped.is_empty() {
+            remove_secret_keys(self.integration, self.ctx, &dropped)
+                .await
+                .map_err(|e| DriverError::CheckpointFailed {
+                    message: format!("removing keys from the output Secret failed: {e}"),
+                })?;
+        }
         *persisted = updated.clone();
         Ok(updated)
     }
+}
+
+/// Removes `keys` from the output Secret's data (a merge patch with nulls).
+async fn remove_secret_keys(integration: &Integration, ctx: &Context, keys: &[&str]) -> Result<(), Error> {
+    let name = output::target_name(integration);
+    let namespace = integration.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let data: serde_json::Map<String, serde_json::Value> =
+        keys.iter().map(|k| (k.to_string(), serde_json::Value::Null)).collect();
+    let params = PatchParams {
+        field_manager: Some(SECRET_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let written = api
+        .patch(&name, &params, &Patch::Merge(json!({ "data": data })))
+        .await?;
+    ctx.verified.record(
+        &ObjectRef::<Secret>::new(&name).within(&namespace),
+        written.metadata.resource_version.as_deref().unwrap_or_default(),
+    );
+    Ok(())
 }
 
 /// Runs the driver; writes the output Secret when it issues credentials.
@@ -331,11 +404,13 @@ async fn exchange(
         inputs: &resolved.inputs,
         persisted: &persisted,
         checkpoint: &checkpoint,
+        peers: &resolve::ClusterPeers { integration, ctx },
         identity: &identity,
         retry_requested: retry.as_deref(),
         now,
     };
     let started = std::time::Instant::now();
+    fail::fail_point!(failpoints::BEFORE_EXCHANGE, |_| std::process::abort());
     let outcome = resolved.driver.exchange(&request).await;
     ctx.metrics.exchanged(
         &resolved.provider.name,
@@ -345,10 +420,13 @@ async fn exchange(
     );
     match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
         Outcome::Issued(issued) => {
+            // Never publish a header value that would inject headers.
+            crate::providers::check_issued(&issued.fields).map_err(|e| Error::Driver(Box::new(e)))?;
             // Keep what earlier steps persisted (customer-level credentials),
             // add what was issued now.
             let persisted = checkpoint.persisted.into_inner();
             let fields = persisted.updated(&issued.fields, &[]);
+            fail::fail_point!(failpoints::AFTER_EXCHANGE, |_| std::process::abort());
             let written = write_secret(
                 integration,
                 ctx,
@@ -357,6 +435,7 @@ async fn exchange(
                 plan(issued.expires_at, issued.lifetime_defaulted),
             )
             .await?;
+            fail::fail_point!(failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
             Ok(Exchanged::Issued {
                 issued: Issued { fields, ..issued },
                 written,
@@ -438,9 +517,10 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Err
                 flow: &flow,
                 inputs: &inputs,
                 persisted: &persisted,
+                identity: &uid(integration),
             })
             .await
-            .map_err(|e| Error::invalid("CleanupFailed", format!("deleting the provider-side state failed: {e}")))?;
+            .map_err(|e| Error::Cleanup(Box::new(e)))?;
         publish(
             ctx,
             integration,
@@ -579,20 +659,26 @@ async fn finish(
         _ => EndingKind::Other,
     };
     let (wanted, recheck_at, event) = match ending {
-        Ending::UpToDate { recheck_at } => {
+        Ending::UpToDate { recheck_at, observed } => {
             // The schedule recorded with the credentials is fresher than a
-            // status that may lag in the cache.
-            let recorded = current_schedule(integration, ctx);
+            // status that may lag in the cache; the version the decision
+            // read from the API server is fresher still (after a failed
+            // status write, the cache can lag behind our own Secret write,
+            // and its catching up is filtered out as no news).
+            let recorded = observed.unwrap_or_else(|| current_schedule(integration, ctx));
             if let Some(at) = recorded.expires_at {
                 new.expires_at = Some(status::rfc3339(at));
             }
             if let Some(at) = recorded.renew_at {
                 new.renew_at = Some(status::rfc3339(at));
             }
-            // Keep a Ready=True condition as it is; turn anything else Ready.
+            // Keep a Ready=True condition's reason (and, if its message
+            // still holds, the condition as it is); turn anything else Ready.
+            let message = ready_message(integration, &new);
             let mut wanted = vec![match status::ready_condition(Some(&old)) {
-                Some(c) if c.status == "True" => Wanted::from(c),
-                _ => Wanted::ready("Issued", ready_message(integration, &new)),
+                Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
+                Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
+                _ => Wanted::ready("Issued", message),
             }];
             if recorded.expiry_assumed {
                 wanted.push(Wanted::warning(
@@ -809,14 +895,12 @@ fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedul
 }
 
 async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &integration.object_ref(&())).await {
+    let note = crate::providers::sanitize_message(&note);
+    if let Err(e) = ctx
+        .events
+        .publish(&integration.object_ref(&()), type_, reason, &note)
+        .await
+    {
         debug!(error = %e, "could not publish event");
     }
 }

@@ -5,14 +5,16 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::IntegrationStatus;
+use crate::{crd::IntegrationStatus, providers::sanitize_message};
 
 /// Condition type: credentials are present and valid.
 pub const READY: &str = "Ready";
 /// Condition type: something needs attention although credentials may work.
 pub const WARNING: &str = "Warning";
 
-/// A condition as the reconcile wants it, before transition times.
+/// A condition as the reconcile wants it, before transition times. Its
+/// message is sanitised (no control characters, bounded): whatever a driver
+/// or a provider put into it, a condition cannot inject lines or escapes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
     pub type_: &'static str,
@@ -27,7 +29,7 @@ impl Wanted {
             type_: READY,
             status: true,
             reason: reason.to_string(),
-            message: message.into(),
+            message: sanitize_message(&message.into()),
         }
     }
 
@@ -36,7 +38,7 @@ impl Wanted {
             type_: READY,
             status: false,
             reason: reason.to_string(),
-            message: message.into(),
+            message: sanitize_message(&message.into()),
         }
     }
 
@@ -45,7 +47,7 @@ impl Wanted {
             type_: WARNING,
             status: true,
             reason: reason.to_string(),
-            message: message.into(),
+            message: sanitize_message(&message.into()),
         }
     }
 }

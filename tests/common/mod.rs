@@ -98,8 +98,14 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Cluster::start_with(testkit::emulator::EmulatorOptions::default()).await
+    }
+
+    /// As [`Cluster::start`], with emulator options (e.g. a short watch
+    /// history, so that a resumed watch gets 410 Gone).
+    pub async fn start_with(options: testkit::emulator::EmulatorOptions) -> Cluster {
         capture_logs();
-        let emulator = Emulator::start().await.expect("emulator starts");
+        let emulator = Emulator::start_with(options).await.expect("emulator starts");
         let client = emulator.client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in [ClusterProvider::crd(), Integration::crd()] {
@@ -169,6 +175,29 @@ impl Cluster {
             "kind": "ClusterProvider",
             "metadata": {"name": name},
             "spec": spec,
+        }))
+        .expect("valid ClusterProvider");
+        let api: Api<ClusterProvider> = Api::all(self.client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &cp)
+            .await
+            .expect("ClusterProvider created");
+    }
+
+    /// Creates (or replaces) a ClusterProvider of any type: `spec` over
+    /// test defaults (plain http and 127.0.0.1 allowed, 2 s request timeout).
+    pub async fn cluster_provider(&self, name: &str, spec: serde_json::Value) {
+        let mut full = json!({
+            "allowInsecureHttp": true,
+            "allowPrivateAddresses": true,
+            "requestTimeout": "2s",
+        });
+        merge(&mut full, spec);
+        let cp: ClusterProvider = serde_json::from_value(json!({
+            "apiVersion": "integration-operator.io/v1alpha1",
+            "kind": "ClusterProvider",
+            "metadata": {"name": name},
+            "spec": full,
         }))
         .expect("valid ClusterProvider");
         let api: Api<ClusterProvider> = Api::all(self.client.clone());
