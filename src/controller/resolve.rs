@@ -21,6 +21,25 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(1800);
 const DEFAULT_CONCURRENCY: usize = 8;
 const DEFAULT_RPS: u32 = 10;
 const DEFAULT_REVALIDATE: Duration = Duration::from_secs(3600);
+/// Longest request timeout accepted from a ClusterProvider.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest lifetime or revalidation interval accepted from a ClusterProvider
+/// (366 days, the longest lifetime believed from a provider): renewals are
+/// scheduled in memory, and a queue of years cannot be scheduled at all.
+const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Input keys whose values the drivers send in HTTP headers or requests
+/// (some verbatim: API keys, Cloud Elements secrets). A line break inside one
+/// would inject headers; no real credential has control characters.
+pub const REQUEST_INPUT_KEYS: &[&str] = &[
+    "api_key",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+    "user_secret",
+    "organization_secret",
+];
 
 /// Everything an exchange needs, resolved.
 pub struct Resolved {
@@ -108,8 +127,8 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
 }
 
 /// The flow block of the spec. The CRD schema admits exactly one; this is
-/// the backstop for objects stored before the rule existed.
-fn flow_of(integration: &Integration) -> Result<Flow, Error> {
+/// the backstop for objects stored before the rule existed. Pure (fuzzed).
+pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     let spec = &integration.spec;
     let set: Vec<&str> = [
         ("clientCredentials", spec.client_credentials.is_some()),
@@ -170,6 +189,70 @@ fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     })
 }
 
+/// The Integrations this operator can see, as [`crate::providers::Peers`]:
+/// asked only right before a flow creates a provider-side object, so the
+/// list costs nothing on renewals.
+pub struct ClusterPeers<'a> {
+    pub integration: &'a Integration,
+    pub ctx: &'a Context,
+}
+
+#[async_trait::async_trait]
+impl crate::providers::Peers for ClusterPeers<'_> {
+    async fn first_claimant(&self) -> Result<Option<String>, crate::providers::DriverError> {
+        let me = self.integration;
+        let Some(key) = flow_of(me).ok().and_then(|f| f.exclusive_key()) else {
+            return Ok(None);
+        };
+        let params = kube::api::ListParams::default();
+        let all: Api<Integration> = Api::all(self.ctx.client.clone());
+        let listed = match all.list(&params).await {
+            Ok(list) => Ok(list),
+            // A namespace-scoped operator may not list cluster-wide: its own
+            // namespace is what it can see (and reconcile) anyway.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                Api::<Integration>::namespaced(
+                    self.ctx.client.clone(),
+                    me.metadata.namespace.as_deref().unwrap_or_default(),
+                )
+                .list(&params)
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let items = listed
+            .map_err(|e| crate::providers::DriverError::Unavailable {
+                message: format!("could not list Integrations to check for a duplicate (Kubernetes API: {e})"),
+            })?
+            .items;
+        let order = |i: &Integration| {
+            (
+                i.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+                    .unwrap_or(i64::MAX),
+                i.metadata.namespace.clone().unwrap_or_default(),
+                i.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        let mine = order(me);
+        Ok(items
+            .iter()
+            .filter(|o| o.metadata.uid != me.metadata.uid && o.spec.provider == me.spec.provider)
+            .filter(|o| flow_of(o).ok().and_then(|f| f.exclusive_key()).as_ref() == Some(&key))
+            .filter(|o| order(o) < mine)
+            .min_by_key(|o| order(o))
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default()
+                )
+            }))
+    }
+}
+
 /// Input values as text. Binary values cannot be credentials for an HTTP
 /// API, so they are refused by key name.
 pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
@@ -183,12 +266,27 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
         })?;
         // Trailing newlines from `kubectl create secret --from-file` are never
         // part of a credential.
-        values.insert(
-            k.clone(),
-            SecretString::from(text.trim_end_matches(['\r', '\n']).to_string()),
-        );
+        let text = text.trim_end_matches(['\r', '\n']);
+        if REQUEST_INPUT_KEYS.contains(&k.as_str()) && text.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "InvalidInputSecret",
+                format!(
+                    "input Secret key {k:?} contains a line break or another control character; it is sent in HTTP requests, where it could inject headers, so it is refused (a trailing newline alone is fine)"
+                ),
+            ));
+        }
+        values.insert(k.clone(), SecretString::from(text.to_string()));
     }
     Ok(Credentials::new(values))
+}
+
+/// `10m`, `8784h`: a duration as the ClusterProvider fields spell it.
+fn go_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// The driver-facing configuration of a ClusterProvider, defaults applied.
@@ -204,20 +302,23 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             })
             .transpose()
     };
-    let duration = |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, String> {
-        match value {
-            None => Ok(default),
-            Some(v) => super::schedule::parse_duration(v)
-                .map_err(|e| format!("{field}: {e}"))
-                .and_then(|d| {
-                    if d.is_zero() {
-                        Err(format!("{field} must be greater than zero"))
-                    } else {
-                        Ok(d)
-                    }
-                }),
-        }
-    };
+    let duration =
+        |field: &str, value: &Option<String>, default: Duration, max: Duration| -> Result<Duration, String> {
+            match value {
+                None => Ok(default),
+                Some(v) => super::schedule::parse_duration(v)
+                    .map_err(|e| format!("{field}: {e}"))
+                    .and_then(|d| {
+                        if d.is_zero() {
+                            Err(format!("{field} must be greater than zero"))
+                        } else if d > max {
+                            Err(format!("{field} must be at most {}", go_duration(max)))
+                        } else {
+                            Ok(d)
+                        }
+                    }),
+            }
+        };
     Ok(ProviderConfig {
         name: name.to_string(),
         token_url: parse("tokenUrl", &spec.token_url)?,
@@ -226,8 +327,13 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             ClientAuthMethod::ClientSecretBasic => ClientAuth::Basic,
             ClientAuthMethod::ClientSecretPost => ClientAuth::Post,
         },
-        request_timeout: duration("requestTimeout", &spec.request_timeout, DEFAULT_TIMEOUT)?,
-        default_lifetime: duration("defaultTokenLifetime", &spec.default_token_lifetime, DEFAULT_LIFETIME)?,
+        request_timeout: duration("requestTimeout", &spec.request_timeout, DEFAULT_TIMEOUT, MAX_TIMEOUT)?,
+        default_lifetime: duration(
+            "defaultTokenLifetime",
+            &spec.default_token_lifetime,
+            DEFAULT_LIFETIME,
+            MAX_INTERVAL,
+        )?,
         max_concurrency: spec
             .max_concurrency
             .and_then(|n| usize::try_from(n).ok())
@@ -238,7 +344,12 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_RPS),
-        revalidate_interval: duration("revalidateInterval", &spec.revalidate_interval, DEFAULT_REVALIDATE)?,
+        revalidate_interval: duration(
+            "revalidateInterval",
+            &spec.revalidate_interval,
+            DEFAULT_REVALIDATE,
+            MAX_INTERVAL,
+        )?,
     })
 }
 

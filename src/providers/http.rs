@@ -230,14 +230,27 @@ pub fn check_endpoint(url: &url::Url, allow_http: bool, allow_private: bool) -> 
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || is_shared(v4)
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                // 0.0.0.0/8, "this network": 0.0.0.0 reaches the local host.
+                || v4.octets()[0] == 0
+                || is_shared(v4)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = || std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_unique_local()
                 || v6.is_unicast_link_local()
+                // fec0::/10, deprecated site-local, still routed by some stacks.
+                || (s[0] & 0xffc0) == 0xfec0
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) forms.
+                || (s[..6] == [0; 6] && is_private(IpAddr::V4(embedded())))
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private(IpAddr::V4(embedded())))
         }
     }
 }

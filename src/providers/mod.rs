@@ -129,6 +129,19 @@ impl Flow {
         )
     }
 
+    /// Identifies the provider-side object the flow creates where a provider
+    /// allows only one per key (SmartRecruiters: one partner integration per
+    /// appId and companyId); two Integrations on the same ClusterProvider
+    /// with the same key would create it twice.
+    pub fn exclusive_key(&self) -> Option<String> {
+        match self {
+            Flow::PartnerIntegration { app_id, company_id, .. } => {
+                Some(format!("partnerIntegration\0{app_id}\0{company_id}"))
+            }
+            _ => None,
+        }
+    }
+
     /// Stable name, used in conditions and metric labels.
     pub fn name(&self) -> &'static str {
         match self {
@@ -213,6 +226,18 @@ pub trait Checkpoint: Send + Sync {
     async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError>;
 }
 
+/// The other Integrations, as far as a driver must know them: whether a
+/// provider-side object this Integration would create is already claimed by
+/// another one. The controller implements it from the cluster, so the
+/// answer survives restarts.
+#[async_trait]
+pub trait Peers: Send + Sync {
+    /// The other Integration (`namespace/name`) that names the same
+    /// ClusterProvider and the same [`Flow::exclusive_key`] and came first
+    /// (older, or as old and sorted first); `None` when there is none.
+    async fn first_claimant(&self) -> Result<Option<String>, DriverError>;
+}
+
 /// What a driver is asked to do.
 pub struct ExchangeRequest<'a> {
     pub provider: &'a ProviderConfig,
@@ -223,6 +248,8 @@ pub struct ExchangeRequest<'a> {
     pub persisted: &'a Credentials,
     /// Where to persist state before going on.
     pub checkpoint: &'a dyn Checkpoint,
+    /// Other Integrations that may claim the same provider-side object.
+    pub peers: &'a dyn Peers,
     /// A stable identity of the requesting object (the Integration's uid):
     /// seeds deterministic ids, tags and origin ids.
     pub identity: &'a str,
@@ -252,6 +279,9 @@ pub struct CleanupRequest<'a> {
     pub flow: &'a Flow,
     pub inputs: &'a Credentials,
     pub persisted: &'a Credentials,
+    /// The requesting object's stable identity, as in [`ExchangeRequest`]
+    /// (finds a provider-side object whose id never reached the Secret).
+    pub identity: &'a str,
 }
 
 /// Credentials a provider issued.
@@ -361,22 +391,116 @@ pub trait Driver: Send + Sync {
 
 /// Makes provider text safe to show in a condition, an Event or a log line:
 /// removes any input value it echoes, drops control characters (no log or
-/// header injection) and bounds its length.
+/// header injection) and bounds its length. Should a value survive anyway
+/// (a value that overlaps the redaction mark, say), nothing is shown.
 pub fn scrub(text: &str, secrets: &Credentials) -> String {
     const MAX: usize = 200;
-    let mut out = text.to_string();
-    for value in secrets.values() {
-        let v = value.expose_secret();
-        // Short values would blank out ordinary words; real secrets are longer.
-        if v.len() >= 4 {
-            out = out.replace(v, "[redacted]");
+    const MARK: &str = "[redacted]";
+    // Values as they can appear once the text's control characters are
+    // blanked. Short values would blank out ordinary words; real secrets
+    // are longer.
+    let mut needles: Vec<String> = secrets
+        .values()
+        .map(|v| v.expose_secret())
+        .filter(|v| v.len() >= 4)
+        .map(blank_unsafe)
+        .collect();
+    needles.sort();
+    needles.dedup();
+    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let leaks = |s: &str| needles.iter().any(|n| s.contains(n.as_str()));
+    let mut out = blank_unsafe(text);
+    // A replacement can form a new occurrence (`d]ab` in `d]abab`): repeat.
+    for _ in 0..8 {
+        if !leaks(&out) {
+            break;
+        }
+        for n in &needles {
+            out = out.replace(n.as_str(), MARK);
         }
     }
-    let mut cleaned: String = out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if cleaned.chars().count() > MAX {
-        cleaned = cleaned.chars().take(MAX).collect::<String>() + "…";
+    if out.chars().count() > MAX {
+        out = out.chars().take(MAX).collect::<String>() + "…";
     }
-    cleaned.trim().to_string()
+    let out = out.trim();
+    if leaks(out) { String::new() } else { out.to_string() }
+}
+
+/// Characters that must not reach a log line, an Event, a condition or a
+/// header: control characters (CR, LF, ESC, ...), Unicode line and paragraph
+/// separators and bidirectional overrides.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn blank_unsafe(text: &str) -> String {
+    text.chars().map(|c| if is_unsafe_char(c) { ' ' } else { c }).collect()
+}
+
+/// A message for a condition or an Event: unsafe characters blanked and at
+/// most 1,024 characters (the backstop behind [`scrub`]).
+pub fn sanitize_message(text: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out = blank_unsafe(text);
+    if out.chars().count() > MAX {
+        out = out.chars().take(MAX).collect::<String>() + "…";
+    }
+    out
+}
+
+/// Checks a value a provider returned that the operator publishes (in the
+/// output Secret, a header, status or a message): non-empty, at most `max`
+/// bytes, without whitespace or control characters.
+pub fn check_published(what: &str, value: &str, max: usize) -> Result<(), DriverError> {
+    let problem = if value.is_empty() {
+        "is empty"
+    } else if value.len() > max {
+        "is too long"
+    } else if value.chars().any(|c| is_unsafe_char(c) || c.is_whitespace()) {
+        "contains whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(DriverError::MalformedResponse {
+        message: format!("the {what} in the provider's answer {problem}"),
+    })
+}
+
+/// Checks a provider-side id the operator puts into request paths: as
+/// [`check_published`], at most 256 bytes, and no path syntax (`/`, `\`,
+/// `?`, `#`, `%`, `.`, `..`).
+pub fn check_path_id(what: &str, value: &str) -> Result<(), DriverError> {
+    check_published(what, value, 256)?;
+    if value.contains(['/', '\\', '?', '#', '%']) || value == "." || value == ".." {
+        return Err(DriverError::MalformedResponse {
+            message: format!("the {what} in the provider's answer contains URL path characters"),
+        });
+    }
+    Ok(())
+}
+
+/// The backstop before credentials are written: header names and values a
+/// client would send as they are must not carry CR, LF or other control
+/// characters (header injection in every consumer of the Secret).
+pub fn check_issued(fields: &Credentials) -> Result<(), DriverError> {
+    for key in [
+        keys::AUTHORIZATION,
+        keys::HEADER_NAME,
+        keys::HEADER_VALUE,
+        keys::EXTRA_HEADER_NAME,
+        keys::EXTRA_HEADER_VALUE,
+    ] {
+        if let Some(v) = fields.get(key)
+            && v.expose_secret().chars().any(is_unsafe_char)
+        {
+            return Err(DriverError::MalformedResponse {
+                message: format!(
+                    "the issued {key} contains control characters and cannot be used as an HTTP header; nothing was written"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The drivers compiled into the operator, shared by every reconcile (they

@@ -217,6 +217,13 @@ pub fn parse_token(
     });
     let (lifetime, defaulted) = match expires_in {
         Some(secs) if secs.is_finite() && secs >= 1.0 => {
+            if secs > MAX_LIFETIME.as_secs_f64() {
+                tracing::warn!(
+                    expires_in = secs,
+                    max_days = MAX_LIFETIME.as_secs() / 86_400,
+                    "token endpoint's expires_in is beyond the longest lifetime believed; clamped (renewal is scheduled for the clamped expiry)"
+                );
+            }
             (Duration::from_secs_f64(secs.min(MAX_LIFETIME.as_secs_f64())), false)
         }
         // Missing, zero, negative or garbage: assume the configured default and say so.

@@ -1,20 +1,39 @@
 //! Cornerstone TalentLink (formerly Lumesse TalentLink; shared/providers.md
 //! section 2): no token exchange — every request carries HTTP Basic
 //! (username/password) plus the `api_key` query parameter. The driver
-//! validates all three with a cheap REST read and publishes them.
+//! validates all three with a cheap REST read and publishes them: the Basic
+//! header, the API key and the ClusterProvider's base URL (the shared proxy
+//! or a regional host). Nothing expires; the controller validates again
+//! every `revalidateInterval` and whenever the input Secret changes.
 //!
-//! Assumptions (UNKNOWN in providers.md): the validation read is
-//! `GET {baseUrl}/department?api_key=…` with Basic; 401 means wrong
-//! username/password or key, 403 a key not yet approved or a missing role.
-//! The API key travels in a query string, so URLs are never logged.
+//! Assumptions (UNKNOWN in providers.md 2.4/2.5; also in
+//! docs/providers/talentlink.md):
+//! - The validation read is `GET {baseUrl}/department?api_key=…` with Basic
+//!   (the minimal query is unknown; none is sent). A 2xx answer must be JSON.
+//! - 401 means a wrong username, password or API key (`ReauthRequired`);
+//!   403 a key not approved yet or a user without the Webservices role
+//!   (`PermissionDenied`, retried slowly); 404 a wrong `baseUrl`.
+//! - The username is sent exactly as stored in the input Secret (bare, or in
+//!   the `Company:user:BO` form if the tenant needs it).
+//! - Rate limits are unknown: a 429 is retried with backoff, never before
+//!   `Retry-After`.
+//!
+//! The API key travels in a query string: URLs are never logged, and
+//! provider text is scrubbed of every input value before it is shown.
 
 use async_trait::async_trait;
 use base64::Engine;
 use secrecy::ExposeSecret;
 
 use super::{
-    Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderHttp, base_url, endpoint, fields, keys,
+    Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderHttp, base_url, endpoint, fields,
+    keys, scrub,
 };
+
+/// Provider name used in messages.
+const TALENTLINK: &str = "Cornerstone TalentLink";
+/// The validation step, as conditions name it.
+const STEP: &str = "validating the username, password and API key with a read of /department (GET /department)";
 
 /// The `cornerstone-talentlink` driver.
 #[derive(Debug)]
@@ -28,6 +47,81 @@ impl TalentLinkDriver {
     }
 }
 
+/// The provider's message in an error answer (JSON `message` or `error`, or
+/// short plain text), scrubbed of input values.
+fn detail(body: &[u8], secrets: &Credentials) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => ["message", "error", "errorMessage"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    scrub(&text, secrets)
+}
+
+/// Adds the provider and the step to an error from the HTTP layer.
+fn in_step(err: DriverError) -> DriverError {
+    match err {
+        DriverError::Unavailable { message } => DriverError::Unavailable {
+            message: format!("{TALENTLINK}, {STEP}: {message}"),
+        },
+        DriverError::MalformedResponse { message } => DriverError::MalformedResponse {
+            message: format!("{TALENTLINK}, {STEP}: {message}"),
+        },
+        DriverError::Misconfigured { message } => DriverError::Misconfigured {
+            message: format!("{TALENTLINK}, {STEP}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// Maps the answer to the validation read to an error, if it is one. Pure.
+pub fn classify(status: u16, body: &[u8], secrets: &Credentials) -> Option<DriverError> {
+    let detail = detail(body, secrets);
+    let said = if detail.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {detail}")
+    };
+    Some(match status {
+        200..=299 => {
+            return match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(_) => None,
+                Err(_) => Some(DriverError::MalformedResponse {
+                    message: format!("{TALENTLINK}, {STEP}: the answer is not JSON"),
+                }),
+            };
+        }
+        401 => DriverError::CredentialsRejected {
+            message: format!(
+                "{TALENTLINK} refused the username, password or API key (input Secret keys \"username\", \"password\", \"api_key\") while {STEP}: {said}; put the current password of the TalentLink API user and the API key of the integration it is assigned to into the input Secret"
+            ),
+        },
+        403 => DriverError::PermissionDenied {
+            message: format!(
+                "{TALENTLINK} denied access while {STEP}: {said}; a production API key works only once Cornerstone TalentLink approved its integration (Integrations Marketplace), and the user needs API access and the Webservices role; checked again by itself"
+            ),
+        },
+        404 => DriverError::Misconfigured {
+            message: format!(
+                "{TALENTLINK} has no /department resource at the ClusterProvider's baseUrl ({said}); baseUrl must be the REST API base, e.g. https://apiproxy.shared.lumessetalentlink.com/tlk/rest"
+            ),
+        },
+        _ => DriverError::BadRequest {
+            message: format!("{TALENTLINK} rejected the request while {STEP}: {said}"),
+        },
+    })
+}
+
+/// The Basic header value for `username:password`.
+pub fn basic_header(username: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+    )
+}
+
 #[async_trait]
 impl Driver for TalentLinkDriver {
     fn supports(&self, flow: &Flow) -> bool {
@@ -39,40 +133,22 @@ impl Driver for TalentLinkDriver {
         let password = req.inputs.require("password")?;
         let api_key = req.inputs.require(keys::API_KEY)?;
         let base = base_url(req.provider)?;
-        let mut url = endpoint(base, "department")?;
+        let mut url = endpoint(base, "department").map_err(in_step)?;
         url.query_pairs_mut().append_pair("api_key", api_key.expose_secret());
-        let basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                username.expose_secret(),
-                password.expose_secret()
-            ))
-        );
+        let basic = basic_header(username.expose_secret(), password.expose_secret());
         let request = self
             .http
             .client()
             .get(url)
             .header(reqwest::header::AUTHORIZATION, &basic)
             .header(reqwest::header::ACCEPT, "application/json");
-        let answer = self.http.send(req.provider, request, req.inputs).await?;
-        match answer.status.as_u16() {
-            200..=299 => {}
-            401 => {
-                return Err(DriverError::CredentialsRejected {
-                    message: "TalentLink refused the username, password or API key (HTTP 401)".into(),
-                });
-            }
-            403 => {
-                return Err(DriverError::PermissionDenied {
-                    message: "TalentLink denied access (HTTP 403): the API key may not be approved yet, or the user lacks the Webservices role".into(),
-                });
-            }
-            other => {
-                return Err(DriverError::BadRequest {
-                    message: format!("TalentLink answered HTTP {other} to the validation read"),
-                });
-            }
+        let answer = self
+            .http
+            .send(req.provider, request, req.inputs)
+            .await
+            .map_err(in_step)?;
+        if let Some(err) = classify(answer.status.as_u16(), &answer.body, req.inputs) {
+            return Err(err);
         }
         Ok(Outcome::Issued(Issued {
             fields: fields([
@@ -86,5 +162,44 @@ impl Driver for TalentLinkDriver {
             lifetime_defaulted: false,
             provider_id: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Credentials {
+        fields([("password", "canary-password-1"), ("api_key", "canary-key-1")])
+    }
+
+    #[test]
+    fn refused_credentials_name_talentlink_the_step_and_the_keys() {
+        let err = classify(401, br#"{"message":"bad key canary-key-1"}"#, &secrets()).unwrap();
+        assert_eq!(err.reason(), "ReauthRequired");
+        let text = err.to_string();
+        assert!(
+            text.contains("Cornerstone TalentLink refused") && text.contains("GET /department"),
+            "{text}"
+        );
+        assert!(!text.contains("canary-key-1"), "{text}");
+    }
+
+    #[test]
+    fn statuses_map_to_actionable_reasons() {
+        let s = secrets();
+        assert!(classify(200, b"{}", &s).is_none());
+        assert_eq!(classify(200, b"<html>", &s).unwrap().reason(), "MalformedResponse");
+        assert_eq!(classify(403, b"", &s).unwrap().reason(), "PermissionDenied");
+        assert_eq!(classify(404, b"", &s).unwrap().reason(), "ProviderMisconfigured");
+        assert_eq!(classify(400, b"", &s).unwrap().reason(), "ProviderRejectedRequest");
+    }
+
+    #[test]
+    fn basic_header_is_rfc7617() {
+        assert_eq!(
+            basic_header("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
     }
 }

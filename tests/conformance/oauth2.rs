@@ -23,7 +23,7 @@ impl Case for ClientCredentials {
     async fn setup(cluster: &Cluster) -> Self {
         let sim = OAuth2Sim::start().await.expect("simulator starts");
         sim.add_client(CLIENT_ID, CLIENT_SECRET);
-        sim.set_token_lifetime(Some(3));
+        sim.set_token_lifetime(Some(5));
         cluster.oauth2_provider("auth", &sim.token_url(), json!({})).await;
         cluster
             .input_secret(

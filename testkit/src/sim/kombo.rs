@@ -1,0 +1,590 @@
+//! A Kombo API simulator (shared/providers.md section 4), served under `/v1`
+//! like `https://api.kombo.dev/v1`:
+//!
+//! | route name (counters, faults) | request |
+//! | --- | --- |
+//! | `check-api-key` | `GET /v1/check-api-key` |
+//! | `create-link` | `POST /v1/connect/create-link` |
+//! | `integration-by-token` | `GET /v1/connect/integration-by-token/{token}` |
+//! | `get-integration` | `GET /v1/integrations/{id}` |
+//! | `delete-integration` | `DELETE /v1/integrations/{id}` (body `{}`) |
+//! | `data` | `GET /v1/ats/jobs`, needs `X-Integration-Id` (what an application does) |
+//!
+//! Every call needs `Authorization: Bearer <API key>` of a key added with
+//! [`KomboSim::add_api_key`]; answers use Kombo's envelopes
+//! (`{"status":"success","data":…}` and
+//! `{"status":"error","error":{"code","title","message","log_url"}}`).
+//!
+//! A test plays the customer: [`KomboSim::complete_link`] finishes a connect
+//! link (an integration is created), [`KomboSim::set_integration_state`]
+//! changes its `status` / `setup_status`, [`KomboSim::expire_link`] lets a
+//! link lapse, [`KomboSim::revoke_api_key`] removes a key. With
+//! [`KomboSim::set_auto_complete`] every new link is completed at once, for
+//! suites that need a connection without a person.
+//!
+//! Assumptions where providers.md says UNKNOWN or is silent (also listed in
+//! docs/providers/kombo.md):
+//! - `integration-by-token` accepts the `token` query parameter of the
+//!   connect link (Kombo documents it for the short-lived token its frontend
+//!   SDK returns). Until the customer finishes it answers 404
+//!   `PLATFORM.INTEGRATION_NOT_FOUND`; for an expired link 400
+//!   `PLATFORM.INPUT_INVALID`.
+//! - No rate limit is built in; 429s (with or without `Retry-After`) come
+//!   only from injected faults.
+//! - Data calls on an `INACTIVE` or `INVALID` integration answer 409 with
+//!   `INTEGRATION.INACTIVE` / `INTEGRATION.AUTHENTICATION_INVALID` (codes from
+//!   Kombo's SDK; the HTTP status is a guess, like the 409 Kombo documents for
+//!   `INTEGRATION.SETUP_*`).
+//! - API keys never expire.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::{get, post},
+};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::faults::{self, Fault, Faults, json_response};
+
+/// Route names, for [`KomboSim::calls`] and [`KomboSim::fail_next`].
+pub mod routes {
+    pub const CHECK_API_KEY: &str = "check-api-key";
+    pub const CREATE_LINK: &str = "create-link";
+    pub const INTEGRATION_BY_TOKEN: &str = "integration-by-token";
+    pub const GET_INTEGRATION: &str = "get-integration";
+    pub const DELETE_INTEGRATION: &str = "delete-integration";
+    pub const DATA: &str = "data";
+    /// Every route.
+    pub const ALL: [&str; 6] = [
+        CHECK_API_KEY,
+        CREATE_LINK,
+        INTEGRATION_BY_TOKEN,
+        GET_INTEGRATION,
+        DELETE_INTEGRATION,
+        DATA,
+    ];
+}
+
+/// A connect link as the simulator knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Link {
+    /// The URL handed to the customer.
+    pub url: String,
+    /// Its `token` query parameter.
+    pub token: String,
+    /// The `create-link` request body as received.
+    pub request: Value,
+    pub expired: bool,
+    /// The integration the customer created with it, once completed.
+    pub integration_id: Option<String>,
+}
+
+/// An integration as the simulator knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Integration {
+    pub id: String,
+    pub tool: String,
+    /// `ACTIVE`, `INVALID` or `INACTIVE`.
+    pub status: String,
+    /// `INCOMPLETE`, `FINAL_SYNC_PENDING` or `COMPLETED`.
+    pub setup_status: String,
+    /// The link's `end_user_origin_id`.
+    pub origin_id: Option<String>,
+}
+
+#[derive(Default)]
+struct World {
+    api_keys: HashSet<String>,
+    /// By token, in creation order of tokens kept separately.
+    links: HashMap<String, Link>,
+    link_order: Vec<String>,
+    integrations: BTreeMap<String, Integration>,
+    deleted: Vec<String>,
+    auto_complete: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    world: Mutex<World>,
+    calls: Mutex<HashMap<&'static str, Vec<Instant>>>,
+    faults: Faults,
+}
+
+impl Inner {
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, route: &'static str) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(route)
+            .or_default()
+            .push(Instant::now());
+    }
+
+    /// Counts the call and applies an injected fault, if any.
+    async fn enter(&self, route: &'static str, good: impl Fn() -> String) -> Option<Response> {
+        self.count(route);
+        faults::apply(self.faults.take(route), default_error, good).await
+    }
+
+    /// The 401 answer, unless the request carries a known API key.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
+        let key = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if self.world().api_keys.contains(key) {
+            None
+        } else {
+            Some(error(
+                StatusCode::UNAUTHORIZED,
+                "PLATFORM.AUTHENTICATION_INVALID",
+                "The provided API key is invalid.",
+            ))
+        }
+    }
+}
+
+/// A running Kombo simulator.
+pub struct KomboSim {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KomboSim {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl KomboSim {
+    /// Starts on 127.0.0.1 with an ephemeral port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/v1/check-api-key", get(check_api_key))
+            .route("/v1/connect/create-link", post(create_link))
+            .route("/v1/connect/integration-by-token/{token}", get(integration_by_token))
+            .route("/v1/integrations/{id}", get(get_integration).delete(delete_integration))
+            .route("/v1/ats/jobs", get(data))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, inner, server })
+    }
+
+    /// The API base URL, as a ClusterProvider's `baseUrl` (`http://127.0.0.1:port/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Accepts `key` as an API key from now on.
+    pub fn add_api_key(&self, key: &str) {
+        self.inner.world().api_keys.insert(key.to_string());
+    }
+
+    /// Stops accepting `key` (revoked on Kombo's Secrets page).
+    pub fn revoke_api_key(&self, key: &str) {
+        self.inner.world().api_keys.remove(key);
+    }
+
+    /// With `Some(tool)`, every link created from now on is completed at once
+    /// with that tool (an `ACTIVE`, `COMPLETED` integration).
+    pub fn set_auto_complete(&self, tool: Option<&str>) {
+        self.inner.world().auto_complete = tool.map(str::to_string);
+    }
+
+    /// Every link created so far, oldest first.
+    pub fn links(&self) -> Vec<Link> {
+        let world = self.inner.world();
+        world
+            .link_order
+            .iter()
+            .filter_map(|t| world.links.get(t).cloned())
+            .collect()
+    }
+
+    /// The customer completes the link with this URL (or token) in `tool`:
+    /// Kombo creates an `ACTIVE` integration with setup `COMPLETED`. Returns
+    /// its id; `None` for an unknown or expired link.
+    pub fn complete_link(&self, link: &str, tool: &str) -> Option<String> {
+        let mut world = self.inner.world();
+        let token = token_of(link);
+        complete(&mut world, &token, tool)
+    }
+
+    /// The link with this URL (or token) expires.
+    pub fn expire_link(&self, link: &str) {
+        let token = token_of(link);
+        if let Some(l) = self.inner.world().links.get_mut(&token) {
+            l.expired = true;
+        }
+    }
+
+    /// Sets an integration's `status` (`ACTIVE`, `INVALID`, `INACTIVE`) and
+    /// `setup_status` (`INCOMPLETE`, `FINAL_SYNC_PENDING`, `COMPLETED`).
+    pub fn set_integration_state(&self, id: &str, status: &str, setup_status: &str) {
+        if let Some(i) = self.inner.world().integrations.get_mut(id) {
+            i.status = status.to_string();
+            i.setup_status = setup_status.to_string();
+        }
+    }
+
+    /// Someone deletes the integration in the Kombo dashboard.
+    pub fn delete_in_dashboard(&self, id: &str) {
+        let mut world = self.inner.world();
+        if world.integrations.remove(id).is_some() {
+            world.deleted.push(id.to_string());
+        }
+    }
+
+    /// Integrations that exist, by id.
+    pub fn integrations(&self) -> BTreeMap<String, Integration> {
+        self.inner.world().integrations.clone()
+    }
+
+    /// Ids of integrations deleted (through the API or the dashboard), oldest first.
+    pub fn deleted(&self) -> Vec<String> {
+        self.inner.world().deleted.clone()
+    }
+
+    /// Whether a data call with this API key and `X-Integration-Id` succeeds
+    /// right now (the same check as the `data` route, without a request).
+    pub fn accepts(&self, api_key: &str, integration_id: &str) -> bool {
+        let world = self.inner.world();
+        world.api_keys.contains(api_key)
+            && world
+                .integrations
+                .get(integration_id)
+                .is_some_and(|i| i.status == "ACTIVE" && i.setup_status == "COMPLETED")
+    }
+
+    /// Requests to `route` so far (failed ones included).
+    pub fn calls(&self, route: &str) -> u64 {
+        self.call_times(route).len() as u64
+    }
+
+    /// Requests to every route so far.
+    pub fn total_calls(&self) -> u64 {
+        routes::ALL.iter().map(|r| self.calls(r)).sum()
+    }
+
+    /// When each request to `route` arrived, oldest first.
+    pub fn call_times(&self, route: &str) -> Vec<Instant> {
+        self.inner
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Injects `fault` into the next `count` requests to `route` (see [`routes`]).
+    pub fn fail_next(&self, route: &str, count: usize, fault: Fault) {
+        self.inner.faults.fail_next(route, count, fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.faults.clear();
+    }
+}
+
+/// The token of a link given as URL or as token.
+fn token_of(link: &str) -> String {
+    url::Url::parse(link)
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()))
+        .unwrap_or_else(|| link.to_string())
+}
+
+fn complete(world: &mut World, token: &str, tool: &str) -> Option<String> {
+    let link = world.links.get_mut(token)?;
+    if link.expired {
+        return None;
+    }
+    if let Some(id) = &link.integration_id {
+        return Some(id.clone());
+    }
+    // Kombo ids look like `<tool>:<random>` (personio:8d1hpPsbjxUkoCoa1veLZGe5).
+    let id = format!("{tool}:{}", random(24));
+    link.integration_id = Some(id.clone());
+    let origin_id = link.request["end_user_origin_id"].as_str().map(str::to_string);
+    world.integrations.insert(
+        id.clone(),
+        Integration {
+            id: id.clone(),
+            tool: tool.to_string(),
+            status: "ACTIVE".into(),
+            setup_status: "COMPLETED".into(),
+            origin_id,
+        },
+    );
+    Some(id)
+}
+
+fn random(n: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Kombo's error envelope.
+fn error_body(code: Option<&str>, message: &str) -> String {
+    json!({
+        "status": "error",
+        "error": {"code": code, "title": null, "message": message, "log_url": null},
+    })
+    .to_string()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, error_body(Some(code), message))
+}
+
+/// The body of an injected status fault: the code Kombo uses for it.
+fn default_error(status: u16) -> String {
+    let code = match status {
+        401 => Some("PLATFORM.AUTHENTICATION_INVALID"),
+        403 => Some("PLATFORM.IP_NOT_WHITELISTED"),
+        404 => Some("PLATFORM.INTEGRATION_NOT_FOUND"),
+        409 => Some("INTEGRATION.SETUP_INCOMPLETE"),
+        429 => Some("PLATFORM.RATE_LIMIT_EXCEEDED"),
+        s if s >= 500 => Some("PLATFORM.UNKNOWN_ERROR"),
+        _ => Some("PLATFORM.INPUT_INVALID"),
+    };
+    error_body(code, &format!("simulated {status}"))
+}
+
+fn success(data: Value) -> Response {
+    json_response(StatusCode::OK, json!({"status": "success", "data": data}).to_string())
+}
+
+fn integration_json(i: &Integration) -> Value {
+    json!({
+        "id": i.id,
+        "tool": i.tool,
+        "category": "ATS",
+        "status": i.status,
+        "setup_status": i.setup_status,
+        "end_user": {"organization_name": "simulated", "creator_email": null, "origin_id": i.origin_id},
+        "scope_config": null,
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "read_models": [],
+        "write_actions": [],
+    })
+}
+
+async fn check_api_key(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let sample = || json!({"status": "success", "data": {"environment_id": "env-sim"}}).to_string();
+    if let Some(r) = inner.enter(routes::CHECK_API_KEY, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    success(json!({"environment_id": "env-sim", "customer_id": "customer-sim"}))
+}
+
+async fn create_link(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    let sample = || json!({"status": "success", "data": {"link": "https://connect.kombo.dev/v1?token=x"}}).to_string();
+    if let Some(r) = inner.enter(routes::CREATE_LINK, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    let Ok(request) = serde_json::from_str::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "PLATFORM.INPUT_INVALID", "Body is not JSON.");
+    };
+    for required in ["end_user_email", "end_user_organization_name"] {
+        if request[required].as_str().is_none_or(str::is_empty) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "PLATFORM.INPUT_INVALID",
+                &format!("{required} is required."),
+            );
+        }
+    }
+    if let Some(c) = request.get("integration_category")
+        && !["HRIS", "ATS", "ASSESSMENT", "LMS"].contains(&c.as_str().unwrap_or_default())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "integration_category is invalid.",
+        );
+    }
+    if request.get("remote_environment").is_some() && request.get("integration_tool").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "remote_environment requires integration_tool.",
+        );
+    }
+    let token = random(32);
+    let url = format!("https://connect.kombo.dev/v1?token={token}");
+    let mut world = inner.world();
+    world.links.insert(
+        token.clone(),
+        Link {
+            url: url.clone(),
+            token: token.clone(),
+            request: request.clone(),
+            expired: false,
+            integration_id: None,
+        },
+    );
+    world.link_order.push(token.clone());
+    if let Some(tool) = world.auto_complete.clone() {
+        let tool = request["integration_tool"].as_str().map(str::to_string).unwrap_or(tool);
+        complete(&mut world, &token, &tool);
+    }
+    success(json!({"link": url}))
+}
+
+async fn integration_by_token(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let sample = || {
+        json!({"status": "success", "data": {"id": "tool:sample", "tool": "tool", "setup_status": "COMPLETED"}})
+            .to_string()
+    };
+    if let Some(r) = inner.enter(routes::INTEGRATION_BY_TOKEN, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    let world = inner.world();
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "PLATFORM.INTEGRATION_NOT_FOUND",
+            "No integration was created with this token.",
+        )
+    };
+    let Some(link) = world.links.get(&token) else {
+        return not_found();
+    };
+    match &link.integration_id {
+        Some(id) => match world.integrations.get(id) {
+            Some(i) => success(json!({
+                "id": i.id,
+                "tool": i.tool,
+                "end_user_origin_id": link.request["end_user_origin_id"],
+                "end_user_organization_name": link.request["end_user_organization_name"],
+                "end_user_email": link.request["end_user_email"],
+                "setup_status": i.setup_status,
+            })),
+            None => not_found(),
+        },
+        None if link.expired => error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "The connection link has expired.",
+        ),
+        None => not_found(),
+    }
+}
+
+async fn get_integration(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let sample = || {
+        json!({"status": "success", "data": {"id": "tool:sample", "status": "ACTIVE", "setup_status": "COMPLETED"}})
+            .to_string()
+    };
+    if let Some(r) = inner.enter(routes::GET_INTEGRATION, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    match inner.world().integrations.get(&id) {
+        Some(i) => success(integration_json(i)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "PLATFORM.INTEGRATION_NOT_FOUND",
+            "The integration does not exist.",
+        ),
+    }
+}
+
+async fn delete_integration(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let sample = || json!({"status": "success", "data": {}}).to_string();
+    if let Some(r) = inner.enter(routes::DELETE_INTEGRATION, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    let mut world = inner.world();
+    if world.integrations.remove(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "PLATFORM.INTEGRATION_NOT_FOUND",
+            "The integration does not exist.",
+        );
+    }
+    world.deleted.push(id);
+    success(json!({}))
+}
+
+/// What an application does with the output Secret: a data call with the
+/// API key and `X-Integration-Id`.
+async fn data(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let sample = || json!({"status": "success", "data": {"results": [], "next": null}}).to_string();
+    if let Some(r) = inner.enter(routes::DATA, sample).await {
+        return r;
+    }
+    if let Some(r) = inner.refuse(&headers) {
+        return r;
+    }
+    let Some(id) = headers.get("x-integration-id").and_then(|v| v.to_str().ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "The X-Integration-Id header is required.",
+        );
+    };
+    let world = inner.world();
+    let Some(i) = world.integrations.get(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "PLATFORM.INTEGRATION_NOT_FOUND",
+            "The integration does not exist.",
+        );
+    };
+    let refused = match (i.status.as_str(), i.setup_status.as_str()) {
+        ("INACTIVE", _) => Some("INTEGRATION.INACTIVE"),
+        ("INVALID", _) => Some("INTEGRATION.AUTHENTICATION_INVALID"),
+        (_, "INCOMPLETE") => Some("INTEGRATION.SETUP_INCOMPLETE"),
+        (_, "FINAL_SYNC_PENDING") => Some("INTEGRATION.SETUP_SYNC_PENDING"),
+        _ => None,
+    };
+    match refused {
+        Some(code) => error(StatusCode::CONFLICT, code, "The integration cannot serve requests."),
+        None => success(json!({"results": [], "next": null})),
+    }
+}

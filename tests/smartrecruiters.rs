@@ -1,0 +1,659 @@
+//! The operator end to end with the `smartrecruiters` driver: the real
+//! controller over real HTTP, against the Kubernetes API emulator and the
+//! SmartRecruiters simulator. What is specific to SmartRecruiters: the
+//! `X-SmartToken` API key, both client authentication methods at
+//! `/identity/oauth/token`, and the one-shot General Partner Integration.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{Cluster, eventually, logs};
+use integration_operator::crd::Integration;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use testkit::sim::{
+    Fault,
+    smartrecruiters::{ClientAuth, SmartRecruitersSim},
+};
+
+const PROVIDER: &str = "smartrecruiters";
+const APP: &str = "my-app";
+const MASTER_ID: &str = "partner-master";
+/// Canaries: they must never appear in any log line, Event or status.
+const MASTER_SECRET: &str = "canary-master-secret-3b9d71";
+const API_KEY: &str = "DCRA1-canary-api-key-6e02f1c8d4";
+const CLIENT_SECRET: &str = "canary-client-secret-a41f07";
+
+async fn setup(lifetime: Option<u64>) -> (Cluster, SmartRecruitersSim) {
+    let cluster = Cluster::start().await;
+    let sim = SmartRecruitersSim::start().await.expect("simulator starts");
+    sim.set_token_lifetime(lifetime);
+    sim.add_master_client(MASTER_ID, MASTER_SECRET, &[APP]);
+    provider(&cluster, &sim, PROVIDER, json!({})).await;
+    (cluster, sim)
+}
+
+/// A ClusterProvider of type smartrecruiters pointing at the simulator.
+async fn provider(cluster: &Cluster, sim: &SmartRecruitersSim, name: &str, extra: serde_json::Value) {
+    let mut spec = json!({
+        "type": "smartrecruiters",
+        "baseUrl": sim.url(),
+        "clientAuthMethod": "client_secret_post",
+        "revalidateInterval": "1s",
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    cluster.oauth2_provider(name, &sim.token_url(), spec).await;
+}
+
+fn partner_spec(company: &str, target: &str, bidirectional: bool) -> serde_json::Value {
+    json!({
+        "provider": PROVIDER,
+        "secretRef": {"name": "master"},
+        "partnerIntegration": {"appId": APP, "companyId": company, "bidirectional": bidirectional},
+        "target": {"name": target},
+    })
+}
+
+async fn master_secret(cluster: &Cluster) {
+    cluster
+        .input_secret("master", &[("client_id", MASTER_ID), ("client_secret", MASTER_SECRET)])
+        .await;
+}
+
+fn ready(i: &Integration) -> (String, String) {
+    let c = i
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .expect("a Ready condition");
+    (c.reason.clone(), c.message.clone())
+}
+
+async fn assert_no_canary(cluster: &Cluster, names: &[&str], canaries: &[String]) {
+    let mut haystacks = vec![
+        ("logs".to_string(), logs()),
+        ("events".into(), cluster.events_text().await),
+    ];
+    for n in names {
+        haystacks.push((format!("status of {n}"), cluster.integration_yaml(n).await));
+    }
+    for (what, text) in &haystacks {
+        for canary in canaries {
+            assert!(!text.contains(canary.as_str()), "a secret value appeared in {what}");
+        }
+    }
+}
+
+/// Annotation that asks for a one-shot step to run again.
+async fn annotate_retry(cluster: &Cluster, name: &str, value: &str) {
+    cluster
+        .integrations()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/retry": value}}})),
+        )
+        .await
+        .expect("annotated");
+}
+
+#[tokio::test]
+async fn api_key_is_published_as_x_smart_token_and_a_refused_key_needs_reauth() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    sim.add_api_key(API_KEY, "ACME");
+    cluster.input_secret("key", &[("api_key", API_KEY)]).await;
+    let operator = cluster.start_operator().await;
+    cluster
+        .integration(
+            "key",
+            json!({"provider": PROVIDER, "secretRef": {"name": "key"}, "apiKey": {}, "target": {"name": "out"}}),
+        )
+        .await;
+    let i = cluster.wait_ready("key", "True", None).await;
+    assert!(i.status.unwrap().expires_at.is_none(), "an API key has no expiry");
+    let data = cluster.secret_data("out").await.unwrap();
+    assert_eq!(data["header_name"], "X-SmartToken");
+    assert_eq!(data["header_value"], API_KEY);
+    assert_eq!(data["base_url"], sim.url());
+    assert!(
+        !data.contains_key("authorization"),
+        "the header is not Authorization: no `authorization` key"
+    );
+    assert!(sim.calls("company") >= 1, "the key was not validated");
+
+    sim.revoke_api_key(API_KEY);
+    let i = cluster.wait_ready("key", "False", Some("ReauthRequired")).await;
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains("SmartRecruiters refused the API key") && message.contains("Credentials"),
+        "the message must say the key was refused and where to make a new one: {message}"
+    );
+    assert_eq!(
+        cluster.secret_data("out").await.unwrap(),
+        data,
+        "the last Secret is kept"
+    );
+    assert!(cluster.events_with_reason("ReauthRequired").await >= 1);
+
+    // A new key in the input Secret recovers it.
+    sim.add_api_key("DCRA1-canary-new-key-90aa3e", "ACME");
+    cluster
+        .secrets()
+        .patch(
+            "key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"api_key": "DCRA1-canary-new-key-90aa3e"}})),
+        )
+        .await
+        .unwrap();
+    cluster.wait_ready("key", "True", None).await;
+    assert_eq!(
+        cluster.secret_data("out").await.unwrap()["header_value"],
+        "DCRA1-canary-new-key-90aa3e"
+    );
+    operator.stop().await;
+    assert_no_canary(
+        &cluster,
+        &["key"],
+        &[API_KEY.into(), "DCRA1-canary-new-key-90aa3e".into()],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn client_credentials_work_with_body_and_basic_client_auth() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    provider(
+        &cluster,
+        &sim,
+        "sr-basic",
+        json!({"clientAuthMethod": "client_secret_basic"}),
+    )
+    .await;
+    sim.add_client("client-body", CLIENT_SECRET, "ACME");
+    sim.add_client("client-basic", "canary-basic-secret-2:%+", "ACME");
+    cluster
+        .input_secret(
+            "body",
+            &[("client_id", "client-body"), ("client_secret", CLIENT_SECRET)],
+        )
+        .await;
+    cluster
+        .input_secret(
+            "basic",
+            &[
+                ("client_id", "client-basic"),
+                ("client_secret", "canary-basic-secret-2:%+"),
+            ],
+        )
+        .await;
+    let operator = cluster.start_operator().await;
+    cluster
+        .integration(
+            "body",
+            json!({"provider": PROVIDER, "secretRef": {"name": "body"}, "clientCredentials": {}, "target": {"name": "out-body"}}),
+        )
+        .await;
+    cluster
+        .integration(
+            "basic",
+            json!({"provider": "sr-basic", "secretRef": {"name": "basic"}, "clientCredentials": {}, "target": {"name": "out-basic"}}),
+        )
+        .await;
+    for (name, out, client) in [
+        ("body", "out-body", "client-body"),
+        ("basic", "out-basic", "client-basic"),
+    ] {
+        cluster.wait_ready(name, "True", Some("Issued")).await;
+        let data = cluster.secret_data(out).await.unwrap();
+        let token = &data["access_token"];
+        assert_eq!(
+            sim.token_client(token).as_deref(),
+            Some(client),
+            "{name}: token not accepted"
+        );
+        // SmartRecruiters may answer `bearer` in lower case; the header is canonical.
+        assert_eq!(data["authorization"], format!("Bearer {token}"));
+        assert_eq!(data["header_name"], "Authorization");
+    }
+    let seen = sim.client_auth_seen();
+    assert!(seen.iter().any(|s| *s == ("client-body".to_string(), ClientAuth::Body)));
+    assert!(
+        seen.iter()
+            .any(|s| *s == ("client-basic".to_string(), ClientAuth::Basic))
+    );
+    assert!(
+        seen.iter()
+            .all(|(id, m)| (id == "client-body") == (*m == ClientAuth::Body)),
+        "each ClusterProvider's method is the only one used: {seen:?}"
+    );
+    operator.stop().await;
+    assert_no_canary(
+        &cluster,
+        &["body", "basic"],
+        &[CLIENT_SECRET.into(), "canary-basic-secret-2".into()],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_without_expires_in_gets_a_conservative_default_lifetime_and_a_warning() {
+    let (cluster, sim) = setup(None).await;
+    sim.add_client("client", CLIENT_SECRET, "ACME");
+    cluster
+        .input_secret("creds", &[("client_id", "client"), ("client_secret", CLIENT_SECRET)])
+        .await;
+    let operator = cluster.start_operator().await;
+    cluster
+        .integration(
+            "cc",
+            json!({"provider": PROVIDER, "secretRef": {"name": "creds"}, "clientCredentials": {}, "target": {"name": "out"}}),
+        )
+        .await;
+    let i = cluster.wait_ready("cc", "True", None).await;
+    let status = i.status.unwrap();
+    let warning = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Warning")
+        .expect("a Warning condition");
+    assert_eq!(warning.reason, "ExpiryNotProvided");
+    assert!(warning.message.contains(PROVIDER), "{}", warning.message);
+    let expires: jiff::Timestamp = status.expires_at.unwrap().parse().unwrap();
+    let lifetime = expires.duration_since(jiff::Timestamp::now()).as_secs();
+    // 30 minutes: the only lifetime SmartRecruiters documents.
+    assert!((1700..=1800).contains(&lifetime), "expected ~30m, got {lifetime}s");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn partner_integration_is_created_once_and_its_id_recorded() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    let i = cluster.wait_ready("acme", "True", Some("Issued")).await;
+
+    let created = sim.integrations();
+    assert_eq!(created.len(), 1);
+    let created = &created[0];
+    assert_eq!((created.app_id.as_str(), created.company_id.as_str()), (APP, "ACME"));
+    assert_eq!(
+        i.status.as_ref().unwrap().integration_id.as_deref(),
+        Some(created.integration_id.as_str()),
+        "status.integrationId"
+    );
+    let data = cluster.secret_data("out").await.unwrap();
+    assert_eq!(data["client_id"], created.client_id);
+    assert_eq!(data["client_secret"], created.client_secret);
+    assert_eq!(data["integration_id"], created.integration_id);
+    assert!(
+        data.get("partner_post_sent_at").is_none_or(|m| m.is_empty()),
+        "the \"request sent\" marker is cleared once the answer is stored"
+    );
+    assert_eq!(
+        sim.token_client(&data["access_token"]).as_deref(),
+        Some(created.client_id.as_str()),
+        "the token is the customer-level one"
+    );
+    let post = &sim.integration_posts()[0];
+    assert_eq!(
+        post,
+        &json!({"appId": APP, "companyId": "ACME"}),
+        "not bi-directional: no clientId"
+    );
+    operator.stop().await;
+    assert_no_canary(
+        &cluster,
+        &["acme"],
+        &[
+            MASTER_SECRET.into(),
+            created.client_secret.clone(),
+            data["access_token"].clone(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_customer_token_failure_after_the_post_and_a_restart_never_post_again() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    sim.fail_next("token/integration", usize::MAX, Fault::status(503));
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    let i = cluster.wait_ready("acme", "False", Some("ProviderUnavailable")).await;
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains("SmartRecruiters") && message.contains("customer-level credentials"),
+        "the message names the step: {message}"
+    );
+    // The answer is in the Secret already, before the step that failed.
+    let created = sim.integrations()[0].clone();
+    let data = cluster.secret_data("out").await.expect("the Secret holds the answer");
+    assert_eq!(data["client_id"], created.client_id);
+    assert_eq!(data["client_secret"], created.client_secret);
+    assert_eq!(data["integration_id"], created.integration_id);
+
+    operator.stop().await;
+    sim.clear_faults();
+    let operator = cluster.start_operator().await;
+    let i = cluster.wait_ready("acme", "True", None).await;
+    assert_eq!(sim.calls("integrations"), 1, "the integration was created twice");
+    assert_eq!(
+        i.status.unwrap().integration_id.as_deref(),
+        Some(created.integration_id.as_str())
+    );
+    let data = cluster.secret_data("out").await.unwrap();
+    assert_eq!(sim.token_client(&data["access_token"]), Some(created.client_id.clone()));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_write_failing_after_the_post_is_retried_without_a_second_post() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    // The first write (the "request sent" marker) creates the Secret; the
+    // next one, which stores the answer, is a patch: make several fail,
+    // more than one attempt's retries.
+    cluster
+        .emulator
+        .faults()
+        .fail_next(Some(reqwest::Method::PATCH), "secrets/out", 8, 500, None);
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    cluster.wait_ready("acme", "True", None).await;
+    let posts = sim.calls("integrations");
+    assert_eq!(posts, 1, "the integration was created {posts} times");
+    let created = sim.integrations()[0].clone();
+    let data = cluster.secret_data("out").await.unwrap();
+    assert_eq!(data["client_secret"], created.client_secret);
+    assert!(
+        cluster.events_with_reason("SecretWriteFailed").await >= 1,
+        "the failed write was reported"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_lost_to_a_restart_stops_and_waits_for_a_person() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    let faults = cluster.emulator.faults();
+    faults.fail_next(Some(reqwest::Method::PATCH), "secrets/out", usize::MAX, 500, None);
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    cluster.wait_ready("acme", "False", Some("SecretWriteFailed")).await;
+    assert_eq!(sim.calls("integrations"), 1);
+    // The operator dies before it could store the answer anywhere durable.
+    operator.stop().await;
+    faults.clear();
+    let operator = cluster.start_operator().await;
+    let i = cluster
+        .wait_ready("acme", "False", Some("PartnerIntegrationUncertain"))
+        .await;
+    let (_, message) = ready(&i);
+    let marker = cluster.secret_data("out").await.unwrap()["partner_post_sent_at"].clone();
+    assert!(
+        message.contains("shows the credentials only once")
+            && message.contains(&format!("integration-operator.io/retry={marker}")),
+        "the message says what happened and how to ask for a new request: {message}"
+    );
+    // Retries keep happening (retry-invalid is 3s in tests); none POSTs.
+    let reconciles_before = cluster.emulator.counters().count("get", "secrets");
+    eventually(Duration::from_secs(10), "a few more reconciles", || async {
+        (cluster.emulator.counters().count("get", "secrets") > reconciles_before + 1).then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls("integrations"), 1, "the integration was created again");
+
+    // The customer disabled the orphan; a person asks for a new request.
+    sim.disable_integration(&sim.integrations()[0].integration_id);
+    annotate_retry(&cluster, "acme", &marker).await;
+    cluster.wait_ready("acme", "True", None).await;
+    assert_eq!(sim.calls("integrations"), 2);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_creation_answer_is_never_followed_by_a_second_post_unless_asked() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    sim.fail_next("integrations", 1, Fault::Truncated);
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    let i = cluster
+        .wait_ready("acme", "False", Some("PartnerIntegrationUncertain"))
+        .await;
+    assert_eq!(sim.calls("integrations"), 1);
+    let marker = cluster.secret_data("out").await.unwrap()["partner_post_sent_at"].clone();
+    assert!(ready(&i).1.contains(&marker));
+    annotate_retry(&cluster, "acme", &marker).await;
+    cluster.wait_ready("acme", "True", None).await;
+    assert_eq!(sim.calls("integrations"), 2);
+    assert_eq!(sim.integrations().len(), 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_integration_for_the_same_company_is_refused_without_a_post() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("first", partner_spec("ACME", "out-1", false)).await;
+    cluster.wait_ready("first", "True", None).await;
+    cluster
+        .integration("second", partner_spec("ACME", "out-2", false))
+        .await;
+    let i = cluster
+        .wait_ready("second", "False", Some("DuplicateIntegration"))
+        .await;
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains("team-a/first") && message.contains("\"ACME\"") && message.contains(APP),
+        "the message names the Integration that owns it: {message}"
+    );
+    assert_eq!(sim.calls("integrations"), 1, "the second Integration sent a POST");
+    assert!(cluster.secret_data("out-2").await.is_none());
+    // The first one is untouched.
+    cluster.wait_ready("first", "True", None).await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn integrations_sharing_master_credentials_cost_one_master_token_call_per_lifetime() {
+    let (cluster, sim) = setup(Some(4)).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator().await;
+    for n in 0..5 {
+        cluster
+            .integration(
+                &format!("c{n}"),
+                partner_spec(&format!("C{n}"), &format!("out-{n}"), false),
+            )
+            .await;
+    }
+    for n in 0..5 {
+        cluster.wait_ready(&format!("c{n}"), "True", None).await;
+    }
+    assert_eq!(sim.integrations().len(), 5);
+    assert_eq!(
+        sim.token_calls_for(MASTER_ID),
+        1,
+        "five Integrations created together share one master token"
+    );
+    // Once that token's lifetime is over, the next creations need a new one: one, not one each.
+    let master_token = sim.issued_tokens()[0].clone();
+    eventually(Duration::from_secs(10), "the master token to expire", || async {
+        (!sim.is_valid_token(&master_token)).then_some(())
+    })
+    .await;
+    for n in 5..8 {
+        cluster
+            .integration(
+                &format!("c{n}"),
+                partner_spec(&format!("C{n}"), &format!("out-{n}"), false),
+            )
+            .await;
+    }
+    for n in 5..8 {
+        cluster.wait_ready(&format!("c{n}"), "True", None).await;
+    }
+    assert_eq!(sim.token_calls_for(MASTER_ID), 2);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn bidirectional_credentials_are_unique_strong_and_sent_once() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("a", partner_spec("A", "out-a", true)).await;
+    cluster.integration("b", partner_spec("B", "out-b", true)).await;
+    let mut seen: Vec<BTreeMap<String, String>> = Vec::new();
+    for (name, out, company) in [("a", "out-a", "A"), ("b", "out-b", "B")] {
+        let i = cluster.wait_ready(name, "True", None).await;
+        let data = cluster.secret_data(out).await.unwrap();
+        let (id, secret) = (&data["partner_client_id"], &data["partner_client_secret"]);
+        assert!(
+            id.contains(i.metadata.uid.as_deref().unwrap()),
+            "the id derives from the Integration's uid: {id}"
+        );
+        assert!(
+            secret.len() >= 64 && secret.chars().all(|c| c.is_ascii_hexdigit()),
+            "a 256-bit random secret"
+        );
+        let created = sim
+            .integrations()
+            .into_iter()
+            .find(|c| c.company_id == company)
+            .unwrap();
+        assert_eq!(created.partner_client_id.as_ref(), Some(id), "what SmartRecruiters got");
+        assert_eq!(created.partner_client_secret.as_ref(), Some(secret));
+        seen.push(data);
+    }
+    assert_ne!(seen[0]["partner_client_id"], seen[1]["partner_client_id"]);
+    assert_ne!(seen[0]["partner_client_secret"], seen[1]["partner_client_secret"]);
+    assert_eq!(sim.calls("integrations"), 2);
+    operator.stop().await;
+    let canaries: Vec<String> = seen.iter().map(|d| d["partner_client_secret"].clone()).collect();
+    assert_no_canary(&cluster, &["a", "b"], &canaries).await;
+}
+
+#[tokio::test]
+async fn a_403_is_permission_denied_naming_the_step() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    sim.add_api_key(API_KEY, "ACME");
+    cluster.input_secret("key", &[("api_key", API_KEY)]).await;
+    sim.fail_next("integrations", usize::MAX, Fault::status(403));
+    sim.fail_next("company", usize::MAX, Fault::status(403));
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    cluster
+        .integration(
+            "key",
+            json!({"provider": PROVIDER, "secretRef": {"name": "key"}, "apiKey": {}, "target": {"name": "out-key"}}),
+        )
+        .await;
+    for (name, step) in [
+        ("acme", "creating the partner integration"),
+        ("key", "validating the API key"),
+    ] {
+        let i = cluster.wait_ready(name, "False", Some("PermissionDenied")).await;
+        let (_, message) = ready(&i);
+        assert!(
+            message.contains("SmartRecruiters") && message.contains(step),
+            "{name}: the message names provider and step: {message}"
+        );
+    }
+    assert!(sim.integrations().is_empty());
+    // Nothing was created, so once permitted it goes ahead (a 403 is no
+    // "outcome unknown").
+    sim.clear_faults();
+    cluster.wait_ready("acme", "True", None).await;
+    cluster.wait_ready("key", "True", None).await;
+    assert_eq!(sim.integrations().len(), 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_retry_after_is_honoured_and_without_it_backoff_applies() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    sim.add_client("client", CLIENT_SECRET, "ACME");
+    cluster
+        .input_secret("creds", &[("client_id", "client"), ("client_secret", CLIENT_SECRET)])
+        .await;
+    sim.fail_next("token", 1, Fault::rate_limited(3));
+    let operator = cluster.start_operator().await;
+    let spec = |target: &str| json!({"provider": PROVIDER, "secretRef": {"name": "creds"}, "clientCredentials": {}, "target": {"name": target}});
+    cluster.integration("limited", spec("out-1")).await;
+    let i = cluster
+        .wait_ready("limited", "False", Some("ProviderRateLimited"))
+        .await;
+    assert!(ready(&i).1.contains("retry after 3s"), "{}", ready(&i).1);
+    cluster.wait_ready("limited", "True", None).await;
+    let times = sim.call_times("token");
+    assert!(times.len() >= 2);
+    let waited = times[1].duration_since(times[0]);
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "the next call came {waited:?} after a 429 with Retry-After: 3"
+    );
+
+    // Without Retry-After: retried with the operator's own (short, in tests) backoff.
+    sim.fail_next(
+        "token",
+        1,
+        Fault::Status {
+            code: 429,
+            body: None,
+            retry_after: None,
+        },
+    );
+    cluster.integration("plain", spec("out-2")).await;
+    cluster.wait_ready("plain", "True", None).await;
+    let times = sim.call_times("token");
+    let n = times.len();
+    let waited = times[n - 1].duration_since(times[n - 2]);
+    assert!(
+        waited < Duration::from_millis(2900),
+        "without Retry-After the retry should not wait {waited:?}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn refused_customer_credentials_need_reauth_and_are_recreated_when_asked() {
+    let (cluster, sim) = setup(Some(5)).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    cluster.wait_ready("acme", "True", None).await;
+    let first = sim.integrations()[0].clone();
+
+    // The customer switches the integration off in SmartRecruiters.
+    sim.disable_integration(&first.integration_id);
+    let i = cluster.wait_ready("acme", "False", Some("ReauthRequired")).await;
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains("refused")
+            && message.contains(&format!("integration-operator.io/retry={}", first.integration_id)),
+        "the message says what was refused and how to recreate: {message}"
+    );
+    assert_eq!(sim.calls("integrations"), 1, "not recreated without being asked");
+
+    annotate_retry(&cluster, "acme", &first.integration_id).await;
+    let i = cluster.wait_ready("acme", "True", None).await;
+    let second = sim.integrations()[1].clone();
+    assert_ne!(second.integration_id, first.integration_id);
+    assert_eq!(
+        i.status.unwrap().integration_id.as_deref(),
+        Some(second.integration_id.as_str())
+    );
+    assert_eq!(cluster.secret_data("out").await.unwrap()["client_id"], second.client_id);
+    operator.stop().await;
+}
