@@ -4,7 +4,7 @@ CARGO ?= cargo
 EMULATOR_KUBECONFIG ?= $(CURDIR)/target/emulator/kubeconfig
 export EMULATOR_KUBECONFIG
 
-.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench oidc-deps
+.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,22 @@ bench: ## scale figures at 100, 1,000 and 10,000 Integrations (release build; pr
 	$(CARGO) build --release --quiet --bin integration-operator -p integration-operator
 	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench --operator target/release/integration-operator $(BENCH_ARGS)
 
+bench-emulator: ## the API emulator's own throughput with 10,000 objects (release build; prints a table)
+	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench-emulator $(BENCH_ARGS)
+
 e2e: ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
 	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: KUBECONFIG is not set; no cluster to test against (nothing run)"; exit 0; fi
 	$(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= oauth2_token oauth2_error scrub retry_after check_endpoint provider_answers integration_spec cluster_provider secret_credentials
+fuzz: ## run every fuzz target for FUZZ_SECONDS (default 60) each; needs nightly and cargo-fuzz; not part of `make test`
+	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then echo "fuzz: the nightly toolchain is missing; install it with: rustup toolchain install nightly"; exit 1; fi
+	@if ! $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then echo "fuzz: cargo-fuzz is missing; install it with: cargo install cargo-fuzz --locked"; exit 1; fi
+	@cd fuzz && failed=""; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p corpus/$$t; \
+		$(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs in fuzz/artifacts/; reproduce with: cd fuzz && cargo +nightly fuzz run <target> <file>)"; exit 1; fi; \
+	echo "fuzz: no crash in $(FUZZ_SECONDS)s per target"

@@ -18,6 +18,20 @@ pub const GROUP: &str = "integration-operator.io";
 /// Pattern shared by every duration field: Go-style durations such as `90s`, `10m`, `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 
+/// A Kubernetes object name (RFC 1123 subdomain): no path, namespace or
+/// whitespace can be smuggled through a reference.
+const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Bounds a string-to-string map in the schema: at most `N` entries, each
+/// value at most `L` characters (the apiserver rejects larger objects at
+/// admission, before the operator sees them).
+fn bounded_map<const N: u64, const L: u64>(schema: &mut schemars::Schema) {
+    schema.insert("maxProperties".into(), N.into());
+    if let Some(values) = schema.get_mut("additionalProperties").and_then(|v| v.as_object_mut()) {
+        values.insert("maxLength".into(), L.into());
+    }
+}
+
 /// An Integration asks the operator to obtain credentials from a provider and
 /// keep them, fresh, in a Secret of the same namespace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -46,7 +60,7 @@ pub struct IntegrationSpec {
     /// Name of the ClusterProvider to obtain credentials from (for example
     /// `smartrecruiters` or an OAuth 2.0 server an admin registered). Endpoints
     /// come only from the ClusterProvider: an Integration can never name a URL.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub provider: String,
 
     /// The Secret, in the Integration's namespace, that holds the input
@@ -104,7 +118,7 @@ pub struct IntegrationSpec {
 pub struct SecretReference {
     /// Name of the Secret. It must be in the same namespace as the Integration:
     /// there is deliberately no namespace field.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub name: String,
 }
 
@@ -115,7 +129,10 @@ pub struct ClientCredentialsFlow {
     /// Scopes to request, sent space-separated in the `scope` parameter.
     /// Empty: no `scope` parameter (the server's default scopes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5B\x5D-\x7E]+$"))
+    )]
     pub scopes: Vec<String>,
 
     /// Audience to request (the `audience` parameter some servers require),
@@ -167,10 +184,12 @@ pub struct ElementInstanceFlow {
     pub instance_name: Option<String>,
     /// Non-secret element configuration values, by configuration key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_map::<64, 4096>)]
     pub configuration: BTreeMap<String, String>,
     /// Secret element configuration: element configuration key -> key of the
     /// input Secret holding the value (for SmartRecruiters: `api.key: api_key`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_map::<64, 253>)]
     pub secret_configuration: BTreeMap<String, String>,
     /// What happens to the instance when the Integration is deleted. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,12 +213,17 @@ pub struct ConnectionFlow {
     pub end_user_origin_id: Option<String>,
     /// Kombo integration category, for example `ATS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_]+$"))]
     pub integration_category: Option<String>,
     /// Kombo tool to preselect, for example `smartrecruiters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
     pub integration_tool: Option<String>,
-    /// Use an existing Kombo integration instead of creating a connect link.
+    /// Use an existing Kombo integration instead of creating a connect link
+    /// (an id such as `personio:8d1hHjk3`; it becomes part of request paths,
+    /// so `/`, `?`, `#` and `%` are not allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9:._~@+=-]*$"))]
     pub integration_id: Option<String>,
     /// What happens to the Kombo integration when the Integration is deleted. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,16 +247,18 @@ pub struct TargetSpec {
     /// Name of the output Secret, in the Integration's namespace. Defaults to
     /// the Integration's name. The operator refuses to write a Secret it does not own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub name: Option<String>,
 
     /// Extra labels for the output Secret. The Integration's own labels are not
     /// copied unless listed here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_map::<64, 63>)]
     pub labels: BTreeMap<String, String>,
 
     /// Extra annotations for the output Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounded_map::<64, 16384>)]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -245,7 +271,7 @@ pub struct RefreshSpec {
     /// lifetime, at most 10m. A small random jitter is added so that tokens
     /// issued together are not all renewed in the same second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(([0-9]+(ms|s|m|h))+|[0-9]{1,2}%)$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^(([0-9]+(ms|s|m|h))+|[0-9]{1,2}%)$"))]
     pub renew_before: Option<String>,
 }
 
@@ -320,20 +346,20 @@ pub struct ClusterProviderSpec {
 
     /// Timeout of one request to the provider, as a duration. Default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub request_timeout: Option<String>,
 
     /// Lifetime assumed when the provider's answer carries no expiry
     /// (`expires_in`). Default `30m`. The Integration shows a Warning condition
     /// when this default was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub default_token_lifetime: Option<String>,
 
     /// How often credentials without an expiry (API keys, instance tokens,
     /// Kombo integrations) are validated again. Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub revalidate_interval: Option<String>,
 
     /// Most requests in flight to this provider at once, across all
@@ -349,6 +375,7 @@ pub struct ClusterProviderSpec {
 
     /// Namespaces whose Integrations may use this provider. Empty: all namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024), inner(length(min = 1, max = 63)))]
     pub allowed_namespaces: Vec<String>,
 
     /// Allow plain `http://` endpoints. Off by default: credentials would cross
