@@ -32,6 +32,18 @@ fn bounded_map<const N: u64, const L: u64>(schema: &mut schemars::Schema) {
     }
 }
 
+/// Keeps an optional enum field's own doc in the schema. kube's
+/// `OptionalEnum` rewrite hoists `anyOf: [<enum>, null]` into the field and
+/// the enum type's description overwrites the field's (which says the
+/// default): drop the member's description first.
+fn field_doc_wins(schema: &mut schemars::Schema) {
+    if let Some(members) = schema.get_mut("anyOf").and_then(|v| v.as_array_mut()) {
+        for m in members.iter_mut().filter_map(|m| m.as_object_mut()) {
+            m.remove("description");
+        }
+    }
+}
+
 /// An Integration asks the operator to obtain credentials from a provider and
 /// keep them, fresh, in a Secret of the same namespace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -193,6 +205,7 @@ pub struct ElementInstanceFlow {
     pub secret_configuration: BTreeMap<String, String>,
     /// What happens to the instance when the Integration is deleted. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_doc_wins)]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
@@ -227,6 +240,7 @@ pub struct ConnectionFlow {
     pub integration_id: Option<String>,
     /// What happens to the Kombo integration when the Integration is deleted. Default `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_doc_wins)]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
@@ -339,9 +353,13 @@ pub struct ClusterProviderSpec {
     #[schemars(length(max = 2048))]
     pub base_url: Option<String>,
 
-    /// How the client authenticates at the token endpoint. Default
-    /// `client_secret_basic` (HTTP Basic, which RFC 6749 requires servers to support).
+    /// How the client authenticates at the token endpoint. Default by type:
+    /// `client_secret_post` (id and secret in the form body) for
+    /// `smartrecruiters`, the form SmartRecruiters documents;
+    /// `client_secret_basic` (HTTP Basic, which RFC 6749 requires every
+    /// server to support) for `oauth2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_doc_wins)]
     pub client_auth_method: Option<ClientAuthMethod>,
 
     /// Timeout of one request to the provider, as a duration. Default `10s`.
@@ -424,11 +442,12 @@ impl ProviderType {
 }
 
 /// Client authentication at an OAuth 2.0 token endpoint (RFC 6749 section 2.3.1).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+// No `Default`: the default depends on the provider type
+// (`controller::resolve::default_client_auth`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// Client id and secret in an HTTP Basic `Authorization` header.
-    #[default]
     ClientSecretBasic,
     /// Client id and secret as form parameters in the request body.
     ClientSecretPost,

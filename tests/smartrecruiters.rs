@@ -240,6 +240,47 @@ async fn client_credentials_work_with_body_and_basic_client_auth() {
 }
 
 #[tokio::test]
+async fn without_client_auth_method_the_credentials_go_in_the_form_body() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    // No clientAuthMethod: a smartrecruiters ClusterProvider defaults to
+    // client_secret_post, the form SmartRecruiters documents.
+    cluster
+        .cluster_provider(
+            "sr-default",
+            json!({"type": "smartrecruiters", "baseUrl": sim.url(), "tokenUrl": sim.token_url()}),
+        )
+        .await;
+    sim.add_client("client-default", CLIENT_SECRET, "ACME");
+    cluster
+        .input_secret(
+            "creds",
+            &[("client_id", "client-default"), ("client_secret", CLIENT_SECRET)],
+        )
+        .await;
+    let operator = cluster.start_operator().await;
+    cluster
+        .integration(
+            "cc",
+            json!({"provider": "sr-default", "secretRef": {"name": "creds"}, "clientCredentials": {}, "target": {"name": "out"}}),
+        )
+        .await;
+    cluster.wait_ready("cc", "True", Some("Issued")).await;
+    let data = cluster.secret_data("out").await.unwrap();
+    assert_eq!(
+        sim.token_client(&data["access_token"]).as_deref(),
+        Some("client-default")
+    );
+    let seen = sim.client_auth_seen();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|s| *s == ("client-default".to_string(), ClientAuth::Body)),
+        "id and secret in the form body, never HTTP Basic: {seen:?}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn a_token_without_expires_in_gets_a_conservative_default_lifetime_and_a_warning() {
     let (cluster, sim) = setup(None).await;
     sim.add_client("client", CLIENT_SECRET, "ACME");

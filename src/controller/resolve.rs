@@ -289,6 +289,21 @@ fn go_duration(d: Duration) -> String {
     }
 }
 
+/// Client authentication at the token endpoint when the ClusterProvider does
+/// not set `clientAuthMethod`: what the provider documents. SmartRecruiters
+/// shows the client id and secret in the form body (`client_secret_post`);
+/// any other RFC 6749 endpoint gets HTTP Basic, which section 2.3.1 requires
+/// every server to support.
+pub fn default_client_auth(provider_type: ProviderType) -> ClientAuthMethod {
+    match provider_type {
+        ProviderType::Smartrecruiters => ClientAuthMethod::ClientSecretPost,
+        ProviderType::Oauth2
+        | ProviderType::CornerstoneTalentlink
+        | ProviderType::CloudElements
+        | ProviderType::Kombo => ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
 /// The driver-facing configuration of a ClusterProvider, defaults applied.
 pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<ProviderConfig, String> {
     let parse = |field: &str, value: &Option<String>| -> Result<Option<Url>, String> {
@@ -323,7 +338,10 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
         name: name.to_string(),
         token_url: parse("tokenUrl", &spec.token_url)?,
         base_url: parse("baseUrl", &spec.base_url)?,
-        client_auth: match spec.client_auth_method.unwrap_or_default() {
+        client_auth: match spec
+            .client_auth_method
+            .unwrap_or_else(|| default_client_auth(spec.provider_type))
+        {
             ClientAuthMethod::ClientSecretBasic => ClientAuth::Basic,
             ClientAuthMethod::ClientSecretPost => ClientAuth::Post,
         },
@@ -381,6 +399,20 @@ mod tests {
         assert_eq!(cfg.request_timeout, DEFAULT_TIMEOUT);
         assert_eq!(cfg.default_lifetime, DEFAULT_LIFETIME);
         assert_eq!(cfg.max_concurrency, 8);
+    }
+
+    #[test]
+    fn client_authentication_defaults_to_what_the_provider_documents() {
+        let mut s = spec("https://auth.example.com/token");
+        assert_eq!(provider_config("p", &s).unwrap().client_auth, ClientAuth::Basic);
+        s.provider_type = ProviderType::Smartrecruiters;
+        assert_eq!(provider_config("p", &s).unwrap().client_auth, ClientAuth::Post);
+        // An explicit setting always wins.
+        s.client_auth_method = Some(ClientAuthMethod::ClientSecretBasic);
+        assert_eq!(provider_config("p", &s).unwrap().client_auth, ClientAuth::Basic);
+        s.provider_type = ProviderType::Oauth2;
+        s.client_auth_method = Some(ClientAuthMethod::ClientSecretPost);
+        assert_eq!(provider_config("p", &s).unwrap().client_auth, ClientAuth::Post);
     }
 
     #[test]
