@@ -303,10 +303,14 @@ async fn provider_failures_on_each_step_read_as_what_they_are() {
         sim.fail_next(routes::GET_INSTANCE, usize::MAX, fault.clone());
         let i = cluster.wait_ready(NAME, "False", Some(reason)).await;
         let message = ready(&i).message;
-        if !matches!(reason, "ProviderRateLimited" | "ProviderTimeout") {
+        assert!(
+            message.contains("Cloud Elements") && message.contains(&format!("GET /instances/{id}")),
+            "{fault:?}: the message names the platform and the step: {message}"
+        );
+        if matches!(reason, "ProviderRateLimited" | "ProviderTimeout") {
             assert!(
-                message.contains("Cloud Elements") && message.contains(&format!("GET /instances/{id}")),
-                "{fault:?}: the message names the platform and the step: {message}"
+                message.contains("(ClusterProvider cloud-elements)"),
+                "{fault:?}: the message names the endpoint: {message}"
             );
         }
         assert_eq!(

@@ -351,8 +351,12 @@ async fn kombo_failures_are_reported_with_the_step_and_never_create_a_second_lin
         (Fault::Malformed, "MalformedResponse", "POST /connect/create-link"),
         (Fault::status(409), "ProviderConflict", "POST /connect/create-link"),
         (Fault::Truncated, "MalformedResponse", "POST /connect/create-link"),
-        (Fault::status(429), "ProviderRateLimited", ""),
-        (Fault::Delay(Duration::from_secs(3)), "ProviderTimeout", ""),
+        (Fault::status(429), "ProviderRateLimited", "POST /connect/create-link"),
+        (
+            Fault::Delay(Duration::from_secs(3)),
+            "ProviderTimeout",
+            "POST /connect/create-link",
+        ),
         (Fault::status(500), "ProviderUnavailable", "POST /connect/create-link"),
     ];
     sim.fail_next(routes::CREATE_LINK, usize::MAX, cases[0].0.clone());

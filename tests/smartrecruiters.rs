@@ -635,7 +635,13 @@ async fn a_429_retry_after_is_honoured_and_without_it_backoff_applies() {
     let i = cluster
         .wait_ready("limited", "False", Some("ProviderRateLimited"))
         .await;
-    assert!(ready(&i).1.contains("retry after 3s"), "{}", ready(&i).1);
+    let (_, message) = ready(&i);
+    assert!(
+        message
+            .contains("SmartRecruiters, exchanging the client credentials (POST /identity/oauth/token) at 127.0.0.1:")
+            && message.contains("(ClusterProvider smartrecruiters): rate limited, Retry-After asked to wait 3s"),
+        "the message names provider, step, host and the wait: {message}"
+    );
     cluster.wait_ready("limited", "True", None).await;
     let times = sim.call_times("token");
     assert!(times.len() >= 2);

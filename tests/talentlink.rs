@@ -260,11 +260,23 @@ async fn provider_failures_read_as_what_they_are_and_keep_the_last_good_secret()
         regional.fail_next(routes::DEPARTMENT, usize::MAX, fault.clone());
         let i = cluster.wait_ready(NAME, "False", Some(reason)).await;
         let message = ready(&i).message;
-        if !matches!(reason, "ProviderRateLimited" | "ProviderTimeout") {
+        assert!(
+            message.contains("Cornerstone TalentLink"),
+            "{fault:?}: the message does not name TalentLink: {message}"
+        );
+        if matches!(reason, "ProviderRateLimited" | "ProviderTimeout") {
+            // No provider text to show: the step, host and ClusterProvider say where.
             assert!(
-                message.contains("Cornerstone TalentLink"),
-                "{fault:?}: the message does not name TalentLink: {message}"
+                message.contains("GET /department") && message.contains("(ClusterProvider talentlink-emea5)"),
+                "{fault:?}: {message}"
             );
+        }
+        match &fault {
+            Fault::Status {
+                retry_after: Some(_), ..
+            } => assert!(message.contains("Retry-After asked to wait 1s"), "{message}"),
+            Fault::Delay(_) => assert!(message.contains("no answer within 1s"), "{message}"),
+            _ => {}
         }
         assert_eq!(
             cluster.secret_data(OUTPUT).await.unwrap(),

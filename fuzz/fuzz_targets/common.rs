@@ -69,6 +69,7 @@ pub fn message_of(e: &DriverError) -> Option<&str> {
         | DriverError::NeedsAttention { message, .. }
         | DriverError::CheckpointFailed { message } => Some(message),
         DriverError::MissingInput { .. } | DriverError::RateLimited { .. } | DriverError::Timeout { .. } => None,
+        DriverError::At { error, .. } => message_of(error),
     }
 }
 

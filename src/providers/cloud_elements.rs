@@ -214,7 +214,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
         DriverError::Misconfigured { message } => DriverError::Misconfigured {
             message: format!("{PLATFORM}, {what}: {message}"),
         },
-        other => other,
+        other => other.in_step(&format!("{PLATFORM}, {what}")),
     }
 }
 

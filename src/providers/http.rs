@@ -79,6 +79,13 @@ impl ProviderHttp {
             max_concurrency: provider.max_concurrency,
             requests_per_second: provider.requests_per_second,
         };
+        // Where a rate limit or a timeout happened, for its message: the
+        // host (never the path or query, which may carry ids or keys) and
+        // the ClusterProvider.
+        let (client, built) = request.build_split();
+        let built = built.map_err(|e| transport_error(&e, provider.request_timeout))?;
+        let endpoint = format!("{} (ClusterProvider {})", host_of(built.url()), provider.name);
+        let request = RequestBuilder::from_parts(client, built);
         let _permit = self.limiter.acquire(&provider.name, limits).await;
         let started = Instant::now();
         let result = self.send_once(provider, request, secrets).await;
@@ -92,7 +99,7 @@ impl ProviderHttp {
             let delay = retry_after.unwrap_or(Duration::from_secs(1));
             self.limiter.block_for(&provider.name, limits, delay);
         }
-        result
+        result.map_err(|e| e.at_endpoint(endpoint))
     }
 
     async fn send_once(
@@ -259,6 +266,15 @@ fn is_private(ip: IpAddr) -> bool {
 fn is_shared(v4: std::net::Ipv4Addr) -> bool {
     let [a, b, ..] = v4.octets();
     a == 100 && (b & 0xC0) == 64
+}
+
+/// `host` or `host:port`, as a message names an endpoint.
+fn host_of(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => "(no host)".to_string(),
+    }
 }
 
 /// Scheme, host and path only: no query string (it may carry keys).

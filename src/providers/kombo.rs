@@ -165,7 +165,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
         DriverError::Misconfigured { message } => DriverError::Misconfigured {
             message: format!("Kombo, {what}: {message}"),
         },
-        other => other,
+        other => other.in_step(&format!("Kombo, {what}")),
     }
 }
 

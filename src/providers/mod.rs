@@ -311,12 +311,28 @@ pub enum DriverError {
     Conflict { message: String },
     #[error("the provider rejected the request: {message}")]
     BadRequest { message: String },
-    #[error("the provider is rate limiting requests{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    /// HTTP 429, a 503 with Retry-After, or a provider's own rate-limit code.
+    #[error("rate limited, {}", match retry_after {
+        Some(d) => format!("Retry-After asked to wait {}", human_duration(*d)),
+        None => "no Retry-After given: retried with backoff".to_string(),
+    })]
     RateLimited { retry_after: Option<Duration> },
     #[error("the provider is unavailable: {message}")]
     Unavailable { message: String },
-    #[error("the provider did not answer within {timeout:?}")]
+    #[error("no answer within {} (the ClusterProvider's requestTimeout)", human_duration(*timeout))]
     Timeout { timeout: Duration },
+    /// A rate limit or a timeout — failures that carry no text of the
+    /// provider — with where it happened: the step (when the driver names
+    /// it) and the endpoint (host and ClusterProvider). Reason, retry policy
+    /// and Retry-After are the wrapped error's. Built by
+    /// [`DriverError::at_endpoint`] and [`DriverError::in_step`]; other
+    /// errors name provider and step in their message instead.
+    #[error("{}", at_text(step.as_deref(), endpoint.as_deref(), error))]
+    At {
+        step: Option<String>,
+        endpoint: Option<String>,
+        error: Box<DriverError>,
+    },
     #[error("the provider's answer could not be understood: {message}")]
     MalformedResponse { message: String },
     #[error("the provider endpoint is not configured correctly: {message}")]
@@ -343,6 +359,57 @@ impl DriverError {
             DriverError::Misconfigured { .. } => "ProviderMisconfigured",
             DriverError::NeedsAttention { reason, .. } => reason,
             DriverError::CheckpointFailed { .. } => "SecretWriteFailed",
+            DriverError::At { error, .. } => error.reason(),
+        }
+    }
+
+    /// The error without the [`DriverError::At`] context around it.
+    pub fn inner(&self) -> &DriverError {
+        match self {
+            DriverError::At { error, .. } => error.inner(),
+            other => other,
+        }
+    }
+
+    /// Names the endpoint (host and ClusterProvider) of a rate limit or a
+    /// timeout; any other error is returned as it is.
+    pub fn at_endpoint(self, endpoint: String) -> DriverError {
+        match self {
+            DriverError::At { step, error, .. } => DriverError::At {
+                step,
+                endpoint: Some(endpoint),
+                error,
+            },
+            e @ (DriverError::RateLimited { .. } | DriverError::Timeout { .. }) => DriverError::At {
+                step: None,
+                endpoint: Some(endpoint),
+                error: Box::new(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Names the provider and step (`SmartRecruiters, exchanging the client
+    /// credentials`) of a rate limit or a timeout, unless a step is named
+    /// already; any other error is returned as it is (drivers put the step
+    /// into those messages themselves).
+    pub fn in_step(self, step: &str) -> DriverError {
+        match self {
+            DriverError::At {
+                step: None,
+                endpoint,
+                error,
+            } => DriverError::At {
+                step: Some(step.to_string()),
+                endpoint,
+                error,
+            },
+            e @ (DriverError::RateLimited { .. } | DriverError::Timeout { .. }) => DriverError::At {
+                step: Some(step.to_string()),
+                endpoint: None,
+                error: Box::new(e),
+            },
+            other => other,
         }
     }
 
@@ -350,7 +417,7 @@ impl DriverError {
     /// by a person (new credentials, a fixed spec) and are retried slowly.
     pub fn is_transient(&self) -> bool {
         matches!(
-            self,
+            self.inner(),
             DriverError::RateLimited { .. }
                 | DriverError::Unavailable { .. }
                 | DriverError::Timeout { .. }
@@ -361,10 +428,33 @@ impl DriverError {
 
     /// The least time to wait before calling the provider again.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
+        match self.inner() {
             DriverError::RateLimited { retry_after } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// `3s`, `1m30s`, `250ms`: a duration as a person reads it in a message.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+fn at_text(step: Option<&str>, endpoint: Option<&str>, error: &DriverError) -> String {
+    match (step, endpoint) {
+        (Some(step), Some(endpoint)) => format!("{step} at {endpoint}: {error}"),
+        (Some(place), None) | (None, Some(place)) => format!("{place}: {error}"),
+        (None, None) => error.to_string(),
     }
 }
 
@@ -618,6 +708,53 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(dbg.contains("client_secret"));
         assert!(!dbg.contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn rate_limits_and_timeouts_say_where_and_how_long() {
+        let limited = DriverError::RateLimited {
+            retry_after: Some(Duration::from_secs(90)),
+        }
+        .at_endpoint("api.smartrecruiters.com (ClusterProvider smartrecruiters)".into())
+        .in_step("SmartRecruiters, exchanging the client credentials (POST /identity/oauth/token)");
+        assert_eq!(
+            limited.to_string(),
+            "SmartRecruiters, exchanging the client credentials (POST /identity/oauth/token) at \
+             api.smartrecruiters.com (ClusterProvider smartrecruiters): rate limited, Retry-After asked to wait 1m30s"
+        );
+        assert_eq!(limited.reason(), "ProviderRateLimited");
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(90)));
+        assert!(limited.is_transient());
+        // A second step does not replace the first, more precise one.
+        assert_eq!(limited.clone().in_step("outer"), limited);
+
+        let timeout = DriverError::Timeout {
+            timeout: Duration::from_secs(2),
+        }
+        .in_step("Kombo, polling the connect link");
+        assert_eq!(
+            timeout.to_string(),
+            "Kombo, polling the connect link: no answer within 2s (the ClusterProvider's requestTimeout)"
+        );
+        assert_eq!(timeout.reason(), "ProviderTimeout");
+        let bare = DriverError::RateLimited { retry_after: None }.at_endpoint("h (ClusterProvider p)".into());
+        assert_eq!(
+            bare.to_string(),
+            "h (ClusterProvider p): rate limited, no Retry-After given: retried with backoff"
+        );
+        assert_eq!(bare.inner(), &DriverError::RateLimited { retry_after: None });
+        // Errors that carry their own message are left alone.
+        let other = DriverError::Unavailable { message: "x".into() };
+        assert_eq!(other.clone().in_step("s").at_endpoint("e".into()), other);
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(3)), "3s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1h2m5s");
     }
 
     #[test]

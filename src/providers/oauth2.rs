@@ -60,7 +60,11 @@ impl Driver for OAuth2Driver {
             req.inputs,
             req.now,
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            let path = req.provider.token_url.as_ref().map(|u| u.path()).unwrap_or_default();
+            e.in_step(&format!("requesting a client-credentials token (POST {path})"))
+        })?;
         Ok(Outcome::Issued(token.into_issued(req.provider)))
     }
 }

@@ -102,7 +102,7 @@ fn at(step: &str, e: DriverError) -> DriverError {
         DriverError::Unavailable { message } => DriverError::Unavailable { message: wrap(message) },
         DriverError::MalformedResponse { message } => DriverError::MalformedResponse { message: wrap(message) },
         DriverError::Misconfigured { message } => DriverError::Misconfigured { message: wrap(message) },
-        other => other,
+        other => other.in_step(&format!("SmartRecruiters, {step}")),
     }
 }
 
@@ -529,7 +529,7 @@ fn with_base(token: Token, provider: &ProviderConfig) -> Issued {
 
 /// Errors after which the provider certainly did not act on the request.
 fn proves_not_created(e: &DriverError) -> bool {
-    match e {
+    match e.inner() {
         DriverError::RateLimited { .. } => true,
         DriverError::Unavailable { message } => message == "could not connect",
         _ => false,

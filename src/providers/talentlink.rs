@@ -72,7 +72,7 @@ fn in_step(err: DriverError) -> DriverError {
         DriverError::Misconfigured { message } => DriverError::Misconfigured {
             message: format!("{TALENTLINK}, {STEP}: {message}"),
         },
-        other => other,
+        other => other.in_step(&format!("{TALENTLINK}, {STEP}")),
     }
 }
 
