@@ -4,6 +4,7 @@
 //! - [`crd`]: the `Integration` and `ClusterProvider` resources.
 //! - [`providers`]: one driver per provider protocol, free of Kubernetes types.
 //! - [`controller`]: the reconcile loop that turns Integrations into Secrets.
+//! - [`reasons`]: every condition and Event reason, checked against the README.
 //! - [`telemetry`]: metrics, health endpoints, logging.
 //! - [`cli`]: the command line.
 
@@ -11,4 +12,5 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod providers;
+pub mod reasons;
 pub mod telemetry;

@@ -31,6 +31,7 @@ use crate::{
         Checkpoint, CleanupRequest, Credentials, DriverError, ExchangeRequest, Issued, Outcome,
         limiter::{self, Priority},
     },
+    reasons,
 };
 
 /// Field manager of the output Secret.
@@ -294,7 +295,7 @@ fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) -> Observed {
 
 fn not_owned(name: &str) -> Error {
     Error::invalid(
-        "TargetSecretNotOwned",
+        reasons::TARGET_SECRET_NOT_OWNED,
         format!(
             "Secret {name:?} exists and is not owned by this Integration; choose another spec.target.name or delete that Secret"
         ),
@@ -502,7 +503,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Err
             Some(secret) => resolve::secret_credentials(&secret)?,
             None => {
                 return Err(Error::invalid(
-                    "CleanupFailed",
+                    reasons::CLEANUP_FAILED,
                     format!(
                         "cannot delete the provider-side state: input Secret {:?} is gone; restore it, or remove the finalizer {CLEANUP_FINALIZER} to leave the provider-side state behind",
                         integration.spec.secret_ref.name
@@ -525,7 +526,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Err
             ctx,
             integration,
             EventType::Normal,
-            "CleanedUp",
+            reasons::CLEANED_UP,
             "provider-side state deleted".into(),
         )
         .await;
@@ -678,11 +679,11 @@ async fn finish(
             let mut wanted = vec![match status::ready_condition(Some(&old)) {
                 Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
                 Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
-                _ => Wanted::ready("Issued", message),
+                _ => Wanted::ready(reasons::ISSUED, message),
             }];
             if recorded.expiry_assumed {
                 wanted.push(Wanted::warning(
-                    "ExpiryNotProvided",
+                    reasons::EXPIRY_NOT_PROVIDED,
                     expiry_assumed_message(integration, &new),
                 ));
             }
@@ -716,28 +717,32 @@ async fn finish(
                 new.integration_id = issued.provider_id.clone();
             }
             let (condition_reason, event_reason, note) = match reason {
-                ExchangeReason::Initial => ("Issued", "Issued", "credentials issued".to_string()),
-                ExchangeReason::Renewal => ("Renewed", "Renewed", "credentials renewed before expiry".to_string()),
+                ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
+                ExchangeReason::Renewal => (
+                    reasons::RENEWED,
+                    reasons::RENEWED,
+                    "credentials renewed before expiry".to_string(),
+                ),
                 ExchangeReason::InputChanged => (
-                    "Issued",
-                    "Reissued",
+                    reasons::ISSUED,
+                    reasons::REISSUED,
                     "spec, input Secret or provider changed: credentials reissued".to_string(),
                 ),
                 ExchangeReason::Repair => (
-                    "Issued",
-                    "Repaired",
+                    reasons::ISSUED,
+                    reasons::REPAIRED,
                     "output Secret was missing or edited: credentials reissued".to_string(),
                 ),
             };
             let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
             if issued.lifetime_defaulted {
                 wanted.push(Wanted::warning(
-                    "ExpiryNotProvided",
+                    reasons::EXPIRY_NOT_PROVIDED,
                     expiry_assumed_message(integration, &new),
                 ));
             }
             let event = if previous_failure {
-                Some((EventType::Normal, "Recovered", format!("{note} after a failure")))
+                Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
             } else if written {
                 Some((EventType::Normal, event_reason, note))
             } else {
@@ -789,7 +794,7 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
     let message = err.to_string();
     let (reason, message) = if expired {
         (
-            "Expired",
+            reasons::EXPIRED,
             format!(
                 "credentials expired at {} and could not be renewed: {message}",
                 expires_at.map(status::rfc3339).unwrap_or_default()
@@ -839,7 +844,7 @@ async fn patch_status_if_changed(
     }
     let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
     // With clear_empty, a merge patch with explicit nulls: fields that became empty are removed.
-    let mut body = serde_json::to_value(new).map_err(|e| Error::invalid("InternalError", e.to_string()))?;
+    let mut body = serde_json::to_value(new).map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))?;
     if let Some(map) = body.as_object_mut().filter(|_| clear_empty) {
         for field in [
             "expiresAt",
@@ -920,7 +925,8 @@ fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error>
         .as_ref()
         .and_then(|r| r.renew_before.as_deref())
         .map(|s| {
-            RenewBefore::parse(s).map_err(|e| Error::invalid("InvalidSpec", format!("spec.refresh.renewBefore: {e}")))
+            RenewBefore::parse(s)
+                .map_err(|e| Error::invalid(reasons::INVALID_SPEC, format!("spec.refresh.renewBefore: {e}")))
         })
         .transpose()
 }
@@ -933,7 +939,7 @@ fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result
         "provider": resolved.provider_spec,
         "spec": integration.spec,
     }))
-    .map_err(|e| Error::invalid("InternalError", e.to_string()))
+    .map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

@@ -14,6 +14,7 @@ use super::{Context, Error};
 use crate::{
     crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, DeletionPolicy, Integration, ProviderType},
     providers::{ClientAuth, Credentials, Driver, Flow, ProviderConfig, http::check_endpoint},
+    reasons,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +59,7 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let input = secrets.get_opt(&spec.secret_ref.name).await?.ok_or_else(|| {
         Error::invalid(
-            "SecretNotFound",
+            reasons::SECRET_NOT_FOUND,
             format!(
                 "input Secret {:?} does not exist in namespace {namespace:?}",
                 spec.secret_ref.name
@@ -85,14 +86,14 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
         .get(&ObjectRef::<ClusterProvider>::new(&spec.provider))
         .ok_or_else(|| {
             Error::invalid(
-                "ProviderNotFound",
+                reasons::PROVIDER_NOT_FOUND,
                 format!("ClusterProvider {:?} does not exist", spec.provider),
             )
         })?;
     let cp_spec = &cluster_provider.spec;
     if !cp_spec.allowed_namespaces.is_empty() && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace) {
         return Err(Error::invalid(
-            "ProviderNotAllowed",
+            reasons::PROVIDER_NOT_ALLOWED,
             format!(
                 "ClusterProvider {:?} does not allow Integrations in namespace {namespace:?} (see its allowedNamespaces)",
                 spec.provider
@@ -101,7 +102,7 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
     }
     let provider = provider_config(&spec.provider, cp_spec).map_err(|message| {
         Error::invalid(
-            "InvalidProvider",
+            reasons::INVALID_PROVIDER,
             format!("ClusterProvider {:?}: {message}", spec.provider),
         )
     })?;
@@ -115,7 +116,7 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
     };
     if !driver.supports(&flow) {
         return Err(Error::invalid(
-            "UnsupportedFlow",
+            reasons::UNSUPPORTED_FLOW,
             format!(
                 "provider type {} does not support the {} flow",
                 cp_spec.provider_type.as_str(),
@@ -143,7 +144,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     .collect();
     if set.len() != 1 {
         return Err(Error::invalid(
-            "InvalidSpec",
+            reasons::INVALID_SPEC,
             format!("the spec must set exactly one flow block, found {}: {set:?}", set.len()),
         ));
     }
@@ -185,7 +186,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             delete_on_cleanup: deletes(c.deletion_policy),
         }
     } else {
-        return Err(Error::invalid("InvalidSpec", "the spec has no flow block"));
+        return Err(Error::invalid(reasons::INVALID_SPEC, "the spec has no flow block"));
     })
 }
 
@@ -260,7 +261,7 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
     for (k, v) in secret.data.iter().flatten() {
         let text = String::from_utf8(v.0.clone()).map_err(|_| {
             Error::invalid(
-                "InvalidInputSecret",
+                reasons::INVALID_INPUT_SECRET,
                 format!("input Secret key {k:?} is not UTF-8 text"),
             )
         })?;
@@ -269,7 +270,7 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
         let text = text.trim_end_matches(['\r', '\n']);
         if REQUEST_INPUT_KEYS.contains(&k.as_str()) && text.chars().any(char::is_control) {
             return Err(Error::invalid(
-                "InvalidInputSecret",
+                reasons::INVALID_INPUT_SECRET,
                 format!(
                     "input Secret key {k:?} contains a line break or another control character; it is sent in HTTP requests, where it could inject headers, so it is refused (a trailing newline alone is fine)"
                 ),

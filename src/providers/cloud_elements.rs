@@ -45,12 +45,10 @@ const CONFIG_HASH: &str = "instance_config_hash";
 const INSTANCE_TOKEN: &str = "element_token";
 /// Provider name used in messages.
 const PLATFORM: &str = "Cloud Elements";
-/// Reason when the instance no longer exists on the platform.
-pub const INSTANCE_GONE: &str = "ElementInstanceGone";
-/// Reason when the instance is disabled on the platform.
-pub const INSTANCE_DISABLED: &str = "ElementInstanceDisabled";
-/// Reason when an instance id does not carry this Integration's tag.
-pub const INSTANCE_NOT_OWNED: &str = "ElementInstanceNotOwned";
+pub use crate::reasons::{
+    ELEMENT_INSTANCE_DISABLED as INSTANCE_DISABLED, ELEMENT_INSTANCE_GONE as INSTANCE_GONE,
+    ELEMENT_INSTANCE_NOT_OWNED as INSTANCE_NOT_OWNED,
+};
 
 /// The `cloud-elements` driver.
 #[derive(Debug)]

@@ -62,12 +62,10 @@ const POLL_FLOOR: Duration = Duration::from_secs(1);
 const POLL_CAP: Duration = Duration::from_secs(120);
 /// Header carrying the integration id on integration-scoped calls.
 pub const INTEGRATION_HEADER: &str = "X-Integration-Id";
-/// Reason while a connect link waits for the customer.
-pub const AWAITING_CONNECTION: &str = "AwaitingConnection";
-/// Reason when a connect link lapsed before the customer completed it.
-pub const CONNECT_LINK_EXPIRED: &str = "ConnectLinkExpired";
-/// Reason when the integration does not exist (any more).
-pub const INTEGRATION_NOT_FOUND: &str = "IntegrationNotFound";
+pub use crate::reasons::{AWAITING_CONNECTION, CONNECT_LINK_EXPIRED, INTEGRATION_NOT_FOUND};
+use crate::reasons::{
+    INTEGRATION_INACTIVE, INTEGRATION_INVALID, INTEGRATION_SETUP_INCOMPLETE, INTEGRATION_SYNC_PENDING,
+};
 /// Longest id or token accepted from Kombo (they end up in URL paths).
 const MAX_ID: usize = 256;
 /// Longest connect link accepted from Kombo.
@@ -248,7 +246,7 @@ impl KomboDriver {
             "ACTIVE" => {}
             "INVALID" => {
                 return Err(DriverError::NeedsAttention {
-                    reason: "IntegrationInvalid",
+                    reason: INTEGRATION_INVALID,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is INVALID: the customer's credentials for the tool stopped working. The customer must reconnect it in Kombo (a relink from the Kombo dashboard); the operator picks it up at the next check"
                     ),
@@ -256,7 +254,7 @@ impl KomboDriver {
             }
             "INACTIVE" => {
                 return Err(DriverError::NeedsAttention {
-                    reason: "IntegrationInactive",
+                    reason: INTEGRATION_INACTIVE,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is INACTIVE: it was paused in Kombo (or, in a development environment, went unused for two weeks). Enable it in the Kombo dashboard"
                     ),
@@ -276,7 +274,7 @@ impl KomboDriver {
             None | Some("COMPLETED") => {}
             Some("FINAL_SYNC_PENDING") => {
                 return Ok(Outcome::Pending {
-                    reason: "IntegrationSyncPending",
+                    reason: INTEGRATION_SYNC_PENDING,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is connected and Kombo is running its first full sync (setup_status FINAL_SYNC_PENDING); the credentials are published when it finishes"
                     ),
@@ -285,7 +283,7 @@ impl KomboDriver {
             }
             Some(other) => {
                 return Ok(Outcome::Pending {
-                    reason: "IntegrationSetupIncomplete",
+                    reason: INTEGRATION_SETUP_INCOMPLETE,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is connected but its setup is not finished (setup_status {}): the customer must complete the setup steps in Kombo",
                         scrub(other, secrets)

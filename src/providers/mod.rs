@@ -22,6 +22,8 @@ use url::Url;
 
 pub use http::ProviderHttp;
 
+use crate::reasons;
+
 /// Output Secret keys shared by every provider (the documented layout).
 pub mod keys {
     /// Ready header value for `Authorization` (`Bearer …`, `Basic …`).
@@ -347,18 +349,18 @@ impl DriverError {
     /// PascalCase reason, used as condition reason, Event reason and metric label.
     pub fn reason(&self) -> &'static str {
         match self {
-            DriverError::MissingInput { .. } => "InvalidInputSecret",
-            DriverError::CredentialsRejected { .. } => "ReauthRequired",
-            DriverError::PermissionDenied { .. } => "PermissionDenied",
-            DriverError::Conflict { .. } => "ProviderConflict",
-            DriverError::BadRequest { .. } => "ProviderRejectedRequest",
-            DriverError::RateLimited { .. } => "ProviderRateLimited",
-            DriverError::Unavailable { .. } => "ProviderUnavailable",
-            DriverError::Timeout { .. } => "ProviderTimeout",
-            DriverError::MalformedResponse { .. } => "MalformedResponse",
-            DriverError::Misconfigured { .. } => "ProviderMisconfigured",
+            DriverError::MissingInput { .. } => reasons::INVALID_INPUT_SECRET,
+            DriverError::CredentialsRejected { .. } => reasons::REAUTH_REQUIRED,
+            DriverError::PermissionDenied { .. } => reasons::PERMISSION_DENIED,
+            DriverError::Conflict { .. } => reasons::PROVIDER_CONFLICT,
+            DriverError::BadRequest { .. } => reasons::PROVIDER_REJECTED_REQUEST,
+            DriverError::RateLimited { .. } => reasons::PROVIDER_RATE_LIMITED,
+            DriverError::Unavailable { .. } => reasons::PROVIDER_UNAVAILABLE,
+            DriverError::Timeout { .. } => reasons::PROVIDER_TIMEOUT,
+            DriverError::MalformedResponse { .. } => reasons::MALFORMED_RESPONSE,
+            DriverError::Misconfigured { .. } => reasons::PROVIDER_MISCONFIGURED,
             DriverError::NeedsAttention { reason, .. } => reason,
-            DriverError::CheckpointFailed { .. } => "SecretWriteFailed",
+            DriverError::CheckpointFailed { .. } => reasons::SECRET_WRITE_FAILED,
             DriverError::At { error, .. } => error.reason(),
         }
     }

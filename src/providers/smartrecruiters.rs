@@ -388,7 +388,7 @@ impl SmartRecruitersDriver {
             let asked_again = req.retry_requested.is_some_and(|r| r == sent_at.expose_secret());
             if !asked_again {
                 return Err(DriverError::NeedsAttention {
-                    reason: "PartnerIntegrationUncertain",
+                    reason: crate::reasons::PARTNER_INTEGRATION_UNCERTAIN,
                     message: format!(
                         "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={}",
                         sent_at.expose_secret(),
@@ -398,7 +398,7 @@ impl SmartRecruitersDriver {
             }
         } else if let Some(first) = req.peers.first_claimant().await? {
             return Err(DriverError::NeedsAttention {
-                reason: "DuplicateIntegration",
+                reason: crate::reasons::DUPLICATE_INTEGRATION,
                 message: format!(
                     "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
                     req.provider.name

@@ -1,0 +1,248 @@
+//! README.md against the code: the "Conditions" table lists every reason
+//! the operator can set (`src/reasons.rs`) and nothing else, with the health
+//! the code assigns; the Argo CD health check maps exactly the code's
+//! Progressing reasons to Progressing; the Events section names every
+//! Event-only reason. The docs cannot drift from the code unnoticed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use integration_operator::reasons::{self, Health};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// The text of the README section under `heading` (up to the next heading
+/// of the same or a higher level).
+fn section(text: &str, heading: &str) -> String {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with('#') {
+            let l = line.chars().take_while(|c| *c == '#').count();
+            if inside && l <= level {
+                break;
+            }
+            if line.trim() == heading {
+                inside = true;
+                continue;
+            }
+        }
+        if inside {
+            out.push(line);
+        }
+    }
+    assert!(inside, "README has no section {heading:?}");
+    out.join("\n")
+}
+
+/// Backticked PascalCase words (reasons) in `text`.
+fn backticked_reasons(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.len() > 1
+                && w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && w.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+struct Row {
+    reason: String,
+    condition: String,
+    health: String,
+    text: String,
+}
+
+/// The Conditions table: `| reason | condition | Argo CD | meaning |`.
+fn condition_rows() -> Vec<Row> {
+    let table = section(&readme(), "### Conditions");
+    table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "a Conditions row needs 4 cells: {l}");
+            let named = backticked_reasons(cells[0]);
+            assert_eq!(named.len(), 1, "one reason per row: {l}");
+            Row {
+                reason: named.into_iter().next().unwrap(),
+                condition: cells[1].to_string(),
+                health: cells[2].to_string(),
+                text: cells[3].to_string(),
+            }
+        })
+        .collect()
+}
+
+fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "Healthy",
+        Health::Progressing => "Progressing",
+        Health::Degraded => "Degraded",
+    }
+}
+
+#[test]
+fn the_conditions_table_lists_every_reason_the_code_sets_and_no_other() {
+    let rows = condition_rows();
+    let by_reason: BTreeMap<&str, &Row> = rows.iter().map(|r| (r.reason.as_str(), r)).collect();
+    assert_eq!(by_reason.len(), rows.len(), "a reason has two rows");
+
+    for (reason, health) in reasons::READY {
+        let row = by_reason
+            .get(reason)
+            .unwrap_or_else(|| panic!("README's Conditions table has no row for Ready reason {reason}"));
+        let status = if *health == Health::Healthy { "True" } else { "False" };
+        assert_eq!(row.condition, format!("Ready={status}"), "{reason}");
+        assert_eq!(row.health, health_name(*health), "{reason}: Argo CD column");
+        assert!(row.text.contains(" — "), "{reason}: say what it means and what to do");
+    }
+    for reason in reasons::WARNING {
+        let row = by_reason
+            .get(reason)
+            .unwrap_or_else(|| panic!("no row for Warning reason {reason}"));
+        assert_eq!(row.condition, "Warning=True", "{reason}");
+    }
+    let expected: BTreeSet<&str> = reasons::READY
+        .iter()
+        .map(|(r, _)| *r)
+        .chain(reasons::WARNING.iter().copied())
+        .collect();
+    let stale: Vec<&&str> = by_reason.keys().filter(|r| !expected.contains(**r)).collect();
+    assert!(stale.is_empty(), "README lists reasons the code never sets: {stale:?}");
+
+    // Reasons shown only inside another reason's message are explained there.
+    let all_text: String = rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n");
+    for reason in reasons::CLEANUP_DETAIL {
+        assert!(
+            backticked_reasons(&all_text).contains(*reason),
+            "the Conditions table does not explain {reason}"
+        );
+    }
+}
+
+#[test]
+fn the_argo_cd_health_check_reads_every_reason_as_the_code_says() {
+    let gitops = section(&readme(), "### GitOps");
+    let lua = gitops
+        .split("```lua\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a lua block under GitOps");
+    let table = lua
+        .split("local progressing = {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("a `local progressing = {...}` table");
+    let in_lua: BTreeSet<&str> = table
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_suffix("= true")
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("unexpected entry in the Lua table: {e:?}"))
+        })
+        .collect();
+    let in_code: BTreeSet<&str> = reasons::READY
+        .iter()
+        .filter(|(_, h)| *h == Health::Progressing)
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(
+        in_lua, in_code,
+        "the Lua's Progressing reasons differ from src/reasons.rs"
+    );
+    // Ready=True is Healthy and every other Ready=False reason Degraded,
+    // as reasons::health says.
+    assert!(
+        lua.contains(r#"if c.status == "True" then hs.status = "Healthy""#),
+        "{lua}"
+    );
+    assert!(
+        lua.contains(r#"elseif c.status == "Unknown" or progressing[c.reason] then hs.status = "Progressing""#),
+        "{lua}"
+    );
+    assert!(lua.contains(r#"else hs.status = "Degraded" end"#), "{lua}");
+    assert_eq!(reasons::health("False", "NotARealReason"), Health::Degraded);
+}
+
+#[test]
+fn the_events_section_names_every_event_reason() {
+    let events = backticked_reasons(&section(&readme(), "### Events"));
+    for reason in reasons::EVENT_ONLY.iter().chain(&[reasons::ISSUED, reasons::RENEWED]) {
+        assert!(
+            events.contains(*reason),
+            "README's Events section does not name {reason}"
+        );
+    }
+}
+
+/// A reason written as a string literal somewhere else would bypass the
+/// lists above: every literal that code passes as a condition or Event
+/// reason must be one of them (src/reasons.rs defines the constants).
+#[test]
+fn reasons_in_the_source_are_the_listed_ones() {
+    let known: BTreeSet<&str> = reasons::READY
+        .iter()
+        .map(|(r, _)| *r)
+        .chain(reasons::WARNING.iter().copied())
+        .chain(reasons::CLEANUP_DETAIL.iter().copied())
+        .chain(reasons::EVENT_ONLY.iter().copied())
+        .collect();
+    let mut files = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+    let mut checked = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("reasons.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Not the unit tests at the end of a file.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        // What follows a place where a reason is given.
+        for marker in [
+            "reason: \"",
+            "invalid(\"",
+            "ready(\"",
+            "not_ready(\"",
+            "warning(\"",
+            ") => \"",
+        ] {
+            for rest in code.split(marker).skip(1) {
+                let literal = rest.split('"').next().unwrap_or_default();
+                // A reason is passed on as it is (`"Bearer".to_string()` is no reason).
+                let passed_on =
+                    rest[literal.len()..].starts_with(['"']) && rest[literal.len() + 1..].starts_with([',', ')']);
+                let pascal = passed_on
+                    && literal.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && literal.chars().all(|c| c.is_ascii_alphanumeric());
+                if pascal {
+                    checked += 1;
+                    assert!(
+                        known.contains(literal),
+                        "{}: reason {literal:?} is not in src/reasons.rs",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    // src/controller/mod.rs still spells two reasons out; the scan must see them.
+    assert!(
+        checked >= 2,
+        "the scan found no reason literal at all: is it still looking?"
+    );
+}
