@@ -9,7 +9,7 @@ export EMULATOR_KUBECONFIG
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-demo: ## run the operator end to end against the API emulator and a token-server simulator (no cluster needed)
+demo: ## run the operator end to end against the API emulator and every provider's simulator, applying examples/ (no cluster needed)
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 

@@ -1,9 +1,14 @@
 //! `make demo`: the operator's main job end to end on one machine, with no
-//! cluster and no provider account. Starts the Kubernetes API emulator and an
-//! OAuth 2.0 token-server simulator on 127.0.0.1, applies the CRDs and the
-//! example manifests with the real `kubectl`, runs the real operator binary,
-//! and shows the Integration becoming Ready, its Secret, and renewals of a
-//! short-lived token. It ends by itself and says what happened.
+//! cluster and no provider account. Starts the Kubernetes API emulator and
+//! one simulator per provider on 127.0.0.1 (an OAuth 2.0 token server,
+//! SmartRecruiters, Cornerstone TalentLink, Cloud Elements, Kombo), runs the
+//! real operator binary, and applies the files in `examples/` with the real
+//! `kubectl` — each ClusterProvider's URLs pointed at its simulator, which
+//! accepts the examples' placeholder credentials. For every provider it
+//! shows the Integrations becoming Ready, `kubectl get integrations`, and the
+//! keys (never the values) of the Secrets written; then it checks with each
+//! simulator that the published credentials work, and says what happened.
+//! Any Integration that does not become Ready fails the demo (non-zero exit).
 
 use std::{
     path::{Path, PathBuf},
@@ -11,10 +16,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use crate::{emulator::Emulator, sim::oauth2::OAuth2Sim};
+use crate::{
+    emulator::Emulator,
+    sim::{
+        cloud_elements::CloudElementsSim, kombo::KomboSim, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim,
+        talentlink::TalentLinkSim,
+    },
+};
 
 /// Options of the demo.
 #[derive(Debug, clap::Args)]
@@ -25,10 +36,10 @@ pub struct DemoArgs {
     /// The kubectl binary.
     #[arg(long, env = "KUBECTL", default_value = "kubectl")]
     pub kubectl: String,
-    /// Lifetime of the simulator's tokens, in seconds (short, to show renewals).
+    /// Lifetime of the OAuth 2.0 simulator's tokens, in seconds (short, to show renewals).
     #[arg(long, default_value_t = 6)]
     pub token_lifetime: u64,
-    /// How many renewals to wait for before ending.
+    /// How many renewals of the OAuth 2.0 token to wait for.
     #[arg(long, default_value_t = 2)]
     pub renewals: usize,
     /// Working directory for the kubeconfig, manifests and the operator's log.
@@ -36,8 +47,29 @@ pub struct DemoArgs {
     pub workdir: PathBuf,
 }
 
-const CLIENT_ID: &str = "demo-client";
-const CLIENT_SECRET: &str = "demo-secret-change-me";
+/// The examples' placeholder credentials, which the simulators accept.
+mod example {
+    pub const OAUTH_CLIENT_ID: &str = "demo-client";
+    pub const OAUTH_CLIENT_SECRET: &str = "demo-secret-change-me";
+    pub const SR_API_KEY: &str = "DCRA1-replace-with-your-key";
+    pub const SR_CLIENT_ID: &str = "replace-with-the-oauth-client-id";
+    pub const SR_CLIENT_SECRET: &str = "replace-with-the-oauth-client-secret";
+    pub const SR_MASTER_ID: &str = "partner-master-client-id";
+    pub const SR_MASTER_SECRET: &str = "partner-master-client-secret";
+    pub const SR_APP_ID: &str = "my-app";
+    pub const TL_USERNAME: &str = "api-user";
+    pub const TL_PASSWORD: &str = "replace-me";
+    pub const TL_API_KEY: &str = "replace-me";
+    pub const CE_USER_SECRET: &str = "replace-me";
+    pub const CE_ORGANIZATION_SECRET: &str = "replace-me";
+    pub const CE_SMARTRECRUITERS_KEY: &str = "replace-me";
+    pub const KOMBO_API_KEY: &str = "replace-me";
+    /// The integration examples/kombo.yaml's globex-kombo names.
+    pub const KOMBO_EXISTING_ID: &str = "personio:8d1hpPsbjxUkoCoa1veLZGe5";
+}
+
+/// The namespace of the ATS examples (none of them creates it).
+const NS: &str = "hiring";
 
 struct Kubectl<'a> {
     bin: &'a str,
@@ -47,14 +79,23 @@ struct Kubectl<'a> {
 
 impl Kubectl<'_> {
     fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = std::process::Command::new(self.bin)
+        let mut command = std::process::Command::new(self.bin);
+        command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache)
-            .args(args)
-            .output()
-            .with_context(|| format!("running {} (is kubectl installed?)", self.bin))?;
+            .args(args);
+        // kubectl blocks (`kubectl wait` for up to its timeout) while the
+        // emulator and the simulators must keep serving on this runtime.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let out = if multi_thread {
+            tokio::task::block_in_place(|| command.output())
+        } else {
+            command.output()
+        }
+        .with_context(|| format!("running {} (is kubectl installed?)", self.bin))?;
         if !out.status.success() {
             bail!(
                 "kubectl {} failed: {}",
@@ -67,17 +108,155 @@ impl Kubectl<'_> {
 
     /// Runs and echoes the command and its output, as a person would see it.
     fn show(&self, args: &[&str]) -> anyhow::Result<String> {
-        println!("$ kubectl {}", args.join(" "));
+        let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        println!("$ kubectl {}", quoted.join(" "));
         let out = self.run(args)?;
         for line in out.lines() {
             println!("  {line}");
         }
         Ok(out)
     }
+
+    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.run(&all)?)?)
+    }
+
+    /// `kubectl wait` for Ready on these Integrations; on failure the error
+    /// carries each one's Ready condition.
+    fn wait_ready(&self, namespace: &str, names: &[&str]) -> anyhow::Result<()> {
+        let objects: Vec<String> = names.iter().map(|n| format!("integration/{n}")).collect();
+        let mut args = vec!["wait", "--for=condition=Ready"];
+        args.extend(objects.iter().map(String::as_str));
+        args.extend(["-n", namespace, "--timeout=45s"]);
+        if let Err(e) = self.show(&args) {
+            let states: Vec<String> = names
+                .iter()
+                .map(|n| match self.ready(namespace, n) {
+                    Ok(c) => format!("{namespace}/{n}: Ready={} {}: {}", c.status, c.reason, c.message),
+                    Err(e) => format!("{namespace}/{n}: {e:#}"),
+                })
+                .collect();
+            bail!("{e:#}\n  {}", states.join("\n  "));
+        }
+        Ok(())
+    }
+
+    /// The Integration's Ready condition (empty fields when there is none yet).
+    fn ready(&self, namespace: &str, name: &str) -> anyhow::Result<Condition> {
+        let i = self.json(&["get", "integration", name, "-n", namespace])?;
+        let c = i["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        Ok(Condition {
+            status: text("status"),
+            reason: text("reason"),
+            message: text("message"),
+            integration_id: i["status"]["integrationId"].as_str().map(str::to_string),
+        })
+    }
+
+    /// Shows `kubectl get integrations` for these names.
+    fn get_integrations(&self, namespace: &str, names: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["get", "integrations", "-n", namespace];
+        args.extend(names);
+        self.show(&args)?;
+        Ok(())
+    }
+
+    /// Shows the keys of an output Secret — never a value — and returns
+    /// the decoded data for the simulator checks.
+    fn secret_keys(&self, namespace: &str, name: &str) -> anyhow::Result<Secret> {
+        self.show(&[
+            "get",
+            "secret",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+        ])?;
+        Secret::from(&self.json(&["get", "secret", name, "-n", namespace])?)
+    }
+}
+
+struct Condition {
+    status: String,
+    reason: String,
+    message: String,
+    integration_id: Option<String>,
+}
+
+/// A Secret's decoded data.
+struct Secret(std::collections::BTreeMap<String, String>);
+
+impl Secret {
+    fn from(secret: &Value) -> anyhow::Result<Self> {
+        use base64::Engine;
+        let mut data = std::collections::BTreeMap::new();
+        for (k, v) in secret["data"].as_object().into_iter().flatten() {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
+            data.insert(k.clone(), String::from_utf8(bytes)?);
+        }
+        Ok(Self(data))
+    }
+
+    fn get(&self, key: &str) -> anyhow::Result<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("the Secret has no {key}"))
+    }
+}
+
+/// The simulators, one per provider.
+struct Sims {
+    oauth2: OAuth2Sim,
+    smartrecruiters: SmartRecruitersSim,
+    talentlink: TalentLinkSim,
+    cloud_elements: CloudElementsSim,
+    kombo: KomboSim,
+}
+
+impl Sims {
+    async fn start(token_lifetime: u64) -> anyhow::Result<Self> {
+        use example::*;
+        let oauth2 = OAuth2Sim::start().await?;
+        oauth2.add_client(OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET);
+        oauth2.set_token_lifetime(Some(token_lifetime));
+        let smartrecruiters = SmartRecruitersSim::start().await?;
+        smartrecruiters.add_api_key(SR_API_KEY, "ACME");
+        smartrecruiters.add_client(SR_CLIENT_ID, SR_CLIENT_SECRET, "ACME");
+        smartrecruiters.add_master_client(SR_MASTER_ID, SR_MASTER_SECRET, &[SR_APP_ID]);
+        let talentlink = TalentLinkSim::start().await?;
+        talentlink.add_user(TL_USERNAME, TL_PASSWORD);
+        talentlink.add_api_key(TL_API_KEY, TL_USERNAME);
+        let cloud_elements = CloudElementsSim::start().await?;
+        cloud_elements.add_user(CE_USER_SECRET, CE_ORGANIZATION_SECRET);
+        cloud_elements.add_element_api_key(CE_SMARTRECRUITERS_KEY);
+        let kombo = KomboSim::start().await?;
+        kombo.add_api_key(KOMBO_API_KEY);
+        kombo.add_integration(KOMBO_EXISTING_ID, "personio");
+        Ok(Self {
+            oauth2,
+            smartrecruiters,
+            talentlink,
+            cloud_elements,
+            kombo,
+        })
+    }
 }
 
 fn step(text: &str) {
     println!("\n== {text}");
+}
+
+fn heading(text: &str) {
+    println!("\n\n######## {text}");
 }
 
 /// Runs the demo.
@@ -104,14 +283,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cache,
     };
 
-    step(&format!(
-        "starting an OAuth 2.0 token-server simulator issuing {}-second tokens",
+    step("starting one simulator per provider on 127.0.0.1 (they accept the examples' placeholder credentials)");
+    let sims = Sims::start(args.token_lifetime).await?;
+    println!(
+        "  OAuth 2.0 token server  {} ({}-second tokens)",
+        sims.oauth2.token_url(),
         args.token_lifetime
-    ));
-    let sim = OAuth2Sim::start().await?;
-    sim.add_client(CLIENT_ID, CLIENT_SECRET);
-    sim.set_token_lifetime(Some(args.token_lifetime));
-    println!("  token endpoint {}", sim.token_url());
+    );
+    println!("  SmartRecruiters         {}", sims.smartrecruiters.url());
+    println!("  Cornerstone TalentLink  {}", sims.talentlink.base_url());
+    println!("  Cloud Elements          {}", sims.cloud_elements.base_url());
+    println!("  Kombo                   {}", sims.kombo.base_url());
 
     step("installing the CRDs");
     kubectl.show(&["apply", "-f", "crds/crds.yaml"])?;
@@ -122,12 +304,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "crd/clusterproviders.integration-operator.io",
         "--timeout=30s",
     ])?;
-
-    step("applying examples/oauth2-client-credentials.yaml (tokenUrl pointed at the simulator)");
-    let manifest = demo_manifest(Path::new("examples/oauth2-client-credentials.yaml"), &sim.token_url())?;
-    let manifest_path = workdir.join("example.yaml");
-    std::fs::write(&manifest_path, manifest)?;
-    kubectl.show(&["apply", "-f", &manifest_path.to_string_lossy()])?;
 
     step("starting the operator");
     let log_path = workdir.join("operator.log");
@@ -143,16 +319,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", args.operator.display()))?;
     println!("  {} (log: {})", args.operator.display(), log_path.display());
 
-    let result = watch(&kubectl, &sim, &args).await;
+    let demo = Demo {
+        kubectl: &kubectl,
+        sims: &sims,
+        workdir: &workdir,
+        args: &args,
+    };
+    let result = demo.all().await;
 
     step("stopping the operator");
     stop(&mut operator).await;
     match result {
         Ok(summary) => {
             step("what happened");
-            println!("{summary}");
+            for line in summary {
+                println!("  {line}");
+            }
             println!(
-                "  demo passed in {:.1}s — everything ran on 127.0.0.1 against the API emulator, not a real cluster",
+                "  demo passed in {:.1}s — everything ran on 127.0.0.1 against the API emulator and provider simulators, not a real cluster or provider",
                 started.elapsed().as_secs_f64()
             );
             Ok(())
@@ -165,119 +349,392 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn watch(kubectl: &Kubectl<'_>, sim: &OAuth2Sim, args: &DemoArgs) -> anyhow::Result<String> {
-    step("waiting for the Integration to become Ready");
-    kubectl.show(&[
-        "wait",
-        "--for=condition=Ready",
-        "integration/example-api",
-        "-n",
-        "demo",
-        "--timeout=60s",
-    ])?;
-    kubectl.show(&["get", "integrations", "-n", "demo"])?;
+struct Demo<'a> {
+    kubectl: &'a Kubectl<'a>,
+    sims: &'a Sims,
+    workdir: &'a Path,
+    args: &'a DemoArgs,
+}
 
-    step("the generated Secret (values of credentials not shown)");
-    let secret = secret_json(kubectl)?;
-    print_secret(&secret);
-    let first_token = token_of(&secret)?;
-    if !sim.is_valid_token(&first_token) {
-        bail!("the Secret's access_token is not one the provider accepts");
+impl Demo<'_> {
+    /// Every provider in turn, then a last look at all Integrations.
+    /// Returns the summary lines.
+    async fn all(&self) -> anyhow::Result<Vec<String>> {
+        let mut summary = vec![self.oauth2().await?];
+        step(&format!("creating namespace {NS} (the ATS examples' namespace)"));
+        self.kubectl.show(&["create", "namespace", NS])?;
+        summary.push(self.smartrecruiters().await?);
+        summary.push(self.talentlink()?);
+        summary.push(self.cloud_elements().await?);
+        summary.push(self.kombo().await?);
+
+        heading("all Integrations");
+        self.kubectl.show(&["get", "integrations", "-A"])?;
+        let all = self.kubectl.json(&["get", "integrations", "-A"])?;
+        let items = all["items"].as_array().cloned().unwrap_or_default();
+        let not_ready: Vec<String> = items
+            .iter()
+            .filter(|i| {
+                !i["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .map(|i| format!("{}/{}", i["metadata"]["namespace"], i["metadata"]["name"]))
+            .collect();
+        ensure!(not_ready.is_empty(), "Integrations not Ready at the end: {not_ready:?}");
+        let providers: std::collections::BTreeSet<&str> =
+            items.iter().filter_map(|i| i["spec"]["provider"].as_str()).collect();
+        summary.push(format!(
+            "{} Integrations on {} ClusterProviders, every one Ready (and acme-elements deleted with its element instance)",
+            items.len(),
+            providers.len()
+        ));
+        Ok(summary)
     }
 
-    step(&format!("watching {} renewals of the short-lived token", args.renewals));
-    let mut tokens = vec![first_token];
-    let deadline = Instant::now() + Duration::from_secs(args.token_lifetime * (args.renewals as u64 + 2) + 10);
-    while tokens.len() <= args.renewals {
-        if Instant::now() > deadline {
-            bail!("no renewal seen within the deadline ({} tokens seen)", tokens.len());
+    /// Writes `examples/<file>` with `edit` applied to each document into the
+    /// work directory and `kubectl apply`s it.
+    fn apply_example(
+        &self,
+        file: &str,
+        edit: impl Fn(&mut serde_yaml::Value) -> Vec<serde_yaml::Value>,
+    ) -> anyhow::Result<()> {
+        let source = Path::new("examples").join(file);
+        let text = std::fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
+        let mut docs = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let mut value: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
+            let extra = edit(&mut value);
+            docs.push(serde_yaml::to_string(&value)?);
+            for e in extra {
+                docs.push(serde_yaml::to_string(&e)?);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let secret = secret_json(kubectl)?;
-        let token = token_of(&secret)?;
-        let expires_at = field(&secret, "expires_at")?;
-        if token != *tokens.last().unwrap_or(&String::new()) {
-            println!(
-                "  {} renewed: new token valid until {} (previous one had not expired yet: {})",
-                jiff::Timestamp::now()
-                    .round(jiff::Unit::Second)
-                    .unwrap_or(jiff::Timestamp::now()),
-                expires_at,
-                tokens.last().is_some_and(|t| sim.is_valid_token(t))
+        let path = self.workdir.join(file);
+        std::fs::write(&path, docs.join("---\n"))?;
+        self.kubectl.show(&["apply", "-f", &path.to_string_lossy()])?;
+        Ok(())
+    }
+
+    async fn oauth2(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.oauth2);
+        heading("OAuth 2.0 client credentials (any RFC 6749 token endpoint)");
+        step("applying examples/oauth2-client-credentials.yaml (tokenUrl pointed at the simulator)");
+        let token_url = sim.token_url();
+        self.apply_example("oauth2-client-credentials.yaml", |doc| {
+            point_at(doc, &[("tokenUrl", &token_url)]);
+            vec![]
+        })?;
+        kubectl.wait_ready("demo", &["example-api"])?;
+        kubectl.get_integrations("demo", &["example-api"])?;
+        step("the generated Secret");
+        let secret = kubectl.secret_keys("demo", "example-api-credentials")?;
+        let first_token = secret.get("access_token")?.to_string();
+        ensure!(
+            sim.is_valid_token(&first_token),
+            "the Secret's access_token is not one the provider accepts"
+        );
+
+        let renewals = self.args.renewals;
+        step(&format!("watching {renewals} renewals of the short-lived token"));
+        let mut tokens = vec![first_token];
+        let deadline = Instant::now() + Duration::from_secs(self.args.token_lifetime * (renewals as u64 + 2) + 10);
+        while tokens.len() <= renewals {
+            ensure!(
+                Instant::now() <= deadline,
+                "no renewal seen within the deadline ({} tokens seen)",
+                tokens.len()
             );
-            tokens.push(token);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let secret = Secret::from(&kubectl.json(&["get", "secret", "example-api-credentials", "-n", "demo"])?)?;
+            let token = secret.get("access_token")?.to_string();
+            if token != *tokens.last().unwrap_or(&String::new()) {
+                println!(
+                    "  {} renewed: new token valid until {} (previous one had not expired yet: {})",
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .unwrap_or(jiff::Timestamp::now()),
+                    secret.get("expires_at")?,
+                    tokens.last().is_some_and(|t| sim.is_valid_token(t))
+                );
+                tokens.push(token);
+            }
         }
+        kubectl.get_integrations("demo", &["example-api"])?;
+        kubectl
+            .show(&[
+                "get",
+                "events",
+                "-n",
+                "demo",
+                "--field-selector",
+                "involvedObject.name=example-api",
+            ])
+            .ok();
+        let last = tokens.last().cloned().unwrap_or_default();
+        ensure!(sim.is_valid_token(&last), "the current token is not accepted");
+        Ok(format!(
+            "OAuth 2.0: demo/example-api Ready; its token was renewed {} times before expiry ({} token requests); the current one is accepted",
+            tokens.len() - 1,
+            sim.token_calls()
+        ))
     }
-    kubectl.show(&["get", "integrations", "-n", "demo"])?;
-    kubectl
-        .show(&[
+
+    async fn smartrecruiters(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.smartrecruiters);
+        heading("SmartRecruiters: apiKey, clientCredentials, partnerIntegration");
+        let (base, token) = (sim.url(), sim.token_url());
+        let urls = [("baseUrl", base.as_str()), ("tokenUrl", token.as_str())];
+        for file in [
+            "smartrecruiters-api-key.yaml",
+            "smartrecruiters-client-credentials.yaml",
+        ] {
+            step(&format!(
+                "applying examples/{file} (ClusterProvider URLs pointed at the simulator)"
+            ));
+            self.apply_example(file, |doc| {
+                point_at(doc, &urls);
+                vec![]
+            })?;
+        }
+        step(
+            "applying examples/smartrecruiters-partner.yaml, plus a second partner Integration \
+             (company GLOBEX) on the same master credentials",
+        );
+        self.apply_example("smartrecruiters-partner.yaml", |doc| {
+            if doc["kind"] != "Integration" {
+                return vec![];
+            }
+            let mut second = doc.clone();
+            second["metadata"]["name"] = "globex-partner".into();
+            second["spec"]["partnerIntegration"]["companyId"] = "GLOBEX".into();
+            second["spec"]["target"]["name"] = "globex-smartrecruiters-credentials".into();
+            vec![second]
+        })?;
+        let names = [
+            "acme-smartrecruiters",
+            "acme-smartrecruiters-oauth",
+            "acme-partner",
+            "globex-partner",
+        ];
+        kubectl.wait_ready(NS, &names)?;
+        kubectl.get_integrations(NS, &names)?;
+        step("the partner integrations' ids, from status.integrationId");
+        kubectl.show(&[
             "get",
-            "events",
+            "integrations",
             "-n",
-            "demo",
-            "--field-selector",
-            "involvedObject.name=example-api",
-        ])
-        .ok();
-    let last = tokens.last().cloned().unwrap_or_default();
-    Ok(format!(
-        "  Integration demo/example-api became Ready; Secret demo/example-api-credentials holds a working bearer token\n  \
-         the token was renewed {} times before expiry (token endpoint called {} times); the current token is accepted: {}",
-        tokens.len() - 1,
-        sim.token_calls(),
-        sim.is_valid_token(&last)
-    ))
-}
+            NS,
+            "acme-partner",
+            "globex-partner",
+            "-o",
+            "custom-columns=NAME:.metadata.name,COMPANY:.spec.partnerIntegration.companyId,INTEGRATION-ID:.status.integrationId",
+        ])?;
+        step("the generated Secrets");
+        let api_key = kubectl.secret_keys(NS, "acme-smartrecruiters")?;
+        let oauth = kubectl.secret_keys(NS, "acme-smartrecruiters-oauth-credentials")?;
+        let acme = kubectl.secret_keys(NS, "acme-smartrecruiters-credentials")?;
+        let globex = kubectl.secret_keys(NS, "globex-smartrecruiters-credentials")?;
 
-fn secret_json(kubectl: &Kubectl<'_>) -> anyhow::Result<Value> {
-    let out = kubectl.run(&["get", "secret", "example-api-credentials", "-n", "demo", "-o", "json"])?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-fn field(secret: &Value, key: &str) -> anyhow::Result<String> {
-    use base64::Engine;
-    let b64 = secret["data"][key]
-        .as_str()
-        .with_context(|| format!("the Secret has no {key}"))?;
-    Ok(String::from_utf8(
-        base64::engine::general_purpose::STANDARD.decode(b64)?,
-    )?)
-}
-
-fn token_of(secret: &Value) -> anyhow::Result<String> {
-    field(secret, "access_token")
-}
-
-fn print_secret(secret: &Value) {
-    let labels = &secret["metadata"]["labels"];
-    println!("  labels: {labels}");
-    if let Some(data) = secret["data"].as_object() {
-        for key in data.keys() {
-            let shown = match key.as_str() {
-                "expires_at" | "token_type" | "header_name" | "base_url" => field(secret, key).unwrap_or_default(),
-                _ => "(set, not shown)".to_string(),
-            };
-            println!("  {key}: {shown}");
+        // What an application could do with them.
+        ensure!(
+            api_key.get("header_name")? == "X-SmartToken" && sim.is_valid_api_key(api_key.get("header_value")?),
+            "the published API key is not accepted"
+        );
+        ensure!(
+            sim.token_client(oauth.get("access_token")?).as_deref() == Some(example::SR_CLIENT_ID),
+            "the clientCredentials token is not accepted"
+        );
+        let created = sim.integrations();
+        ensure!(
+            created.len() == 2,
+            "expected 2 partner integrations, SmartRecruiters has {}",
+            created.len()
+        );
+        let mut ids = Vec::new();
+        for (name, secret) in [("acme-partner", &acme), ("globex-partner", &globex)] {
+            let status_id = kubectl.ready(NS, name)?.integration_id.unwrap_or_default();
+            let made = created
+                .iter()
+                .find(|c| c.integration_id == status_id)
+                .with_context(|| format!("{name}: status.integrationId {status_id:?} is not a partner integration"))?;
+            ensure!(
+                secret.get("integration_id")? == status_id
+                    && sim.token_client(secret.get("access_token")?).as_deref() == Some(made.client_id.as_str()),
+                "{name}: the Secret does not hold that integration's working token"
+            );
+            ids.push(status_id);
         }
+        let master_calls = sim.token_calls_for(example::SR_MASTER_ID);
+        println!("  partner master-token requests for both partner Integrations: {master_calls}");
+        ensure!(
+            master_calls == 1,
+            "two partner Integrations on the same master credentials made {master_calls} master-token requests, not 1"
+        );
+        let seen = sim.client_auth_seen();
+        ensure!(
+            seen.iter()
+                .all(|(_, m)| *m == crate::sim::smartrecruiters::ClientAuth::Body),
+            "a token request did not carry the client credentials in the form body: {seen:?}"
+        );
+        Ok(format!(
+            "SmartRecruiters: API key published as X-SmartToken and accepted; OAuth client exchanged for a token, id and secret in the form body; \
+             2 partner integrations created ({}) with 1 master-token request between them",
+            ids.join(", ")
+        ))
+    }
+
+    fn talentlink(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.talentlink);
+        heading("Cornerstone TalentLink: basicAuth");
+        step("applying examples/talentlink.yaml (baseUrl pointed at the simulator)");
+        let base = sim.base_url();
+        self.apply_example("talentlink.yaml", |doc| {
+            point_at(doc, &[("baseUrl", &base)]);
+            vec![]
+        })?;
+        kubectl.wait_ready(NS, &["acme-talentlink"])?;
+        kubectl.get_integrations(NS, &["acme-talentlink"])?;
+        step("the generated Secret");
+        let secret = kubectl.secret_keys(NS, "acme-talentlink-credentials")?;
+        ensure!(
+            sim.accepts(secret.get("authorization")?, secret.get("api_key")?),
+            "TalentLink does not accept the published Basic header and API key"
+        );
+        Ok(format!(
+            "Cornerstone TalentLink: username, password and API key validated ({} GET /department) and published as a Basic header plus api_key; accepted",
+            sim.calls("department")
+        ))
+    }
+
+    async fn cloud_elements(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.cloud_elements);
+        heading("Cloud Elements / SAP Open Connectors: elementInstance");
+        step("applying examples/cloud-elements.yaml (baseUrl pointed at the simulator)");
+        let base = sim.base_url();
+        self.apply_example("cloud-elements.yaml", |doc| {
+            point_at(doc, &[("baseUrl", &base)]);
+            vec![]
+        })?;
+        kubectl.wait_ready(NS, &["acme-elements"])?;
+        kubectl.get_integrations(NS, &["acme-elements"])?;
+        let id = kubectl.ready(NS, "acme-elements")?.integration_id.unwrap_or_default();
+        println!("  status.integrationId (the element instance id): {id}");
+        step("the generated Secret");
+        let secret = kubectl.secret_keys(NS, "acme-elements-credentials")?;
+        ensure!(
+            sim.accepts(secret.get("authorization")?),
+            "the platform does not accept the published header"
+        );
+        let instances = sim.instances();
+        ensure!(
+            instances.len() == 1 && instances.keys().next().map(u64::to_string) == Some(id.clone()),
+            "expected exactly instance {id} on the platform, found {:?}",
+            instances.keys().collect::<Vec<_>>()
+        );
+        println!("  element instances on the platform: {}", sim.instance_count());
+
+        step("deleting the Integration: its finalizer deletes the element instance first");
+        kubectl.show(&["delete", "integration", "acme-elements", "-n", NS, "--timeout=30s"])?;
+        let deleted = sim.deleted();
+        println!(
+            "  element instances on the platform: {} (deleted: {:?})",
+            sim.instance_count(),
+            deleted
+        );
+        ensure!(
+            sim.instance_count() == 0 && deleted.iter().any(|d| d.to_string() == id),
+            "the element instance {id} was not deleted with the Integration"
+        );
+        Ok(format!(
+            "Cloud Elements: element instance {id} created and its token published (accepted); deleting the Integration deleted the instance through the finalizer"
+        ))
+    }
+
+    async fn kombo(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.kombo);
+        heading("Kombo: connection");
+        step("applying examples/kombo.yaml (baseUrl pointed at the simulator)");
+        let base = sim.base_url();
+        self.apply_example("kombo.yaml", |doc| {
+            point_at(doc, &[("baseUrl", &base)]);
+            vec![]
+        })?;
+        step("acme-kombo: the operator creates a connect link and publishes it in status");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let waiting = loop {
+            let c = kubectl.ready(NS, "acme-kombo")?;
+            if c.reason == "AwaitingConnection" {
+                break c;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "acme-kombo did not publish a connect link (Ready={} {}: {})",
+                c.status,
+                c.reason,
+                c.message
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        kubectl.get_integrations(NS, &["acme-kombo"])?;
+        println!("  Ready condition message: {}", waiting.message);
+        let link = sim.links().first().map(|l| l.url.clone()).context("no connect link")?;
+        ensure!(
+            waiting.message.contains(&link),
+            "the link Kombo made is not in the status"
+        );
+        step("the customer completes the connect link (simulated)");
+        let id = sim
+            .complete_link(&link, "smartrecruiters")
+            .context("the simulator could not complete the link")?;
+        println!("  Kombo created integration {id}");
+        kubectl.wait_ready(NS, &["acme-kombo", "globex-kombo"])?;
+        kubectl.get_integrations(NS, &["acme-kombo", "globex-kombo"])?;
+        step("the generated Secrets");
+        let acme = kubectl.secret_keys(NS, "acme-kombo-credentials")?;
+        let globex = kubectl.secret_keys(NS, "globex-kombo-credentials")?;
+        for (secret, expected) in [(&acme, id.as_str()), (&globex, example::KOMBO_EXISTING_ID)] {
+            ensure!(
+                secret.get("extra_header_value")? == expected
+                    && sim.accepts(
+                        secret.get("header_value")?.trim_start_matches("Bearer ").trim(),
+                        expected
+                    ),
+                "the Secret for {expected} does not hold working credentials"
+            );
+        }
+        Ok(format!(
+            "Kombo: connect link published in status (AwaitingConnection); once the customer completed it, integration {id} Ready; existing integration {} validated; both accepted",
+            example::KOMBO_EXISTING_ID
+        ))
     }
 }
 
-/// The example manifest with the ClusterProvider pointed at the simulator
-/// (plain http on loopback, which a ClusterProvider must opt into).
-fn demo_manifest(example: &Path, token_url: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(example).with_context(|| format!("reading {}", example.display()))?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-        if value["kind"] == "ClusterProvider" {
-            let spec = &mut value["spec"];
-            spec["tokenUrl"] = token_url.into();
-            spec["allowInsecureHttp"] = true.into();
-            spec["allowPrivateAddresses"] = true.into();
-        }
-        docs.push(serde_yaml::to_string(&value)?);
+/// `arg` as a POSIX shell would need it to be typed.
+fn shell_quote(arg: &str) -> String {
+    if arg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
-    Ok(docs.join("---\n"))
+}
+
+/// Points a ClusterProvider document at a simulator: sets the URL fields
+/// and the admin opt-ins for plain http and 127.0.0.1 that a simulator
+/// needs (a production ClusterProvider has neither).
+fn point_at(doc: &mut serde_yaml::Value, urls: &[(&str, &str)]) {
+    if doc["kind"] != "ClusterProvider" {
+        return;
+    }
+    let spec = &mut doc["spec"];
+    for (field, url) in urls {
+        spec[*field] = (*url).into();
+    }
+    spec["allowInsecureHttp"] = true.into();
+    spec["allowPrivateAddresses"] = true.into();
 }
 
 fn tempfile_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {

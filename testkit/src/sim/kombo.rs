@@ -239,6 +239,22 @@ impl KomboSim {
         }
     }
 
+    /// An integration connected earlier, outside the operator (a customer
+    /// who used a link from the Kombo dashboard): `ACTIVE`, setup
+    /// `COMPLETED`, with this id.
+    pub fn add_integration(&self, id: &str, tool: &str) {
+        self.inner.world().integrations.insert(
+            id.to_string(),
+            Integration {
+                id: id.to_string(),
+                tool: tool.to_string(),
+                status: "ACTIVE".into(),
+                setup_status: "COMPLETED".into(),
+                origin_id: None,
+            },
+        );
+    }
+
     /// Sets an integration's `status` (`ACTIVE`, `INVALID`, `INACTIVE`) and
     /// `setup_status` (`INCOMPLETE`, `FINAL_SYNC_PENDING`, `COMPLETED`).
     pub fn set_integration_state(&self, id: &str, status: &str, setup_status: &str) {
