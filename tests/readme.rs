@@ -2,7 +2,8 @@
 //! the operator can set (`src/reasons.rs`) and nothing else, with the health
 //! the code assigns; the Argo CD health check maps exactly the code's
 //! Progressing reasons to Progressing; the Events section names every
-//! Event-only reason. The docs cannot drift from the code unnoticed.
+//! Event-only reason; every provider document, example and the threat
+//! model are linked. The docs cannot drift from the code unnoticed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -245,4 +246,27 @@ fn reasons_in_the_source_are_the_listed_ones() {
         checked >= 2,
         "the scan found no reason literal at all: is it still looking?"
     );
+}
+
+/// Every provider document, every example and the threat model are linked
+/// from the README (Providers and Security sections).
+#[test]
+fn every_provider_doc_example_and_the_threat_model_are_linked() {
+    let text = readme();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut wanted = vec!["docs/threat-model.md".to_string()];
+    for (dir, ext) in [("docs/providers", "md"), ("examples", "yaml")] {
+        for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == ext) {
+                wanted.push(format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    assert!(wanted.len() > 8, "{wanted:?}");
+    for file in wanted {
+        assert!(text.contains(&format!("]({file})")), "README does not link {file}");
+    }
+    let security = section(&text, "## Security");
+    assert!(security.contains("](docs/threat-model.md)"));
 }
