@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -426,9 +426,19 @@ async fn run_scope(
 
     // All Secrets' metadata, streamed and dropped: only used to find the
     // Integrations whose input changed. Annotations are not kept anywhere.
+    // The operator's own output Secrets are left out: they are never an
+    // input, the owned-Secret watch already covers them, and mapping each of
+    // their events would scan every Integration (O(N) per renewal).
     let input_events = watcher(secrets, watcher::Config::default())
         .default_backoff()
-        .touched_objects();
+        .touched_objects()
+        .try_filter(|secret| {
+            let managed = secret
+                .labels()
+                .get(output::MANAGED_BY_LABEL)
+                .is_some_and(|v| v == output::MANAGED_BY);
+            future::ready(!managed)
+        });
 
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {

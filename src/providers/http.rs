@@ -84,9 +84,10 @@ impl ProviderHttp {
         // the ClusterProvider.
         let (client, built) = request.build_split();
         let built = built.map_err(|e| transport_error(&e, provider.request_timeout))?;
-        let endpoint = format!("{} (ClusterProvider {})", host_of(built.url()), provider.name);
+        let host = host_of(built.url());
+        let endpoint = format!("{host} (ClusterProvider {})", provider.name);
         let request = RequestBuilder::from_parts(client, built);
-        let _permit = self.limiter.acquire(&provider.name, limits).await;
+        let _permit = self.limiter.acquire(&provider.name, &host, limits).await;
         let started = Instant::now();
         let result = self.send_once(provider, request, secrets).await;
         let outcome = match &result {
@@ -95,9 +96,9 @@ impl ProviderHttp {
         };
         (self.observer)(&provider.name, outcome, started.elapsed());
         if let Err(DriverError::RateLimited { retry_after }) = &result {
-            // Every Integration on this provider waits, not just this one.
+            // Every request to this host waits, not just this Integration's.
             let delay = retry_after.unwrap_or(Duration::from_secs(1));
-            self.limiter.block_for(&provider.name, limits, delay);
+            self.limiter.block_for(&host, delay);
         }
         result.map_err(|e| e.at_endpoint(endpoint))
     }

@@ -1,6 +1,8 @@
-//! Per-provider request pacing: a concurrency cap, a request-rate cap and a
-//! "do not call before" instant set by a 429's Retry-After, shared by every
-//! Integration that uses the same ClusterProvider.
+//! Per-provider request pacing: a concurrency cap and a request-rate cap,
+//! shared by every Integration that uses the same ClusterProvider; and a
+//! per-host "do not call before" instant set by a 429's Retry-After, which
+//! holds every request to that host, whichever ClusterProvider sends it and
+//! however long it has been queued.
 //!
 //! Requests have a [`Priority`]: while an urgent request (a new Integration, a
 //! changed spec or input, a repair) waits for a slot, no routine renewal takes
@@ -169,6 +171,9 @@ type WaitObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 #[derive(Clone)]
 pub struct Limiter {
     providers: Arc<Mutex<HashMap<String, Arc<ProviderLimiter>>>>,
+    /// Retry-After per host (`host[:port]`): a host that asked us to wait
+    /// gets no request from any ClusterProvider until then.
+    blocked_hosts: Arc<Mutex<HashMap<String, Instant>>>,
     waits: WaitObserver,
 }
 
@@ -195,6 +200,7 @@ impl Limiter {
     pub fn with_wait_observer(on_wait: impl Fn(&str, Duration) + Send + Sync + 'static) -> Self {
         Self {
             providers: Arc::default(),
+            blocked_hosts: Arc::default(),
             waits: Arc::new(on_wait),
         }
     }
@@ -214,8 +220,16 @@ impl Limiter {
         })
     }
 
-    /// Waits until a request to `name` may start.
-    pub async fn acquire(&self, name: &str, limits: Limits) -> Permit {
+    fn blocked_until(&self, host: &str) -> Option<Instant> {
+        let mut hosts = self.blocked_hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Forget what has elapsed, so the map holds only hosts still waited on.
+        hosts.retain(|_, until| *until > now);
+        hosts.get(host).copied()
+    }
+
+    /// Waits until a request from ClusterProvider `name` to `host` may start.
+    pub async fn acquire(&self, name: &str, host: &str, limits: Limits) -> Permit {
         let provider = self.provider(name, limits);
         let began = Instant::now();
         let slot = provider.slots.acquire(current_priority()).await;
@@ -228,6 +242,11 @@ impl Limiter {
             start_at
         };
         tokio::time::sleep_until(start_at).await;
+        // Checked last, after the pacing wait: a 429 that arrived while this
+        // request was queued still holds it.
+        while let Some(until) = self.blocked_until(host) {
+            tokio::time::sleep_until(until).await;
+        }
         let waited = began.elapsed();
         if waited >= Duration::from_millis(1) {
             (self.waits)(name, waited);
@@ -235,13 +254,13 @@ impl Limiter {
         Permit { _slot: slot }
     }
 
-    /// Records a provider's Retry-After: no request to it starts before then.
-    pub fn block_for(&self, name: &str, limits: Limits, delay: Duration) {
-        let provider = self.provider(name, limits);
-        let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
+    /// Records a host's Retry-After: no request to it starts before then.
+    pub fn block_for(&self, host: &str, delay: Duration) {
         let until = Instant::now() + delay;
-        if until > *next {
-            *next = until;
+        let mut hosts = self.blocked_hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = hosts.entry(host.to_string()).or_insert(until);
+        if until > *entry {
+            *entry = until;
         }
     }
 }
@@ -260,21 +279,48 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         for _ in 0..5 {
-            drop(limiter.acquire("p", LIMITS).await);
+            drop(limiter.acquire("p", "h", LIMITS).await);
         }
         // Five starts at 10/s: the fifth no earlier than 400 ms after the first.
         assert!(t0.elapsed() >= Duration::from_millis(400));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retry_after_blocks_every_caller_of_that_provider_only() {
+    async fn retry_after_blocks_every_caller_of_that_host_only() {
         let limiter = Limiter::default();
-        limiter.block_for("p", LIMITS, Duration::from_secs(30));
+        limiter.block_for("h", Duration::from_secs(30));
         let t0 = Instant::now();
-        drop(limiter.acquire("other", LIMITS).await);
+        drop(limiter.acquire("p", "other-host", LIMITS).await);
         assert!(t0.elapsed() < Duration::from_secs(1));
-        drop(limiter.acquire("p", LIMITS).await);
+        // Another ClusterProvider pointing at the same host waits too.
+        drop(limiter.acquire("q", "h", LIMITS).await);
         assert!(t0.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_queued_before_the_429_still_waits_for_retry_after() {
+        let limiter = Limiter::default();
+        // 1 request per second: the third is paced to start at t0 + 2 s.
+        let slow = Limits {
+            max_concurrency: 4,
+            requests_per_second: 1,
+        };
+        let t0 = Instant::now();
+        drop(limiter.acquire("p", "h", slow).await);
+        drop(limiter.acquire("p", "h", slow).await);
+        let queued = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                drop(limiter.acquire("p", "h", slow).await);
+                Instant::now()
+            }
+        });
+        // t0 + 1.5 s: the host answers 429 with Retry-After 10 s while the
+        // third waits for its paced start.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        limiter.block_for("h", Duration::from_secs(10));
+        let started = queued.await.unwrap();
+        assert!(started.duration_since(t0) >= Duration::from_millis(11_500));
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,7 +330,7 @@ mod tests {
             max_concurrency: 1,
             requests_per_second: 1000,
         };
-        let held = limiter.acquire("p", limits).await;
+        let held = limiter.acquire("p", "h", limits).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for (name, priority) in [
@@ -294,7 +340,7 @@ mod tests {
         ] {
             let (limiter, order) = (limiter.clone(), order.clone());
             waiting.push(tokio::spawn(with_priority(priority, async move {
-                let permit = limiter.acquire("p", limits).await;
+                let permit = limiter.acquire("p", "h", limits).await;
                 order.lock().unwrap().push(name);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 drop(permit);
@@ -317,11 +363,11 @@ mod tests {
             max_concurrency: 1,
             requests_per_second: 1000,
         };
-        let held = limiter.acquire("p", limits).await;
-        let second = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
+        let held = limiter.acquire("p", "h", limits).await;
+        let second = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", "h", limits)).await;
         assert!(second.is_err(), "a second request started while the only slot was held");
         drop(held);
-        let third = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", limits)).await;
+        let third = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", "h", limits)).await;
         assert!(third.is_ok());
     }
 }
