@@ -138,7 +138,7 @@ impl Operator {
         let limiter =
             Limiter::with_wait_observer(move |provider, waited| wait_metrics.rate_limit_wait(provider, waited));
         let http = ProviderHttp::new(
-            limiter,
+            limiter.clone(),
             Arc::new(move |provider, outcome, took| call_metrics.provider_call(provider, outcome, took)),
         )?;
         let key = fingerprint_key(&client, &args.namespace).await?;
@@ -158,6 +158,7 @@ impl Operator {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let settings = Settings {
             drivers: Drivers::new(http),
+            limiter,
             fingerprinter: Fingerprinter::new(key),
             metrics,
             health,

@@ -196,6 +196,9 @@ pub struct Context {
     pub providers: Store<ClusterProvider>,
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
     pub fingerprinter: Fingerprinter,
+    /// The provider limiter the drivers share: a busy provider defers
+    /// routine renewals before they take a reconcile slot.
+    pub limiter: crate::providers::limiter::Limiter,
     pub events: events::EventPublisher,
     pub metrics: Metrics,
     pub failures: Failures,
@@ -224,6 +227,8 @@ impl Context {
 #[derive(Clone)]
 pub struct Settings {
     pub drivers: Drivers,
+    /// The limiter inside `drivers`' HTTP client.
+    pub limiter: crate::providers::limiter::Limiter,
     pub fingerprinter: Fingerprinter,
     pub metrics: Metrics,
     pub health: Health,
@@ -447,6 +452,7 @@ async fn run_scope(
         providers: providers.clone(),
         owned_secrets,
         fingerprinter: settings.fingerprinter,
+        limiter: settings.limiter,
         events: events::EventPublisher::new(client.clone(), "integration-operator", &settings.instance),
         metrics: settings.metrics,
         failures: Failures::default(),

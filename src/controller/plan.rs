@@ -104,6 +104,33 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
     }
 }
 
+/// What an Integration's status says about its credentials, read before
+/// anything else (no API read, no provider call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The spec is the one the status describes (generation == observedGeneration).
+    pub spec_observed: bool,
+    /// The Ready condition is True.
+    pub ready: bool,
+    pub renew_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Whether the only work due is a routine renewal that may wait: the spec
+/// is unchanged, the credentials are Ready, and the renewal is in the first
+/// half of its window. Past the half-way point it is urgent, so a busy
+/// provider can delay a renewal but never let the credentials expire.
+pub fn routine_renewal(recorded: &Recorded, now: Timestamp) -> bool {
+    let (Some(renew_at), Some(expires_at)) = (recorded.renew_at, recorded.expires_at) else {
+        return false;
+    };
+    if !recorded.spec_observed || !recorded.ready || now < renew_at || now >= expires_at {
+        return false;
+    }
+    let half_window = expires_at.duration_since(renew_at) / 2;
+    now < renew_at + half_window
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +149,48 @@ mod tests {
             },
             issued_before: true,
         }
+    }
+
+    fn recorded() -> Recorded {
+        Recorded {
+            spec_observed: true,
+            ready: true,
+            renew_at: Some(t("2026-01-01T00:50:00Z")),
+            expires_at: Some(t("2026-01-01T01:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn a_renewal_is_routine_only_in_the_first_half_of_its_window() {
+        let r = recorded();
+        assert!(!routine_renewal(&r, t("2026-01-01T00:49:59Z")), "not yet due");
+        assert!(routine_renewal(&r, t("2026-01-01T00:50:00Z")));
+        assert!(routine_renewal(&r, t("2026-01-01T00:54:59Z")));
+        assert!(
+            !routine_renewal(&r, t("2026-01-01T00:55:00Z")),
+            "half the window gone: urgent"
+        );
+        assert!(!routine_renewal(&r, t("2026-01-01T01:00:00Z")), "expired: urgent");
+    }
+
+    #[test]
+    fn changed_or_failing_integrations_are_never_routine() {
+        let now = t("2026-01-01T00:51:00Z");
+        let changed = Recorded {
+            spec_observed: false,
+            ..recorded()
+        };
+        let failing = Recorded {
+            ready: false,
+            ..recorded()
+        };
+        let unknown = Recorded {
+            expires_at: None,
+            ..recorded()
+        };
+        assert!(!routine_renewal(&changed, now));
+        assert!(!routine_renewal(&failing, now));
+        assert!(!routine_renewal(&unknown, now));
     }
 
     #[test]

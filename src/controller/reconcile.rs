@@ -112,7 +112,15 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
             }
         };
     }
-    let result = pipeline(&integration, &ctx, now).await;
+    let routine = plan::routine_renewal(&recorded(&integration), now);
+    if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
+        // The provider's slots are taken: waiting for one here would hold a
+        // reconcile slot that a new or changed Integration needs. Look again
+        // shortly; past half its window the renewal stops being routine.
+        ctx.metrics.reconciled("deferred");
+        return Ok(Action::requeue(Duration::from_millis(rand::random_range(500..2000))));
+    }
+    let result = pipeline(&integration, &ctx, now, routine).await;
     let key = ObjectRef::from_obj(&*integration);
     match result {
         Ok(ending) => {
@@ -130,7 +138,7 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
     }
 }
 
-async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> Result<Ending, Error> {
+async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
     let resolved = resolve::resolve(integration, ctx).await?;
     let context = fingerprint_context(integration, &resolved)?;
     let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
@@ -170,9 +178,10 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp) -> R
                     }
                 }),
             };
-            // Renewals yield to everything else at the provider's limiter.
+            // Renewals early in their window yield to everything else at
+            // the provider's limiter; late ones are urgent.
             let priority = match reason {
-                ExchangeReason::Renewal => Priority::Routine,
+                ExchangeReason::Renewal if routine => Priority::Routine,
                 _ => Priority::Urgent,
             };
             let exchanged = limiter::with_priority(
@@ -907,6 +916,18 @@ async fn publish(ctx: &Context, integration: &Integration, type_: EventType, rea
         .await
     {
         debug!(error = %e, "could not publish event");
+    }
+}
+
+/// What the status records, for the routine-renewal check.
+fn recorded(integration: &Integration) -> plan::Recorded {
+    let status = integration.status.as_ref();
+    let at = |v: Option<&String>| v.and_then(|s| s.parse::<Timestamp>().ok());
+    plan::Recorded {
+        spec_observed: status.and_then(|s| s.observed_generation) == integration.metadata.generation,
+        ready: status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        renew_at: at(status.and_then(|s| s.renew_at.as_ref())),
+        expires_at: at(status.and_then(|s| s.expires_at.as_ref())),
     }
 }
 

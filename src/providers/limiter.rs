@@ -254,6 +254,18 @@ impl Limiter {
         Permit { _slot: slot }
     }
 
+    /// Whether a routine request to ClusterProvider `name` would have to
+    /// wait for a slot now (all taken, or urgent requests waiting). The
+    /// controller then defers the renewal instead of holding one of its own
+    /// reconcile slots while it waits.
+    pub fn routine_would_wait(&self, name: &str) -> bool {
+        let providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        providers.get(name).is_some_and(|p| {
+            let state = p.slots.lock();
+            state.free == 0 || state.urgent_waiting > 0
+        })
+    }
+
     /// Records a host's Retry-After: no request to it starts before then.
     pub fn block_for(&self, host: &str, delay: Duration) {
         let until = Instant::now() + delay;
@@ -321,6 +333,21 @@ mod tests {
         limiter.block_for("h", Duration::from_secs(10));
         let started = queued.await.unwrap();
         assert!(started.duration_since(t0) >= Duration::from_millis(11_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routine_work_is_told_to_wait_while_the_provider_is_busy() {
+        let limiter = Limiter::default();
+        let one = Limits {
+            max_concurrency: 1,
+            requests_per_second: 1000,
+        };
+        assert!(!limiter.routine_would_wait("p"), "an unused provider is free");
+        let held = limiter.acquire("p", "h", one).await;
+        assert!(limiter.routine_would_wait("p"));
+        assert!(!limiter.routine_would_wait("q"));
+        drop(held);
+        assert!(!limiter.routine_would_wait("p"));
     }
 
     #[tokio::test(start_paused = true)]
