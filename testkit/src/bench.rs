@@ -250,7 +250,9 @@ fn track_ready(client: Client) -> Arc<Mutex<HashMap<String, Instant>>> {
             .default_backoff()
             .applied_objects()
             .boxed();
-        while let Some(Ok(o)) = events.next().await {
+        // Watch errors are followed by a reconnect: keep reading.
+        while let Some(event) = events.next().await {
+            let Ok(o) = event else { continue };
             if is_ready(&o) {
                 let key = format!(
                     "{}/{}",
@@ -718,7 +720,11 @@ fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, jiff::Timestamp>>
     tokio::spawn(async move {
         let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=integration-operator");
         let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
-        while let Some(Ok(s)) = events.next().await {
+        // A watch error (a dropped connection, 410 Gone) is followed by a
+        // reconnect: keep reading, or this view would freeze and report
+        // renewed tokens as expired.
+        while let Some(event) = events.next().await {
+            let Ok(s) = event else { continue };
             let at = s
                 .metadata
                 .annotations
