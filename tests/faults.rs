@@ -422,9 +422,11 @@ async fn an_expired_resource_version_makes_the_watchers_relist_without_losing_or
     // The relists themselves may come after the work is done (another
     // watch's event can trigger it first, and the first relist attempt is
     // answered 503): wait for them rather than race them.
-    eventually(Duration::from_secs(10), "the watchers to relist after 410 Gone", || async {
-        (counters.count("list", "integrations") + counters.count("list", "secrets") > lists).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the watchers to relist after 410 Gone",
+        || async { (counters.count("list", "integrations") + counters.count("list", "secrets") > lists).then_some(()) },
+    )
     .await;
     assert_eq!(calls_during(&sim, Duration::from_secs(1)).await, 0);
     // a: issue and rotation; b: issue.
