@@ -68,6 +68,9 @@ fn field_doc_wins(schema: &mut schemars::Schema) {
         .message("exactly one flow block must be set: clientCredentials, apiKey, basicAuth, partnerIntegration, elementInstance or connection")
         .reason(Reason::FieldValueInvalid)
 )]
+// The flow blocks are boxed: an Integration lives in the controller's cache
+// for as long as it exists, and only one block is ever set, so inline
+// blocks would cost every Integration the size of all of them.
 pub struct IntegrationSpec {
     /// Name of the ClusterProvider to obtain credentials from (for example
     /// `smartrecruiters` or an OAuth 2.0 server an admin registered). Endpoints
@@ -83,45 +86,45 @@ pub struct IntegrationSpec {
     /// exchanges the input client id and secret for an access token and renews
     /// it before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_credentials: Option<ClientCredentialsFlow>,
+    pub client_credentials: Option<Box<ClientCredentialsFlow>>,
 
     /// API-key flow: the operator validates the key in the input Secret (key
     /// `api_key`) with a cheap authenticated call and publishes it as the
     /// provider's header (SmartRecruiters: `X-SmartToken`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<ApiKeyFlow>,
+    pub api_key: Option<Box<ApiKeyFlow>>,
 
     /// Username/password plus API key (Cornerstone TalentLink): input keys
     /// `username`, `password` and `api_key`; validated with a cheap read and
     /// published as a Basic header, the API key and the base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<BasicAuthFlow>,
+    pub basic_auth: Option<Box<BasicAuthFlow>>,
 
     /// SmartRecruiters General Partner Integration: master credentials (input
     /// keys `client_id`, `client_secret`) create a customer-level integration
     /// once; its client id and secret are stored and exchanged for tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partner_integration: Option<PartnerIntegrationFlow>,
+    pub partner_integration: Option<Box<PartnerIntegrationFlow>>,
 
     /// Cloud Elements / SAP Open Connectors element instance, created once
     /// with the platform's User and Organization secrets (input keys
     /// `user_secret`, `organization_secret`) and deleted with the Integration
     /// unless retained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub element_instance: Option<ElementInstanceFlow>,
+    pub element_instance: Option<Box<ElementInstanceFlow>>,
 
     /// Kombo connection: a connect link the customer completes, then the
     /// Kombo API key (input key `api_key`) and the integration id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<ConnectionFlow>,
+    pub connection: Option<Box<ConnectionFlow>>,
 
     /// Where and how the resulting credentials are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<TargetSpec>,
+    pub target: Option<Box<TargetSpec>>,
 
     /// When credentials are renewed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<RefreshSpec>,
+    pub refresh: Option<Box<RefreshSpec>>,
 }
 
 /// Reference to a Secret in the Integration's own namespace.

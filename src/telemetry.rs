@@ -13,10 +13,13 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use kube::{ResourceExt, runtime::reflector::Store};
+use kube::runtime::reflector::Store;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -45,16 +48,59 @@ struct CallLabels {
     outcome: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IntegrationLabels {
-    namespace: String,
-    name: String,
-    provider: String,
-}
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadyLabels {
-    status: String,
+/// The controllers' Integration caches, shared with the scrape.
+type IntegrationStores = Arc<Mutex<Vec<Store<Integration>>>>;
+
+/// Per-Integration series, derived from the cache at scrape time and
+/// written straight into the scrape: nothing per Integration is kept
+/// between scrapes (a metric family would hold a map of 10,000 label sets).
+#[derive(Debug)]
+struct IntegrationCollector(IntegrationStores);
+
+impl Collector for IntegrationCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stores = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let integrations: Vec<Arc<Integration>> = stores.iter().flat_map(|s| s.state()).collect();
+        let mut by_ready = [("True", 0i64), ("False", 0), ("Unknown", 0)];
+        {
+            let mut family = encoder.encode_descriptor(
+                "credentials_expiry_timestamp_seconds",
+                "When each Integration's current credentials expire (Unix time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for integration in &integrations {
+                let status = integration.status.as_ref();
+                let ready = status::ready_condition(status).map(|c| c.status.as_str());
+                let slot = match ready {
+                    Some("True") => 0,
+                    Some("False") => 1,
+                    _ => 2,
+                };
+                by_ready[slot].1 += 1;
+                let Some(at) = status::parse_time(status.and_then(|s| s.expires_at.as_ref())) else {
+                    continue;
+                };
+                let labels = [
+                    ("namespace", integration.metadata.namespace.as_deref().unwrap_or_default()),
+                    ("name", integration.metadata.name.as_deref().unwrap_or_default()),
+                    ("provider", integration.spec.provider.as_str()),
+                ];
+                ConstGauge::new(at.as_millisecond() as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "integrations",
+            "Integrations by Ready condition status (True, False, Unknown)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (status, count) in by_ready {
+            ConstGauge::new(count).encode(family.encode_family(&[("status", status)])?)?;
+        }
+        Ok(())
+    }
 }
 
 struct Inner {
@@ -69,9 +115,7 @@ struct Inner {
     rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64>>,
     secret_writes: Counter,
     status_writes: Counter,
-    expiry: Family<IntegrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    by_ready: Family<ReadyLabels, Gauge>,
-    integrations: Mutex<Vec<Store<Integration>>>,
+    integrations: IntegrationStores,
 }
 
 /// The operator's metrics; cheap to clone.
@@ -108,9 +152,7 @@ impl Metrics {
             rate_limit_wait_seconds: Family::default(),
             secret_writes: Counter::default(),
             status_writes: Counter::default(),
-            expiry: Family::default(),
-            by_ready: Family::default(),
-            integrations: Mutex::default(),
+            integrations: IntegrationStores::default(),
         };
         {
             let mut r = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,16 +202,7 @@ impl Metrics {
                 "Writes of Integration status",
                 inner.status_writes.clone(),
             );
-            r.register(
-                "credentials_expiry_timestamp_seconds",
-                "When each Integration's current credentials expire (Unix time)",
-                inner.expiry.clone(),
-            );
-            r.register(
-                "integrations",
-                "Integrations by Ready condition status (True, False, Unknown)",
-                inner.by_ready.clone(),
-            );
+            r.register_collector(Box::new(IntegrationCollector(inner.integrations.clone())));
         }
         Self(Arc::new(inner))
     }
@@ -257,36 +290,6 @@ impl Metrics {
 
     /// The OpenMetrics text, with per-Integration series refreshed from the cache.
     pub fn render(&self) -> String {
-        let stores = self.0.integrations.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        {
-            self.0.expiry.clear();
-            self.0.by_ready.clear();
-            for status_value in ["True", "False", "Unknown"] {
-                self.0
-                    .by_ready
-                    .get_or_create(&ReadyLabels {
-                        status: status_value.into(),
-                    })
-                    .set(0);
-            }
-            for integration in stores.iter().flat_map(|s| s.state()) {
-                let ready = status::ready_condition(integration.status.as_ref())
-                    .map(|c| c.status.clone())
-                    .unwrap_or_else(|| "Unknown".into());
-                self.0.by_ready.get_or_create(&ReadyLabels { status: ready }).inc();
-                let expires = status::parse_time(integration.status.as_ref().and_then(|s| s.expires_at.as_ref()));
-                if let Some(at) = expires {
-                    self.0
-                        .expiry
-                        .get_or_create(&IntegrationLabels {
-                            namespace: integration.namespace().unwrap_or_default(),
-                            name: integration.name_any(),
-                            provider: integration.spec.provider.clone(),
-                        })
-                        .set(at.as_millisecond() as f64 / 1000.0);
-                }
-            }
-        }
         let mut out = String::new();
         let registry = self.0.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut out, &registry).is_err() {

@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod output;
+pub mod owned;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
@@ -140,28 +141,6 @@ impl Failures {
     }
 }
 
-/// Output Secret versions whose data the operator wrote or checked, so an
-/// unchanged Secret is never read again.
-#[derive(Default)]
-pub struct Verified(Mutex<HashMap<ObjectRef<Secret>, String>>);
-
-impl Verified {
-    pub fn is_verified(&self, key: &ObjectRef<Secret>, resource_version: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .is_some_and(|rv| rv == resource_version)
-    }
-
-    pub fn record(&self, key: &ObjectRef<Secret>, resource_version: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), resource_version.to_string());
-    }
-}
-
 /// How often a Warning Event for the same ongoing failure is repeated.
 pub const WARNING_REPEAT: Duration = Duration::from_secs(600);
 
@@ -194,7 +173,7 @@ pub struct Context {
     pub client: Client,
     pub drivers: Drivers,
     pub providers: Store<ClusterProvider>,
-    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
+    pub owned_secrets: owned::OwnedSecrets,
     pub fingerprinter: Fingerprinter,
     /// The provider limiter the drivers share: a busy provider defers
     /// routine renewals before they take a reconcile slot.
@@ -203,7 +182,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub failures: Failures,
     pub warnings: Warnings,
-    pub verified: Verified,
+    pub verified: owned::Verified,
     pub retry: RetryPolicy,
     /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
@@ -417,17 +396,15 @@ async fn run_scope(
     .default_backoff()
     .touched_objects();
 
-    let (owned_secrets, owned_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let owned_events = reflector::reflector(
-        owned_writer,
-        watcher(
+    let owned_secrets = owned::OwnedSecrets::default();
+    let owned_events = owned_secrets
+        .clone()
+        .reflect(watcher(
             secrets.clone(),
             watcher::Config::default().labels(&format!("{}={}", output::MANAGED_BY_LABEL, output::MANAGED_BY)),
-        )
-        .modify(slim),
-    )
-    .default_backoff()
-    .touched_objects();
+        ))
+        .default_backoff()
+        .touched_objects();
 
     // All Secrets' metadata, streamed and dropped: only used to find the
     // Integrations whose input changed. Annotations are not kept anywhere.
@@ -450,14 +427,14 @@ async fn run_scope(
         client: client.clone(),
         drivers: settings.drivers,
         providers: providers.clone(),
-        owned_secrets,
+        owned_secrets: owned_secrets.clone(),
         fingerprinter: settings.fingerprinter,
         limiter: settings.limiter,
         events: events::EventPublisher::new(client.clone(), "integration-operator", &settings.instance),
         metrics: settings.metrics,
         failures: Failures::default(),
         warnings: Warnings::default(),
-        verified: Verified::default(),
+        verified: owned_secrets.verified(),
         retry: settings.retry,
         caches_ready,
     });

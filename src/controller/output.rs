@@ -227,10 +227,10 @@ mod tests {
             IntegrationSpec {
                 provider: "p".into(),
                 secret_ref: SecretReference { name: "in".into() },
-                target: Some(TargetSpec {
+                target: Some(Box::new(TargetSpec {
                     labels: BTreeMap::from([("team".into(), "a".into())]),
                     ..TargetSpec::default()
-                }),
+                })),
                 ..IntegrationSpec::default()
             },
         );

@@ -19,7 +19,7 @@ use tracing::{debug, info, instrument, warn};
 use super::{
     Context, Error,
     events::EventType,
-    output,
+    output, owned,
     plan::{self, Decision, ExchangeReason, Facts, SecretState},
     resolve::{self, Resolved},
     schedule::{self, RenewBefore},
@@ -226,8 +226,8 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
-    let cached = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace));
-    let Some(meta) = cached else {
+    let cached = ctx.owned_secrets.get(&namespace, &name);
+    let Some(cached) = cached else {
         // Not in the label-selected cache. The cache may lag behind our own
         // write (a status event can arrive first), and a provider call must
         // never rest on a stale "missing": ask the API server.
@@ -241,16 +241,12 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
             Some(secret) => Ok(examine(secret, ctx, &key)),
         };
     };
-    if !output::is_owned_by(&meta.metadata, integration) {
+    if !cached.is_owned_by(integration) {
         return Err(not_owned(&name));
     }
-    let rv = meta.metadata.resource_version.clone().unwrap_or_default();
-    let fingerprint = meta
-        .annotations()
-        .get(output::INPUT_FINGERPRINT_ANNOTATION)
-        .cloned()
-        .unwrap_or_default();
-    let written = output::Schedule::from_annotations(meta.annotations());
+    let rv = cached.resource_version.to_string();
+    let fingerprint = cached.input_fingerprint.as_deref().unwrap_or_default().to_string();
+    let written = cached.schedule;
     let intact = || SecretState::Intact {
         input_fingerprint: fingerprint.clone(),
         renew_at: written.renew_at,
@@ -566,18 +562,17 @@ async fn write_secret(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::<Secret>::new(&name).within(&namespace);
     let mut cached_rv = None;
-    if let Some(cached) = ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+    if let Some(cached) = ctx.owned_secrets.get(&namespace, &name) {
         // A re-validation that changes nothing must not write (or wake
         // every watcher of the Secret).
-        let rv = cached.metadata.resource_version.clone().unwrap_or_default();
+        let rv = cached.resource_version.to_string();
         if ctx.verified.is_verified(&key, &rv)
-            && output::is_owned_by(&cached.metadata, integration)
-            && cached.metadata.annotations == desired.metadata.annotations
-            && cached.metadata.labels == desired.metadata.labels
+            && cached.is_owned_by(integration)
+            && cached.metadata_digest == owned::metadata_digest(&desired.metadata)
         {
             return Ok(false);
         }
-        if output::is_owned_by(&cached.metadata, integration) {
+        if cached.is_owned_by(integration) {
             cached_rv = Some(rv);
         }
     }
@@ -902,9 +897,9 @@ async fn patch_conditions_if_changed(
 fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedule {
     let namespace = integration.namespace().unwrap_or_default();
     ctx.owned_secrets
-        .get(&ObjectRef::new(&output::target_name(integration)).within(&namespace))
-        .filter(|meta| output::is_owned_by(&meta.metadata, integration))
-        .map(|meta| output::Schedule::from_annotations(meta.annotations()))
+        .get(&namespace, &output::target_name(integration))
+        .filter(|cached| cached.is_owned_by(integration))
+        .map(|cached| cached.schedule)
         .unwrap_or_default()
 }
 

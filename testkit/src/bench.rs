@@ -169,7 +169,18 @@ struct Operator {
 
 impl Operator {
     async fn start(bin: &PathBuf, kubeconfig: &std::path::Path, port: u16) -> anyhow::Result<Operator> {
-        let child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        // Profiling hook: BENCH_HEAPTRACK_DIR=dir records each operator run's
+        // heap with heaptrack's preload library (raw files, one per start;
+        // `heaptrack_interpret < f.raw | gzip > f.gz; heaptrack_print f.gz`).
+        if let Ok(dir) = std::env::var("BENCH_HEAPTRACK_DIR") {
+            static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let k = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            command
+                .env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                .env("DUMP_HEAPTRACK_OUTPUT", format!("{dir}/operator-{k}.raw"));
+        }
+        let child = command
             .args([
                 "run",
                 "--metrics-addr",
@@ -489,6 +500,16 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     }
     let restart_reevaluated = t_restart.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "bench: N={n}: RSS after restart {:.1} MiB; {}",
+        proc_stat(restarted.pid()).0,
+        std::fs::read_to_string(format!("/proc/{}/status", restarted.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Rss"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let restart_calls = sim.token_calls() - calls_before;
     let restart_writes = counters.writes();
     let wave = if args.wave_lifetime > 0 {
