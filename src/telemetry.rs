@@ -17,9 +17,7 @@ use kube::runtime::reflector::Store;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
-    metrics::{
-        MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram,
-    },
+    metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -47,7 +45,6 @@ struct CallLabels {
     provider: String,
     outcome: String,
 }
-
 
 /// The controllers' Integration caches, shared with the scrape.
 type IntegrationStores = Arc<Mutex<Vec<Store<Integration>>>>;
@@ -83,7 +80,10 @@ impl Collector for IntegrationCollector {
                     continue;
                 };
                 let labels = [
-                    ("namespace", integration.metadata.namespace.as_deref().unwrap_or_default()),
+                    (
+                        "namespace",
+                        integration.metadata.namespace.as_deref().unwrap_or_default(),
+                    ),
                     ("name", integration.metadata.name.as_deref().unwrap_or_default()),
                     ("provider", integration.spec.provider.as_str()),
                 ];

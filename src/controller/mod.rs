@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod schedule;
 pub mod status;
+pub mod timetable;
 
 use std::{
     collections::HashMap,
@@ -184,6 +185,8 @@ pub struct Context {
     pub warnings: Warnings,
     pub verified: owned::Verified,
     pub retry: RetryPolicy,
+    /// When each Integration is next looked at.
+    pub timetable: Arc<timetable::Timetable>,
     /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -436,6 +439,7 @@ async fn run_scope(
         warnings: Warnings::default(),
         verified: owned_secrets.verified(),
         retry: settings.retry,
+        timetable: Arc::default(),
         caches_ready,
     });
 
@@ -484,6 +488,14 @@ async fn run_scope(
     let store = controller.store();
     let by_provider = store.clone();
     let by_input = store.clone();
+    // Entries of Integrations deleted since are dropped here, not reported
+    // by the controller as "object not found".
+    let present = store.clone();
+    let due = ctx
+        .timetable
+        .clone()
+        .due()
+        .filter(move |integration| future::ready(present.get(integration).is_some()));
     ctx.metrics.add_integration_store(store);
 
     controller
@@ -506,6 +518,7 @@ async fn run_scope(
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(due)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -513,6 +526,8 @@ async fn run_scope(
                 match e {
                     // Already reported by the reconcile (status, Event, log).
                     controller::Error::ReconcilerFailed(..) => {}
+                    // A retry or trigger for an Integration deleted meanwhile.
+                    controller::Error::ObjectNotFound(obj) => tracing::debug!(%obj, "gone before its reconcile"),
                     other => warn!(error = %other, "controller error"),
                 }
             }

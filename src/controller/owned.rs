@@ -122,10 +122,7 @@ impl Verified {
     }
 
     fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| keep(k));
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| keep(k));
     }
 }
 
@@ -233,10 +230,10 @@ impl OwnedSecrets {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::core::PartialObjectMetaExt;
 
     fn secret(name: &str, rv: &str, owner: &str) -> PartialObjectMeta<Secret> {
-        let mut s = PartialObjectMeta::<Secret>::default();
-        s.metadata = ObjectMeta {
+        ObjectMeta {
             name: Some(name.into()),
             namespace: Some("ns".into()),
             resource_version: Some(rv.into()),
@@ -250,8 +247,8 @@ mod tests {
                 "f1".to_string(),
             )])),
             ..Default::default()
-        };
-        s
+        }
+        .into_request_partial::<Secret>()
     }
 
     #[test]
@@ -293,10 +290,10 @@ mod tests {
     fn the_digest_ignores_only_the_last_applied_annotation() {
         let mut a = secret("a", "1", "u1").metadata;
         let base = metadata_digest(&a);
-        a.annotations.as_mut().unwrap().insert(
-            "kubectl.kubernetes.io/last-applied-configuration".into(),
-            "{}".into(),
-        );
+        a.annotations
+            .as_mut()
+            .unwrap()
+            .insert("kubectl.kubernetes.io/last-applied-configuration".into(), "{}".into());
         assert_eq!(metadata_digest(&a), base);
         a.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
         assert_ne!(metadata_digest(&a), base);

@@ -100,39 +100,55 @@ enum Ending {
 pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     ctx.wait_for_caches().await;
+    let key = ObjectRef::from_obj(&*integration);
+    let next_look = look(&integration, &ctx, &key).await;
+    // The next look is kept in the compact timetable, not kube-runtime's
+    // scheduler (see timetable.rs); after a failure the error policy decides.
+    match next_look {
+        Ok(Some(after)) => ctx.timetable.set(&key, tokio::time::Instant::now() + after),
+        Ok(None) | Err(_) => ctx.timetable.clear(&key),
+    }
+    next_look.map(|_| Action::await_change())
+}
+
+/// One look at an Integration; returns when to look again, if ever.
+async fn look(
+    integration: &Integration,
+    ctx: &Context,
+    key: &ObjectRef<Integration>,
+) -> Result<Option<Duration>, Error> {
     let now = Timestamp::now();
     if integration.metadata.deletion_timestamp.is_some() {
         // The output Secret is garbage-collected through its owner reference;
         // provider-side state is undone here, under the finalizer.
-        return match cleanup(&integration, &ctx).await {
-            Ok(action) => Ok(action),
+        return match cleanup(integration, ctx).await {
+            Ok(next) => Ok(next),
             Err(err) => {
-                record_failure(&integration, &ctx, &err, now).await;
+                record_failure(integration, ctx, &err, now).await;
                 Err(err)
             }
         };
     }
-    let routine = plan::routine_renewal(&recorded(&integration), now);
+    let routine = plan::routine_renewal(&recorded(integration), now);
     if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
         // The provider's slots are taken: waiting for one here would hold a
         // reconcile slot that a new or changed Integration needs. Look again
         // shortly; past half its window the renewal stops being routine.
         ctx.metrics.reconciled("deferred");
-        return Ok(Action::requeue(Duration::from_millis(rand::random_range(500..2000))));
+        return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
     }
-    let result = pipeline(&integration, &ctx, now, routine).await;
-    let key = ObjectRef::from_obj(&*integration);
+    let result = pipeline(integration, ctx, now, routine).await;
     match result {
         Ok(ending) => {
-            let previous_failure = ctx.failures.reset(&key);
-            ctx.warnings.clear(&key);
-            let action = finish(&integration, &ctx, ending, previous_failure, now).await?;
+            let previous_failure = ctx.failures.reset(key);
+            ctx.warnings.clear(key);
+            let next = finish(integration, ctx, ending, previous_failure, now).await?;
             ctx.metrics.reconciled("success");
-            Ok(action)
+            Ok(next)
         }
         Err(err) => {
             ctx.metrics.reconciled(err.reason());
-            record_failure(&integration, &ctx, &err, now).await;
+            record_failure(integration, ctx, &err, now).await;
             Err(err)
         }
     }
@@ -496,9 +512,9 @@ async fn patch_finalizers(integration: &Integration, ctx: &Context, finalizers: 
 
 /// Deletion: undo provider-side state, then release the finalizer. A failed
 /// cleanup is reported and retried, never silently dropped.
-async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Duration>, Error> {
     if !integration.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let (_, provider, driver, flow) = resolve::resolve_provider(integration, ctx)?;
     if driver.needs_cleanup(&flow) {
@@ -543,7 +559,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Action, Err
         .cloned()
         .collect();
     patch_finalizers(integration, ctx, remaining).await?;
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 /// Writes the output Secret: created the first time (so that a Secret of the
@@ -651,7 +667,7 @@ async fn finish(
     ending: Ending,
     previous_failure: bool,
     now: Timestamp,
-) -> Result<Action, Error> {
+) -> Result<Option<Duration>, Error> {
     let old = status_of(integration);
     let generation = integration.metadata.generation;
     let mut new = IntegrationStatus {
@@ -763,10 +779,7 @@ async fn finish(
     if let Some((type_, reason, note)) = event {
         publish(ctx, integration, type_, reason, note).await;
     }
-    Ok(match recheck_at {
-        Some(at) => Action::requeue(until(now, at)),
-        None => Action::await_change(),
-    })
+    Ok(recheck_at.map(|at| until(now, at)))
 }
 
 fn expiry_assumed_message(integration: &Integration, status: &IntegrationStatus) -> String {

@@ -1,0 +1,197 @@
+//! When each Integration is next looked at.
+//!
+//! Every Integration has a next look scheduled for as long as it exists (its
+//! renewal, or its expiry), so this table holds one entry per Integration.
+//! kube-runtime's scheduler would hold it as a delay-queue slot, a hash-map
+//! entry and two copies of the object reference (~0.9 KiB per Integration,
+//! 9 MiB at 10,000); an entry here is a shared key and a time (~0.1 KiB).
+//! Due entries are fed to the controller as triggers; the scheduler then
+//! holds only what is due now.
+//!
+//! Setting a time replaces the previous one: the latest reconcile's decision
+//! is the one that counts.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use futures::{Stream, StreamExt, stream};
+use kube::runtime::reflector::ObjectRef;
+use tokio::{sync::Notify, time::Instant};
+
+use crate::crd::Integration;
+
+#[derive(Default)]
+struct Table {
+    /// Due time and a tie-breaker, to key.
+    by_time: BTreeMap<(Instant, u64), Arc<str>>,
+    /// Key ("namespace/name") to its entry in `by_time`.
+    by_key: HashMap<Arc<str>, (Instant, u64)>,
+    next_seq: u64,
+}
+
+/// The next-look times of all Integrations of one controller.
+#[derive(Default)]
+pub struct Timetable {
+    table: Mutex<Table>,
+    changed: Notify,
+}
+
+fn key_of(integration: &ObjectRef<Integration>) -> String {
+    format!(
+        "{}/{}",
+        integration.namespace.as_deref().unwrap_or_default(),
+        integration.name
+    )
+}
+
+fn ref_of(key: &str) -> ObjectRef<Integration> {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    let r = ObjectRef::new(name);
+    if namespace.is_empty() { r } else { r.within(namespace) }
+}
+
+impl Timetable {
+    /// Looks at `integration` again at `at`, instead of any time set before.
+    pub fn set(&self, integration: &ObjectRef<Integration>, at: Instant) {
+        let key = key_of(integration);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = table.next_seq;
+        table.next_seq += 1;
+        let shared: Arc<str> = match table.by_key.remove_entry(key.as_str()) {
+            Some((shared, old)) => {
+                table.by_time.remove(&old);
+                shared
+            }
+            None => key.into(),
+        };
+        table.by_time.insert((at, seq), shared.clone());
+        table.by_key.insert(shared, (at, seq));
+        drop(table);
+        // Wakes the stream, which may be sleeping until a later time.
+        self.changed.notify_one();
+    }
+
+    /// Forgets the next look (an error policy or a deletion decides instead).
+    pub fn clear(&self, integration: &ObjectRef<Integration>) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = table.by_key.remove(key_of(integration).as_str()) {
+            table.by_time.remove(&old);
+        }
+    }
+
+    /// The time set for `integration`, if any.
+    pub fn get(&self, integration: &ObjectRef<Integration>) -> Option<Instant> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.by_key.get(key_of(integration).as_str()).map(|(at, _)| *at)
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes and returns everything due at `now`, and when the next entry is due.
+    fn take_due(&self, now: Instant) -> (Vec<ObjectRef<Integration>>, Option<Instant>) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        while let Some(entry) = table.by_time.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            table.by_key.remove(&key);
+            due.push(ref_of(&key));
+        }
+        if table.by_key.is_empty() {
+            // Give back the capacity of a wave that has passed.
+            table.by_key.shrink_to_fit();
+        }
+        (due, table.by_time.first_key_value().map(|((at, _), _)| *at))
+    }
+
+    /// The Integrations as they fall due, forever.
+    pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<Integration>> + Send + 'static {
+        stream::unfold(self, |table| async move {
+            loop {
+                let (due, next) = table.take_due(Instant::now());
+                if !due.is_empty() {
+                    return Some((stream::iter(due), table));
+                }
+                // A `set` since `take_due` has left a permit: no change is missed.
+                match next {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at) => {}
+                            _ = table.changed.notified() => {}
+                        }
+                    }
+                    None => table.changed.notified().await,
+                }
+            }
+        })
+        .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn r(name: &str) -> ObjectRef<Integration> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn integrations_come_due_in_time_order_and_a_new_time_replaces_the_old() {
+        let table = Arc::new(Timetable::default());
+        let now = Instant::now();
+        table.set(&r("late"), now + Duration::from_secs(30));
+        table.set(&r("early"), now + Duration::from_secs(10));
+        table.set(&r("moved"), now + Duration::from_secs(5));
+        // The latest decision counts, even when it is later.
+        table.set(&r("moved"), now + Duration::from_secs(20));
+        assert_eq!(table.len(), 3);
+        let due: Vec<_> = table.clone().due().take(3).collect().await;
+        assert_eq!(due, vec![r("early"), r("moved"), r("late")]);
+        assert_eq!(Instant::now() - now, Duration::from_secs(30));
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_time_set_while_waiting_wakes_the_stream() {
+        let table = Arc::new(Timetable::default());
+        let now = Instant::now();
+        table.set(&r("a"), now + Duration::from_secs(3600));
+        let mut due = Box::pin(table.clone().due());
+        let waiting = tokio::spawn(async move { due.next().await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        table.set(&r("b"), now + Duration::from_secs(2));
+        let first = waiting.await.unwrap();
+        assert_eq!(first, Some(r("b")));
+        assert_eq!(Instant::now() - now, Duration::from_secs(2));
+        assert_eq!(table.get(&r("a")), Some(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn cleared_entries_never_come_due() {
+        let table = Timetable::default();
+        let now = Instant::now();
+        table.set(&r("a"), now);
+        table.clear(&r("a"));
+        assert_eq!(table.take_due(now + Duration::from_secs(1)).0, vec![]);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn cluster_scoped_and_namespaced_keys_round_trip() {
+        assert_eq!(ref_of(&key_of(&r("x"))), r("x"));
+        let cluster: ObjectRef<Integration> = ObjectRef::new("x");
+        assert_eq!(ref_of(&key_of(&cluster)), cluster);
+    }
+}
