@@ -2,7 +2,7 @@
 # non-root base. (No container engine runs on the project's build machines;
 # this file is for users who build images.)
 FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev
+RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin integration-operator

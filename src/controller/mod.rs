@@ -470,18 +470,27 @@ async fn run_scope(
     // Likewise a version of an output Secret this operator wrote and checked
     // itself is no news.
     let verified = ctx.clone();
-    let owned_events = owned_events.filter(move |secret| {
-        let news = match secret {
-            Ok(s) => {
-                let key = ObjectRef::<Secret>::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
-                !verified
-                    .verified
-                    .is_verified(&key, s.metadata.resource_version.as_deref().unwrap_or_default())
+    // Up to this many owned-Secret events wait at once for a write of ours
+    // to end (see Verified::is_news); the order of triggers does not matter.
+    const JUDGED_AT_ONCE: usize = 256;
+    let owned_events = owned_events
+        .map(move |secret| {
+            let verified = verified.verified.clone();
+            async move {
+                let news = match &secret {
+                    Ok(s) => {
+                        let key = ObjectRef::<Secret>::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
+                        verified
+                            .is_news(&key, s.metadata.resource_version.as_deref().unwrap_or_default())
+                            .await
+                    }
+                    Err(_) => true,
+                };
+                news.then_some(secret)
             }
-            Err(_) => true,
-        };
-        future::ready(news)
-    });
+        })
+        .buffer_unordered(JUDGED_AT_ONCE)
+        .filter_map(future::ready);
     let controller = Controller::for_stream(integration_events, integration_store)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .trigger_backoff(NoSharedBackoff);

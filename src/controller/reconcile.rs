@@ -167,7 +167,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     };
     match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
-            debug!("credentials are current");
+            debug!(renew_at = ?recheck_at, "credentials are current");
             Ok(Ending::UpToDate {
                 recheck_at,
                 observed: existing
@@ -577,6 +577,9 @@ async fn write_secret(
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::<Secret>::new(&name).within(&namespace);
+    // Until the written version is recorded, the watch's report of it is not
+    // mistaken for someone else's edit.
+    let _writing = ctx.verified.begin_write(&key);
     let mut cached_rv = None;
     if let Some(cached) = ctx.owned_secrets.get(&namespace, &name) {
         // A re-validation that changes nothing must not write (or wake

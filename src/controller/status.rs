@@ -100,8 +100,16 @@ pub fn ready_condition(status: Option<&IntegrationStatus>) -> Option<&Condition>
 }
 
 /// RFC 3339 with second precision, the form used in status fields.
+///
+/// Truncated, never rounded up: a recorded expiry is never later than the
+/// real one, and a recorded renewal time never later than the time the
+/// next look was scheduled for (a look before the recorded time would find
+/// nothing due and cost a second one).
 pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+    let whole = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Second)
+        .mode(jiff::RoundMode::Trunc);
+    t.round(whole).unwrap_or(t).to_string()
 }
 
 /// Parses an RFC 3339 status field; a garbled value counts as absent.

@@ -212,6 +212,20 @@ impl Operator {
         })
     }
 
+    /// Waits until the operator's caches are synced (`/readyz`), so that a
+    /// figure measured from here does not include the process's start-up.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let url = self.metrics.replace("/metrics", "/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the operator was not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
@@ -395,6 +409,9 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
 
     let port = free_port();
     let operator = Operator::start(&args.operator, emulator.kubeconfig_path(), port).await?;
+    // Cold start measures applying N Integrations to a running operator;
+    // its own start-up is the restart figure's business.
+    operator.wait_ready().await?;
     let seen = track_ready(client.clone());
     let created = Mutex::new(HashMap::new());
     let t0 = Instant::now();
