@@ -197,22 +197,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 ),
             }
         }
-        DriverError::Conflict { message } => DriverError::Conflict {
-            message: format!("{PLATFORM}, {what}: {message}"),
-        },
-        DriverError::BadRequest { message } => DriverError::BadRequest {
-            message: format!("{PLATFORM}, {what}: {message}"),
-        },
-        DriverError::Unavailable { message } => DriverError::Unavailable {
-            message: format!("{PLATFORM}, {what}: {message}"),
-        },
-        DriverError::MalformedResponse { message } => DriverError::MalformedResponse {
-            message: format!("{PLATFORM}, {what}: {message}"),
-        },
-        DriverError::Misconfigured { message } => DriverError::Misconfigured {
-            message: format!("{PLATFORM}, {what}: {message}"),
-        },
-        other => other.in_step(&format!("{PLATFORM}, {what}")),
+        other => other.with_context(&format!("{PLATFORM}, {what}")),
     }
 }
 

@@ -148,22 +148,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 "Kombo denied {what}: {message}; check the API key's environment and Kombo's IP allow-list"
             ),
         },
-        DriverError::Conflict { message } => DriverError::Conflict {
-            message: format!("Kombo, {what}: {message}"),
-        },
-        DriverError::BadRequest { message } => DriverError::BadRequest {
-            message: format!("Kombo, {what}: {message}"),
-        },
-        DriverError::Unavailable { message } => DriverError::Unavailable {
-            message: format!("Kombo, {what}: {message}"),
-        },
-        DriverError::MalformedResponse { message } => DriverError::MalformedResponse {
-            message: format!("Kombo, {what}: {message}"),
-        },
-        DriverError::Misconfigured { message } => DriverError::Misconfigured {
-            message: format!("Kombo, {what}: {message}"),
-        },
-        other => other.in_step(&format!("Kombo, {what}")),
+        other => other.with_context(&format!("Kombo, {what}")),
     }
 }
 

@@ -415,6 +415,32 @@ impl DriverError {
         }
     }
 
+    /// Puts `context` (who and which step, e.g. `Kombo, creating the
+    /// connection`) in front of a message-carrying error; names the step of
+    /// any other (see [`DriverError::in_step`]). The last arm of the
+    /// drivers' error explanations, once their specific hints are given.
+    pub fn with_context(self, context: &str) -> DriverError {
+        let prefixed = |message: String| format!("{context}: {message}");
+        match self {
+            DriverError::Conflict { message } => DriverError::Conflict {
+                message: prefixed(message),
+            },
+            DriverError::BadRequest { message } => DriverError::BadRequest {
+                message: prefixed(message),
+            },
+            DriverError::Unavailable { message } => DriverError::Unavailable {
+                message: prefixed(message),
+            },
+            DriverError::MalformedResponse { message } => DriverError::MalformedResponse {
+                message: prefixed(message),
+            },
+            DriverError::Misconfigured { message } => DriverError::Misconfigured {
+                message: prefixed(message),
+            },
+            other => other.in_step(context),
+        }
+    }
+
     /// Transient failures are retried with backoff; the others need a change
     /// by a person (new credentials, a fixed spec) and are retried slowly.
     pub fn is_transient(&self) -> bool {

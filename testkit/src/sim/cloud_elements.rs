@@ -178,7 +178,7 @@ impl World {
 #[derive(Default)]
 struct Inner {
     world: Mutex<World>,
-    calls: Mutex<HashMap<&'static str, Vec<Instant>>>,
+    calls: super::calls::CallLog,
     faults: Faults,
 }
 
@@ -233,12 +233,7 @@ impl Inner {
     }
 
     fn count(&self, route: &'static str) {
-        self.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(route)
-            .or_default()
-            .push(Instant::now());
+        self.calls.record(route);
     }
 
     /// Counts the call and applies an injected fault, if any.
@@ -434,28 +429,17 @@ impl CloudElementsSim {
 
     /// Requests to `route` so far (failed ones included).
     pub fn calls(&self, route: &str) -> u64 {
-        self.inner
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .map_or(0, |v| v.len() as u64)
+        self.inner.calls.count(route)
     }
 
     /// Arrival times of the requests to `route`, oldest first.
     pub fn call_times(&self, route: &str) -> Vec<Instant> {
-        self.inner
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .cloned()
-            .unwrap_or_default()
+        self.inner.calls.times(route)
     }
 
     /// Requests on every route.
     pub fn total_calls(&self) -> u64 {
-        routes::ALL.iter().map(|r| self.calls(r)).sum()
+        self.inner.calls.total(&routes::ALL)
     }
 
     /// Injects `fault` into the next `count` requests to `route`.

@@ -116,7 +116,7 @@ struct World {
 #[derive(Default)]
 struct Inner {
     world: Mutex<World>,
-    calls: Mutex<HashMap<&'static str, Vec<Instant>>>,
+    calls: super::calls::CallLog,
     faults: Faults,
 }
 
@@ -126,12 +126,7 @@ impl Inner {
     }
 
     fn count(&self, route: &'static str) {
-        self.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(route)
-            .or_default()
-            .push(Instant::now());
+        self.calls.record(route);
     }
 
     /// Counts the call and applies an injected fault, if any.
@@ -300,18 +295,12 @@ impl KomboSim {
 
     /// Requests to every route so far.
     pub fn total_calls(&self) -> u64 {
-        routes::ALL.iter().map(|r| self.calls(r)).sum()
+        self.inner.calls.total(&routes::ALL)
     }
 
     /// When each request to `route` arrived, oldest first.
     pub fn call_times(&self, route: &str) -> Vec<Instant> {
-        self.inner
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .cloned()
-            .unwrap_or_default()
+        self.inner.calls.times(route)
     }
 
     /// Injects `fault` into the next `count` requests to `route` (see [`routes`]).

@@ -1,6 +1,7 @@
 //! Provider simulators: HTTP servers on 127.0.0.1 that speak each provider's
 //! protocol, with injectable failures and call counters.
 
+pub mod calls;
 pub mod cloud_elements;
 pub mod faults;
 pub mod kombo;
