@@ -113,18 +113,6 @@ async fn patch_input(cluster: &Cluster, values: serde_json::Value) {
         .expect("input Secret updated");
 }
 
-async fn delete_and_wait_gone(cluster: &Cluster) {
-    cluster
-        .integrations()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the Integration gone", || async {
-        cluster.integrations().get_opt(NAME).await.ok()?.is_none().then_some(())
-    })
-    .await;
-}
-
 async fn assert_no_secret_anywhere(cluster: &Cluster, sim: &CloudElementsSim) {
     let mut canaries: Vec<String> = [USER_SECRET, ORG_SECRET, SR_KEY, NEW_USER_SECRET, NEW_SR_KEY]
         .iter()
@@ -469,7 +457,7 @@ async fn deleting_the_integration_deletes_the_instance() {
             .contains(&"integration-operator.io/cleanup".to_string())
     );
     let id = only_instance(&sim).id;
-    delete_and_wait_gone(&cluster).await;
+    cluster.delete_integration(NAME).await;
     assert_eq!(sim.instance_count(), 0, "the instance was left behind");
     assert_eq!(sim.deleted(), vec![id]);
     assert!(cluster.events_with_reason("CleanedUp").await >= 1);
@@ -486,7 +474,7 @@ async fn retain_keeps_the_instance() {
     let i = cluster.wait_ready(NAME, "True", None).await;
     assert!(i.metadata.finalizers.unwrap_or_default().is_empty());
     let id = only_instance(&sim).id;
-    delete_and_wait_gone(&cluster).await;
+    cluster.delete_integration(NAME).await;
     assert!(sim.instances().contains_key(&id), "a retained instance was deleted");
     assert_eq!(sim.calls(routes::DELETE_INSTANCE), 0);
     operator.stop().await;
@@ -567,7 +555,7 @@ async fn deleting_before_the_id_was_stored_still_deletes_the_instance() {
     cluster.integration(NAME, spec(json!({}))).await;
     cluster.wait_ready(NAME, "False", Some("SecretWriteFailed")).await;
     let id = only_instance(&sim).id;
-    delete_and_wait_gone(&cluster).await;
+    cluster.delete_integration(NAME).await;
     assert_eq!(
         sim.deleted(),
         vec![id],

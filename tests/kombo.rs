@@ -411,15 +411,7 @@ async fn deleting_the_integration_deletes_the_kombo_integration() {
     let id = sim.complete_link(&link, "smartrecruiters").unwrap();
     cluster.wait_ready(NAME, "True", None).await;
 
-    cluster
-        .integrations()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the Integration gone", || async {
-        cluster.integrations().get_opt(NAME).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    cluster.delete_integration(NAME).await;
     assert!(sim.integrations().is_empty(), "the Kombo integration was left behind");
     assert_eq!(sim.deleted(), vec![id]);
     assert!(cluster.events_with_reason("CleanedUp").await >= 1);
@@ -434,15 +426,7 @@ async fn deleting_while_waiting_removes_an_integration_the_customer_just_created
     let link = published_link(&cluster, &sim, 0).await;
     // The customer finishes; the operator is deleted before or after it noticed.
     let id = sim.complete_link(&link, "smartrecruiters").unwrap();
-    cluster
-        .integrations()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the Integration gone", || async {
-        cluster.integrations().get_opt(NAME).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    cluster.delete_integration(NAME).await;
     assert_eq!(
         sim.deleted(),
         vec![id],
@@ -462,15 +446,7 @@ async fn retain_keeps_the_kombo_integration() {
     let id = sim.complete_link(&link, "smartrecruiters").unwrap();
     cluster.wait_ready(NAME, "True", None).await;
 
-    cluster
-        .integrations()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the Integration gone", || async {
-        cluster.integrations().get_opt(NAME).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    cluster.delete_integration(NAME).await;
     assert!(
         sim.integrations().contains_key(&id),
         "a retained integration was deleted"
@@ -539,15 +515,7 @@ async fn an_existing_integration_id_is_validated_and_never_deleted() {
     cluster.wait_ready(NAME, "True", None).await;
     assert_eq!(sim.links().len(), 1, "no link for an existing integration");
     assert_eq!(app_call(&cluster).await, 200);
-    cluster
-        .integrations()
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the Integration gone", || async {
-        cluster.integrations().get_opt(NAME).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    cluster.delete_integration(NAME).await;
     assert!(sim.integrations().contains_key(&other));
     operator.stop().await;
 }

@@ -238,6 +238,18 @@ impl Cluster {
     }
 
     /// Waits until the Integration's Ready condition has `status` (and `reason`, if given).
+    /// Deletes an Integration and waits until it is gone (finalizers done).
+    pub async fn delete_integration(&self, name: &str) {
+        self.integrations()
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(20), "the Integration gone", || async {
+            self.integrations().get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+
     pub async fn wait_ready(&self, name: &str, status: &str, reason: Option<&str>) -> Integration {
         let api = self.integrations();
         eventually(
