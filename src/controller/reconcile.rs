@@ -4,7 +4,13 @@
 //!
 //! Only this module sequences the steps; each step lives in its own module.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -155,10 +161,13 @@ async fn look(
 }
 
 async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
-    let resolved = resolve::resolve(integration, ctx).await?;
+    // Independent reads, asked at once: a first issue waits for one round
+    // trip instead of two.
+    let (resolved, existing) = tokio::join!(resolve::resolve(integration, ctx), observe_secret(integration, ctx));
+    let resolved = resolved?;
     let context = fingerprint_context(integration, &resolved)?;
     let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
-    let existing = observe_secret(integration, ctx).await?;
+    let existing = existing?;
     let state = status_of(integration);
     let facts = Facts {
         input_fingerprint: input_fingerprint.clone(),
@@ -341,6 +350,9 @@ struct SecretCheckpoint<'a> {
     integration: &'a Integration,
     ctx: &'a Context,
     persisted: tokio::sync::Mutex<Credentials>,
+    /// The output Secret was missing when this reconcile looked, and nothing
+    /// has been written since: the first write can create it at once.
+    seen_missing: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -354,6 +366,7 @@ impl Checkpoint for SecretCheckpoint<'_> {
             &updated,
             UNFINISHED,
             output::Schedule::default(),
+            self.seen_missing.load(Ordering::Relaxed),
         )
         .await
         .map_err(|e| DriverError::CheckpointFailed {
@@ -417,6 +430,7 @@ async fn exchange(
         integration,
         ctx,
         persisted: tokio::sync::Mutex::new(persisted.clone()),
+        seen_missing: AtomicBool::new(matches!(existing.state, SecretState::Missing)),
     };
     let identity = uid(integration);
     let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
@@ -446,6 +460,7 @@ async fn exchange(
             crate::providers::check_issued(&issued.fields).map_err(|e| Error::Driver(Box::new(e)))?;
             // Keep what earlier steps persisted (customer-level credentials),
             // add what was issued now.
+            let seen_missing = checkpoint.seen_missing.into_inner();
             let persisted = checkpoint.persisted.into_inner();
             let fields = persisted.updated(&issued.fields, &[]);
             fail::fail_point!(failpoints::AFTER_EXCHANGE, |_| std::process::abort());
@@ -455,6 +470,7 @@ async fn exchange(
                 &fields,
                 input_fingerprint,
                 plan(issued.expires_at, issued.lifetime_defaulted),
+                seen_missing,
             )
             .await?;
             fail::fail_point!(failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
@@ -564,13 +580,15 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
 
 /// Writes the output Secret: created the first time (so that a Secret of the
 /// same name made by someone else is never overwritten), server-side applied
-/// after that.
+/// after that. `seen_missing`: this reconcile found no Secret and has not
+/// written one since.
 async fn write_secret(
     integration: &Integration,
     ctx: &Context,
     fields: &Credentials,
     input_fingerprint: &str,
     schedule: output::Schedule,
+    seen_missing: bool,
 ) -> Result<bool, Error> {
     let desired = output::desired_secret(integration, fields, input_fingerprint, schedule, &ctx.fingerprinter);
     let name = output::target_name(integration);
@@ -595,29 +613,38 @@ async fn write_secret(
             cached_rv = Some(rv);
         }
     }
-    // The cache says the Secret is ours: apply at once, on the condition that
-    // it is still the version the cache saw (a renewal then costs one write
-    // and no read). Anything else takes the careful path below.
-    if let Some(rv) = cached_rv {
+    // What we know decides a fast path; anything else (or a fast path that
+    // lost a race) takes the careful path below.
+    let fast = if let Some(rv) = cached_rv {
+        // The cache says the Secret is ours: apply at once, on the condition
+        // that it is still the version the cache saw (a renewal then costs
+        // one write and no read).
         let mut conditional = desired.clone();
         conditional.metadata.resource_version = Some(rv);
-        match api
-            .patch(
+        Some(
+            api.patch(
                 &name,
                 &PatchParams::apply(SECRET_MANAGER).force(),
                 &Patch::Apply(&conditional),
             )
-            .await
-        {
-            Ok(written) => {
-                ctx.verified
-                    .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
-                ctx.metrics.secret_written();
-                return Ok(true);
-            }
-            Err(e) if is_retryable(&e) => {}
-            Err(e) => return Err(e.into()),
+            .await,
+        )
+    } else if seen_missing {
+        // Seen missing a moment ago: create at once instead of asking again
+        // (a Secret that appeared since fails the create with a 409).
+        Some(api.create(&PostParams::default(), &desired).await)
+    } else {
+        None
+    };
+    match fast {
+        Some(Ok(written)) => {
+            ctx.verified
+                .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
+            ctx.metrics.secret_written();
+            return Ok(true);
         }
+        Some(Err(e)) if !is_retryable(&e) => return Err(e.into()),
+        _ => {}
     }
     let mut attempt = 0;
     loop {
