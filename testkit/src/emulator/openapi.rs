@@ -621,7 +621,7 @@ pub(crate) mod tests {
             }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
         let addr = listener.local_addr().ok()?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(crate::nodelay(listener), app).await });
         Some(format!("http://{addr}"))
     }
 

@@ -938,7 +938,7 @@ mod tests {
             return;
         };
         let Ok(addr) = listener.local_addr() else { return };
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(crate::nodelay(listener), app).await });
         let server = format!("http://{addr}");
         let Some((ok, out, err)) = kubectl(
             &server,

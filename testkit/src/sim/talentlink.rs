@@ -153,7 +153,7 @@ impl TalentLinkSim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(crate::nodelay(listener), app).await;
         });
         Ok(Self { addr, inner, server })
     }

@@ -107,7 +107,7 @@ impl Emulator {
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(crate::nodelay(listener), app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
