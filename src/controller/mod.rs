@@ -18,6 +18,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod resolve;
 pub mod schedule;
+pub mod shared_reads;
 pub mod status;
 pub mod timetable;
 
@@ -187,6 +188,8 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// When each Integration is next looked at.
     pub timetable: Arc<timetable::Timetable>,
+    /// Input Secret reads, shared by reconciles that ask at the same time.
+    pub input_reads: shared_reads::SharedReads,
     /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -440,6 +443,7 @@ async fn run_scope(
         verified: owned_secrets.verified(),
         retry: settings.retry,
         timetable: Arc::default(),
+        input_reads: shared_reads::SharedReads::default(),
         caches_ready,
     });
 

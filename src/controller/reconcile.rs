@@ -535,8 +535,11 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
     let (_, provider, driver, flow) = resolve::resolve_provider(integration, ctx)?;
     if driver.needs_cleanup(&flow) {
         let namespace = integration.namespace().unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let inputs = match secrets.get_opt(&integration.spec.secret_ref.name).await? {
+        let inputs = match ctx
+            .input_reads
+            .get(&ctx.client, &namespace, &integration.spec.secret_ref.name)
+            .await?
+        {
             Some(secret) => resolve::secret_credentials(&secret)?,
             None => {
                 return Err(Error::invalid(

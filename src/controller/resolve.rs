@@ -56,16 +56,19 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
     let (provider_spec, provider, driver, flow) = resolve_provider(integration, ctx)?;
     let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &integration.spec;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let input = secrets.get_opt(&spec.secret_ref.name).await?.ok_or_else(|| {
-        Error::invalid(
-            reasons::SECRET_NOT_FOUND,
-            format!(
-                "input Secret {:?} does not exist in namespace {namespace:?}",
-                spec.secret_ref.name
-            ),
-        )
-    })?;
+    let input = ctx
+        .input_reads
+        .get(&ctx.client, namespace, &spec.secret_ref.name)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                reasons::SECRET_NOT_FOUND,
+                format!(
+                    "input Secret {:?} does not exist in namespace {namespace:?}",
+                    spec.secret_ref.name
+                ),
+            )
+        })?;
     Ok(Resolved {
         provider,
         provider_spec,
