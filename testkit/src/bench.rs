@@ -662,6 +662,24 @@ async fn refresh_wave(
     let lifetime = Duration::from_secs(args.wave_lifetime);
     sim.set_token_lifetime(Some(args.wave_lifetime));
     sim.add_client("wave", "wave-secret-0123456789");
+    // The Integrations created during the wave use a client of their own, so
+    // that their first issues are not counted as renewals in the spread.
+    sim.add_client("fresh", "fresh-secret-0123456789");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "bench-fresh"}}))?,
+        )
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), "bench-fresh")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "creds"},
+                "stringData": {"client_id": "fresh", "client_secret": "fresh-secret-0123456789"},
+            }))?,
+        )
+        .await?;
     let expiries = track_expiries(client.clone());
     // Issue: every Integration's input changes in the same instant.
     let calls_before = sim.token_calls();
@@ -685,6 +703,7 @@ async fn refresh_wave(
     eprintln!("bench: wave: {total} tokens issued in {issue_span:?}");
     sim.set_latency(Duration::from_millis(args.wave_latency_ms));
     let issued_calls = sim.token_calls();
+    let t_issued = Instant::now();
 
     // Scan for expired tokens in Secrets until every token was renewed.
     let expired_seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -716,7 +735,13 @@ async fn refresh_wave(
     }
     eprintln!("bench: wave: renewals under way; creating new Integrations");
     let fresh: Vec<(String, String, String)> = (0..args.new_integrations)
-        .map(|i| ("bench-1".to_string(), format!("wave-new-{i}"), "provider-1".to_string()))
+        .map(|i| {
+            (
+                "bench-fresh".to_string(),
+                format!("wave-new-{i}"),
+                "provider-1".to_string(),
+            )
+        })
         .collect();
     let fresh_keys: Vec<String> = fresh.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
     let created = Mutex::new(HashMap::new());
@@ -769,8 +794,13 @@ async fn refresh_wave(
     scanning.store(false, std::sync::atomic::Ordering::SeqCst);
     let _ = scanner.await;
 
-    // Spread: calls per second from the first renewal to the last.
-    let times: Vec<Instant> = sim.token_call_times()[issued_calls as usize..].to_vec();
+    // Spread: renewals per second from the first to the last (the wave's
+    // client only: the new Integrations' first issues are not renewals).
+    let times: Vec<Instant> = sim
+        .token_call_times_of("wave")
+        .into_iter()
+        .filter(|t| *t > t_issued)
+        .collect();
     let renewals = times.len() as u64;
     let (first, last) = (times.first().copied(), times.last().copied());
     let window = match (first, last) {

@@ -37,6 +37,8 @@ struct Inner {
     token_calls: AtomicU64,
     /// Arrival time of every token request (benchmarks: calls per second).
     call_times: Mutex<Vec<Instant>>,
+    /// Arrival time and client of every authenticated token request.
+    client_calls: Mutex<Vec<(Instant, String)>>,
     latency_ms: AtomicU64,
     faults: Faults,
 }
@@ -101,6 +103,18 @@ impl OAuth2Sim {
     /// When each token request arrived, oldest first.
     pub fn token_call_times(&self) -> Vec<Instant> {
         self.inner.call_times.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// When each authenticated token request of `client_id` arrived, oldest first.
+    pub fn token_call_times_of(&self, client_id: &str) -> Vec<Instant> {
+        self.inner
+            .client_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, c)| c == client_id)
+            .map(|(t, _)| *t)
+            .collect()
     }
 
     /// Whether `token` was issued here and has not expired.
@@ -178,11 +192,8 @@ fn form_decode(s: &str) -> String {
 
 async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     inner.token_calls.fetch_add(1, Ordering::SeqCst);
-    inner
-        .call_times
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Instant::now());
+    let arrived = Instant::now();
+    inner.call_times.lock().unwrap_or_else(|p| p.into_inner()).push(arrived);
     let latency = inner.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -233,6 +244,11 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             "client authentication failed",
         );
     }
+    inner
+        .client_calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((arrived, id.clone()));
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("sim-{}", hex(&raw));
