@@ -96,6 +96,17 @@ async fn published_link(cluster: &Cluster, sim: &KomboSim, nth: usize) -> String
         "{}",
         ready(&i).message
     );
+    // Read by people: a time in whole seconds, as a valid RFC 3339 instant.
+    let valid_until = ready(&i)
+        .message
+        .split("(valid until ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no expiry in {:?}", ready(&i).message));
+    let at: jiff::Timestamp = valid_until.parse().expect("an RFC 3339 time");
+    assert_eq!(at.subsec_nanosecond(), 0, "{valid_until}");
+    assert!(!valid_until.contains('.'), "{valid_until}");
     if nth > 0 {
         // kube-runtime's Recorder folds an Event with the same reason into
         // the earlier one's series for 6 minutes, keeping the first note; a

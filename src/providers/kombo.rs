@@ -362,14 +362,20 @@ impl KomboDriver {
         let answer = self.call(req.provider, &step, "", api_key, Some(body), secrets).await?;
         Self::expect_ok(&step, &answer, secrets)?;
         let (link, token) = parse_connect_link(&answer.body).map_err(|e| in_step(&step, e))?;
-        let created = req.now.to_string();
+        // Whole seconds: the time is shown to people, and the retry
+        // annotation must repeat it exactly.
+        let created_at = Timestamp::from_second(req.now.as_second()).unwrap_or(req.now);
         req.checkpoint
             .save(
-                &fields([(LINK, link.clone()), (LINK_TOKEN, token), (LINK_CREATED_AT, created)]),
+                &fields([
+                    (LINK, link.clone()),
+                    (LINK_TOKEN, token),
+                    (LINK_CREATED_AT, created_at.to_string()),
+                ]),
                 &[keys::INTEGRATION_ID],
             )
             .await?;
-        Ok(awaiting(req, &link, req.now, POLL_FLOOR.min(poll_cap(req.provider))))
+        Ok(awaiting(req, &link, created_at, POLL_FLOOR.min(poll_cap(req.provider))))
     }
 }
 
