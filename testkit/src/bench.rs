@@ -491,14 +491,14 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     };
     if std::env::var_os("BENCH_DEBUG").is_some() {
         // Where the cold start's time went, relative to its start.
-        let at = |t: &Instant| t.saturating_duration_since(t0).as_secs_f64() * 1000.0;
-        let quantiles = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            let q = |p: f64| v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
-            format!("{:.0}/{:.0}/{:.0}/{:.0} ms", q(0.0), q(0.5), q(0.9), q(1.0))
+        let at = |t: &Instant| t.saturating_duration_since(t0);
+        let quantiles = |mut v: Vec<Duration>| {
+            v.sort();
+            let ms = |p: f64| percentile(&v, p).as_millis();
+            format!("{}/{}/{}/{} ms", ms(0.0), ms(0.5), ms(0.9), ms(1.0))
         };
-        let calls: Vec<f64> = sim.token_call_times().iter().map(at).collect();
-        let ready: Vec<f64> = seen
+        let calls: Vec<Duration> = sim.token_call_times().iter().map(at).collect();
+        let ready: Vec<Duration> = seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -797,7 +797,7 @@ async fn refresh_wave(
     // Spread: renewals per second from the first to the last (the wave's
     // client only: the new Integrations' first issues are not renewals).
     let times: Vec<Instant> = sim
-        .token_call_times_of("wave")
+        .token_call_times_for("wave")
         .into_iter()
         .filter(|t| *t > t_issued)
         .collect();

@@ -37,8 +37,8 @@ struct Inner {
     token_calls: AtomicU64,
     /// Arrival time of every token request (benchmarks: calls per second).
     call_times: Mutex<Vec<Instant>>,
-    /// Arrival time and client of every authenticated token request.
-    client_calls: Mutex<Vec<(Instant, String)>>,
+    /// Arrival times of the authenticated token requests, by client id.
+    call_times_by_client: Mutex<HashMap<String, Vec<Instant>>>,
     latency_ms: AtomicU64,
     faults: Faults,
 }
@@ -106,15 +106,14 @@ impl OAuth2Sim {
     }
 
     /// When each authenticated token request of `client_id` arrived, oldest first.
-    pub fn token_call_times_of(&self, client_id: &str) -> Vec<Instant> {
+    pub fn token_call_times_for(&self, client_id: &str) -> Vec<Instant> {
         self.inner
-            .client_calls
+            .call_times_by_client
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, c)| c == client_id)
-            .map(|(t, _)| *t)
-            .collect()
+            .get(client_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether `token` was issued here and has not expired.
@@ -245,10 +244,12 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
         );
     }
     inner
-        .client_calls
+        .call_times_by_client
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((arrived, id.clone()));
+        .entry(id.clone())
+        .or_default()
+        .push(arrived);
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("sim-{}", hex(&raw));
