@@ -61,7 +61,6 @@ async fn issues_renews_before_expiry_and_reports_a_rejected_secret() {
 
     // A wrong secret: oidc-provider answers invalid_client; the operator asks
     // for new credentials and keeps the last good token until it expires.
-    let good = cluster.secret_data("out").await.unwrap()["access_token"].clone();
     cluster
         .secrets()
         .patch(
@@ -74,6 +73,15 @@ async fn issues_renews_before_expiry_and_reports_a_rejected_secret() {
     let i = cluster.wait_ready("api", "False", Some("ReauthRequired")).await;
     let message = i.status.unwrap().conditions[0].message.clone();
     assert!(message.contains("invalid_client"), "{message}");
+    // The last good token is read only now: a renewal already in flight when
+    // the input Secret changed may still have written a newer one before the
+    // rejected exchange. From the rejection on, the Secret must not change.
+    let good = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+    assert!(
+        oidc.is_active(&good).await.unwrap(),
+        "the kept token is not one oidc-provider still accepts"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(cluster.secret_data("out").await.unwrap()["access_token"], good);
 
     // Fixing the input Secret recovers without a restart.
