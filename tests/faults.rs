@@ -58,14 +58,11 @@ fn spec(target: &str) -> serde_json::Value {
 /// Switches the input Secret to client-b (a reason to exchange again).
 async fn rotate_input(cluster: &Cluster) {
     cluster
-        .secrets()
-        .patch(
+        .patch_secret_strings(
             "creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client_id": "client-b", "client_secret": ROTATED_SECRET}})),
+            json!({"client_id": "client-b", "client_secret": ROTATED_SECRET}),
         )
-        .await
-        .expect("input Secret rotated");
+        .await;
 }
 
 /// Waits until the Secret `target` holds a valid token issued to `client`.

@@ -123,14 +123,11 @@ async fn rotating_the_input_secret_triggers_a_new_exchange_with_the_new_credenti
 
     sim.add_client("client-b", "rotated-secret-2b8e");
     cluster
-        .secrets()
-        .patch(
+        .patch_secret_strings(
             "creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client_id": "client-b", "client_secret": "rotated-secret-2b8e"}})),
+            json!({"client_id": "client-b", "client_secret": "rotated-secret-2b8e"}),
         )
-        .await
-        .unwrap();
+        .await;
     let second = eventually(Duration::from_secs(15), "a token issued to client-b", || async {
         let token = cluster.secret_data("out").await?["access_token"].clone();
         (token != first && sim.token_client(&token).as_deref() == Some("client-b")).then_some(token)
@@ -421,14 +418,8 @@ async fn an_edited_or_deleted_output_secret_is_repaired() {
     cluster.wait_ready("api", "True", None).await;
 
     cluster
-        .secrets()
-        .patch(
-            "out",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"access_token": "forged"}})),
-        )
-        .await
-        .unwrap();
+        .patch_secret_strings("out", json!({"access_token": "forged"}))
+        .await;
     let repaired = eventually(Duration::from_secs(10), "the edited Secret to be repaired", || async {
         let t = cluster.secret_data("out").await?["access_token"].clone();
         (t != "forged").then_some(t)

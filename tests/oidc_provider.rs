@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, eventually};
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use testkit::sim::oidc::OidcProvider;
 
@@ -62,14 +61,8 @@ async fn issues_renews_before_expiry_and_reports_a_rejected_secret() {
     // A wrong secret: oidc-provider answers invalid_client; the operator asks
     // for new credentials and keeps the last good token until it expires.
     cluster
-        .secrets()
-        .patch(
-            "creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client_secret": "wrong"}})),
-        )
-        .await
-        .unwrap();
+        .patch_secret_strings("creds", json!({"client_secret": "wrong"}))
+        .await;
     let i = cluster.wait_ready("api", "False", Some("ReauthRequired")).await;
     let message = i.status.unwrap().conditions[0].message.clone();
     assert!(message.contains("invalid_client"), "{message}");
@@ -86,14 +79,8 @@ async fn issues_renews_before_expiry_and_reports_a_rejected_secret() {
 
     // Fixing the input Secret recovers without a restart.
     cluster
-        .secrets()
-        .patch(
-            "creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client_secret": SECRET}})),
-        )
-        .await
-        .unwrap();
+        .patch_secret_strings("creds", json!({"client_secret": SECRET}))
+        .await;
     eventually(
         Duration::from_secs(15),
         "recovery after the secret is fixed",

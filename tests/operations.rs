@@ -9,10 +9,7 @@ use std::{process::Stdio, time::Duration};
 
 use common::{Cluster, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
+use kube::Api;
 use serde_json::json;
 use testkit::sim::oauth2::OAuth2Sim;
 
@@ -130,14 +127,11 @@ async fn two_replicas_exchange_once_and_the_standby_takes_over_when_the_leader_d
     // The new leader does the work: rotate the input and watch it re-exchange.
     sim.add_client("client-b", "rotated-ops-secret");
     cluster
-        .secrets()
-        .patch(
+        .patch_secret_strings(
             "creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"client_id": "client-b", "client_secret": "rotated-ops-secret"}})),
+            json!({"client_id": "client-b", "client_secret": "rotated-ops-secret"}),
         )
-        .await
-        .unwrap();
+        .await;
     eventually(Duration::from_secs(20), "the new leader to re-exchange", || async {
         let token = cluster.secret_data("out").await?["access_token"].clone();
         (sim.token_client(&token).as_deref() == Some("client-b")).then_some(())

@@ -141,14 +141,8 @@ async fn api_key_is_published_as_x_smart_token_and_a_refused_key_needs_reauth() 
     // A new key in the input Secret recovers it.
     sim.add_api_key("DCRA1-canary-new-key-90aa3e", "ACME");
     cluster
-        .secrets()
-        .patch(
-            "key",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"api_key": "DCRA1-canary-new-key-90aa3e"}})),
-        )
-        .await
-        .unwrap();
+        .patch_secret_strings("key", json!({"api_key": "DCRA1-canary-new-key-90aa3e"}))
+        .await;
     cluster.wait_ready("key", "True", None).await;
     assert_eq!(
         cluster.secret_data("out").await.unwrap()["header_value"],

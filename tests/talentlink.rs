@@ -11,7 +11,6 @@ use base64::Engine;
 use common::{Cluster, eventually, logs};
 use integration_operator::crd::Integration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use testkit::sim::{
     Fault,
@@ -100,18 +99,6 @@ async fn app_call(cluster: &Cluster) -> u16 {
         .expect("simulator answers")
         .status()
         .as_u16()
-}
-
-async fn patch_input(cluster: &Cluster, values: serde_json::Value) {
-    cluster
-        .secrets()
-        .patch(
-            INPUT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": values})),
-        )
-        .await
-        .expect("input Secret updated");
 }
 
 async fn assert_no_secret_anywhere(cluster: &Cluster) {
@@ -204,7 +191,9 @@ async fn refused_credentials_need_reauth_naming_talentlink_and_the_step_and_reco
     );
 
     // Fixing the input Secret recovers without anything else.
-    patch_input(&cluster, json!({"password": NEW_PASSWORD})).await;
+    cluster
+        .patch_secret_strings(INPUT, json!({"password": NEW_PASSWORD}))
+        .await;
     cluster.wait_ready(NAME, "True", None).await;
     let data = cluster.secret_data(OUTPUT).await.unwrap();
     assert_eq!(data["header_value"], basic(USERNAME, NEW_PASSWORD));

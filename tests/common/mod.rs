@@ -237,19 +237,54 @@ impl Cluster {
             .expect("Integration created")
     }
 
-    /// Waits until the Integration's Ready condition has `status` (and `reason`, if given).
+    /// Merges `string_data` (a JSON object of key -> text) into a Secret,
+    /// as `kubectl patch secret --type merge -p '{"stringData": ...}'` does.
+    pub async fn patch_secret_strings(&self, name: &str, string_data: serde_json::Value) {
+        self.secrets()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({ "stringData": string_data })),
+            )
+            .await
+            .expect("Secret patched");
+    }
+
     /// Deletes an Integration and waits until it is gone (finalizers done).
     pub async fn delete_integration(&self, name: &str) {
         self.integrations()
             .delete(name, &kube::api::DeleteParams::default())
             .await
             .unwrap();
-        eventually(Duration::from_secs(20), "the Integration gone", || async {
+        self.wait_gone(name).await;
+    }
+
+    /// Waits until the Integration no longer exists (its finalizer is done).
+    pub async fn wait_gone(&self, name: &str) {
+        eventually(Duration::from_secs(20), &format!("{name} gone"), || async {
             self.integrations().get_opt(name).await.ok()?.is_none().then_some(())
         })
         .await;
     }
 
+    /// A deleted Integration whose provider-side cleanup fails is still
+    /// there, held by its finalizer, and a Warning CleanupFailed Event says so.
+    pub async fn assert_cleanup_held(&self, name: &str) {
+        let i = self.integrations().get_opt(name).await.unwrap();
+        assert!(
+            i.is_some_and(|i| i.metadata.deletion_timestamp.is_some()),
+            "{name}: the finalizer was dropped while cleanup failed"
+        );
+        assert!(
+            self.events_text()
+                .await
+                .lines()
+                .any(|l| l.starts_with("Warning CleanupFailed")),
+            "no Warning CleanupFailed Event"
+        );
+    }
+
+    /// Waits until the Integration's Ready condition has `status` (and `reason`, if given).
     pub async fn wait_ready(&self, name: &str, status: &str, reason: Option<&str>) -> Integration {
         let api = self.integrations();
         eventually(
