@@ -48,7 +48,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -285,15 +284,8 @@ impl Inner {
 
 /// A running Cloud Elements simulator.
 pub struct CloudElementsSim {
-    addr: SocketAddr,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for CloudElementsSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: super::Served,
 }
 
 impl CloudElementsSim {
@@ -309,18 +301,14 @@ impl CloudElementsSim {
             )
             .route("/elements/api-v2/hubs/humancapital/candidates", get(hub))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::nodelay(listener), app).await;
-        });
-        Ok(Self { addr, inner, server })
+        let server = super::Served::start(app).await?;
+        Ok(Self { inner, server })
     }
 
     /// The platform base URL, as a ClusterProvider's `baseUrl`
     /// (`http://127.0.0.1:port/elements/api-v2`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/elements/api-v2", self.addr)
+        self.server.url("/elements/api-v2")
     }
 
     /// Accepts `User <user_secret>, Organization <organization_secret>` from now on.

@@ -39,7 +39,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -156,15 +155,8 @@ impl Inner {
 
 /// A running Kombo simulator.
 pub struct KomboSim {
-    addr: SocketAddr,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for KomboSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: super::Served,
 }
 
 impl KomboSim {
@@ -178,17 +170,13 @@ impl KomboSim {
             .route("/v1/integrations/{id}", get(get_integration).delete(delete_integration))
             .route("/v1/ats/jobs", get(data))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::nodelay(listener), app).await;
-        });
-        Ok(Self { addr, inner, server })
+        let server = super::Served::start(app).await?;
+        Ok(Self { inner, server })
     }
 
     /// The API base URL, as a ClusterProvider's `baseUrl` (`http://127.0.0.1:port/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        self.server.url("/v1")
     }
 
     /// Accepts `key` as an API key from now on.

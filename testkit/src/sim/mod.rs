@@ -7,7 +7,9 @@ pub mod faults;
 pub mod kombo;
 pub mod oauth2;
 pub mod oidc;
+mod served;
 pub mod smartrecruiters;
 pub mod talentlink;
 
 pub use faults::{Fault, Faults};
+pub use served::Served;

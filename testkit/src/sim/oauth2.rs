@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -45,15 +44,8 @@ struct Inner {
 
 /// A running token-server simulator.
 pub struct OAuth2Sim {
-    addr: SocketAddr,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OAuth2Sim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: super::Served,
 }
 
 impl OAuth2Sim {
@@ -65,16 +57,12 @@ impl OAuth2Sim {
             .route("/oauth/token", post(token))
             .route("/api/me", get(me))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::nodelay(listener), app).await;
-        });
-        Ok(Self { addr, inner, server })
+        let server = super::Served::start(app).await?;
+        Ok(Self { inner, server })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url("")
     }
 
     pub fn token_url(&self) -> String {

@@ -38,7 +38,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -149,15 +148,8 @@ impl Inner {
 
 /// A running SmartRecruiters simulator. Dropping it stops the server.
 pub struct SmartRecruitersSim {
-    addr: SocketAddr,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SmartRecruitersSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: super::Served,
 }
 
 impl SmartRecruitersSim {
@@ -177,21 +169,17 @@ impl SmartRecruitersSim {
             .route("/configuration/company/my", get(company))
             .route("/jobs", get(jobs))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::nodelay(listener), app).await;
-        });
-        Ok(Self { addr, inner, server })
+        let server = super::Served::start(app).await?;
+        Ok(Self { inner, server })
     }
 
     /// Base URL, with a trailing slash (what a ClusterProvider's `baseUrl` holds).
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        self.server.url("/")
     }
 
     pub fn token_url(&self) -> String {
-        format!("http://{}/identity/oauth/token", self.addr)
+        self.server.url("/identity/oauth/token")
     }
 
     /// Registers a customer API key of `company_id` (made in the Credential Manager).

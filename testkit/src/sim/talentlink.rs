@@ -28,7 +28,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -131,15 +130,8 @@ impl Inner {
 
 /// A running TalentLink simulator (one regional host).
 pub struct TalentLinkSim {
-    addr: SocketAddr,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TalentLinkSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    server: super::Served,
 }
 
 impl TalentLinkSim {
@@ -150,17 +142,13 @@ impl TalentLinkSim {
             .route("/tlk/rest/department", get(department))
             .route("/tlk/rest/position", get(position))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::nodelay(listener), app).await;
-        });
-        Ok(Self { addr, inner, server })
+        let server = super::Served::start(app).await?;
+        Ok(Self { inner, server })
     }
 
     /// The REST base URL, as a ClusterProvider's `baseUrl` (`http://127.0.0.1:port/tlk/rest`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/tlk/rest", self.addr)
+        self.server.url("/tlk/rest")
     }
 
     /// Adds (or replaces) an API user with the Webservices role.
