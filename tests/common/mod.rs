@@ -165,23 +165,9 @@ impl Cluster {
             "type": "oauth2",
             "tokenUrl": token_url,
             "baseUrl": "https://api.example.com/",
-            "allowInsecureHttp": true,
-            "allowPrivateAddresses": true,
-            "requestTimeout": "2s",
         });
         merge(&mut spec, extra);
-        let cp: ClusterProvider = serde_json::from_value(json!({
-            "apiVersion": "integration-operator.io/v1alpha1",
-            "kind": "ClusterProvider",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("valid ClusterProvider");
-        let api: Api<ClusterProvider> = Api::all(self.client.clone());
-        let _ = api.delete(name, &DeleteParams::default()).await;
-        api.create(&PostParams::default(), &cp)
-            .await
-            .expect("ClusterProvider created");
+        self.cluster_provider(name, spec).await;
     }
 
     /// Creates (or replaces) a ClusterProvider of any type: `spec` over
