@@ -14,7 +14,7 @@ use testkit::sim::{
     cloud_elements::{CloudElementsSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const USER_SECRET: &str = "canary-ce-conformance-user-9d1f35";
 const ORG_SECRET: &str = "canary-ce-conformance-org-47ab02";
@@ -27,11 +27,7 @@ pub struct ElementInstance {
 
 impl ElementInstance {
     fn user_secret(n: u32) -> String {
-        if n == 0 {
-            USER_SECRET.to_string()
-        } else {
-            format!("{USER_SECRET}-rotated-{n}")
-        }
+        rotated(USER_SECRET, n)
     }
 }
 

@@ -13,7 +13,7 @@ use testkit::sim::{
     kombo::{KomboSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const API_KEY: &str = "canary-kombo-conformance-key-8b2e61";
 
@@ -24,11 +24,7 @@ pub struct Connection {
 
 impl Connection {
     fn key(n: u32) -> String {
-        if n == 0 {
-            API_KEY.to_string()
-        } else {
-            format!("{API_KEY}-rotated-{n}")
-        }
+        rotated(API_KEY, n)
     }
 }
 

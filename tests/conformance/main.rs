@@ -31,6 +31,16 @@ pub const OUTPUT_SECRET: &str = "out";
 /// Name of the Integration the scenarios create.
 pub const INTEGRATION: &str = "conformance";
 
+/// The `n`th value of a credential a case rotates: the original for 0, then
+/// a distinct value for each rotation.
+pub fn rotated(original: &str, n: u32) -> String {
+    if n == 0 {
+        original.to_string()
+    } else {
+        format!("{original}-rotated-{n}")
+    }
+}
+
 /// A provider flow under test, with its simulator.
 #[allow(async_fn_in_trait)]
 pub trait Case: Sized {

@@ -9,7 +9,7 @@ use std::{
 use serde_json::json;
 use testkit::sim::{Fault, oauth2::OAuth2Sim};
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const CLIENT_ID: &str = "conformance-client";
 const CLIENT_SECRET: &str = "canary-oauth2-secret-4d1c9a";
@@ -66,13 +66,12 @@ impl Case for ClientCredentials {
         // Every client the input Secret may name gets a secret it does not hold.
         let n = self.rotations.load(Ordering::SeqCst);
         self.sim.add_client(CLIENT_ID, "revoked-by-the-provider");
-        self.sim
-            .add_client(&format!("{CLIENT_ID}-{n}"), "revoked-by-the-provider");
+        self.sim.add_client(&rotated(CLIENT_ID, n), "revoked-by-the-provider");
     }
 
     fn rotate_input(&self) -> Vec<(String, String)> {
         let n = self.rotations.fetch_add(1, Ordering::SeqCst) + 1;
-        let (id, secret) = (format!("{CLIENT_ID}-{n}"), format!("{CLIENT_SECRET}-rotated-{n}"));
+        let (id, secret) = (rotated(CLIENT_ID, n), rotated(CLIENT_SECRET, n));
         self.sim.add_client(&id, &secret);
         vec![("client_id".into(), id), ("client_secret".into(), secret)]
     }

@@ -13,7 +13,7 @@ use testkit::sim::{
     smartrecruiters::{ROUTES, SmartRecruitersSim},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const PROVIDER: &str = "smartrecruiters";
 const COMPANY: &str = "ACME";
@@ -61,11 +61,7 @@ pub struct ApiKey {
 const API_KEY: &str = "DCRA1-canary-sr-api-key-0c5e2b7a91";
 
 fn api_key(n: u32) -> String {
-    if n == 0 {
-        API_KEY.to_string()
-    } else {
-        format!("{API_KEY}-rotated-{n}")
-    }
+    rotated(API_KEY, n)
 }
 
 impl Case for ApiKey {
@@ -130,11 +126,7 @@ pub struct ClientCredentials {
 }
 
 fn client(n: u32) -> (String, String) {
-    if n == 0 {
-        (CLIENT_ID.into(), CLIENT_SECRET.into())
-    } else {
-        (format!("{CLIENT_ID}-{n}"), format!("{CLIENT_SECRET}-rotated-{n}"))
-    }
+    (rotated(CLIENT_ID, n), rotated(CLIENT_SECRET, n))
 }
 
 impl Case for ClientCredentials {
@@ -214,11 +206,7 @@ pub struct PartnerIntegration {
 }
 
 fn master(n: u32) -> (String, String) {
-    if n == 0 {
-        (MASTER_ID.into(), MASTER_SECRET.into())
-    } else {
-        (format!("{MASTER_ID}-{n}"), format!("{MASTER_SECRET}-rotated-{n}"))
-    }
+    (rotated(MASTER_ID, n), rotated(MASTER_SECRET, n))
 }
 
 impl Case for PartnerIntegration {

@@ -14,7 +14,7 @@ use testkit::sim::{
     talentlink::{TalentLinkSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const USERNAME: &str = "conformance-api-user";
 const PASSWORD: &str = "canary-talentlink-password-3f9b27";
@@ -27,11 +27,7 @@ pub struct BasicAuth {
 
 impl BasicAuth {
     fn password(n: u32) -> String {
-        if n == 0 {
-            PASSWORD.to_string()
-        } else {
-            format!("{PASSWORD}-rotated-{n}")
-        }
+        rotated(PASSWORD, n)
     }
 }
 
