@@ -285,8 +285,11 @@ pub struct TargetSpec {
 pub struct RefreshSpec {
     /// How long before expiry to renew: a duration such as `10m` or `1h30m`, or
     /// a percentage of the token lifetime such as `25%`. Default: 20% of the
-    /// lifetime, at most 10m. A small random jitter is added so that tokens
-    /// issued together are not all renewed in the same second.
+    /// lifetime, at most 10m. At most half the lifetime: a longer value is
+    /// capped, so a token is always used for at least half its life. The
+    /// renewal falls inside this window, spread by a per-Integration jitter
+    /// over its first half, so that tokens issued together are not all renewed
+    /// in the same second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = r"^(([0-9]+(ms|s|m|h))+|[0-9]{1,2}%)$"))]
     pub renew_before: Option<String>,

@@ -443,6 +443,7 @@ async fn exchange(
         peers: &resolve::ClusterPeers { integration, ctx },
         identity: &identity,
         retry_requested: retry.as_deref(),
+        recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
         now,
     };
     let started = std::time::Instant::now();
@@ -559,6 +560,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
                 inputs: &inputs,
                 persisted: &persisted,
                 identity: &uid(integration),
+                recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
             })
             .await
             .map_err(|e| Error::Cleanup(Box::new(e)))?;

@@ -1,4 +1,13 @@
-//! When to renew: `expiresAt - renewBefore - jitter`, as a pure function.
+//! When to renew: `expiresAt - renewBefore + jitter`, as a pure function.
+//!
+//! The renewal always falls inside the window the user asked for: the jitter
+//! spreads renewals over the first half of `[expiresAt - renewBefore,
+//! expiresAt)`, never before it. The window itself is at most half the
+//! lifetime, so every token is used for at least half its life and no
+//! Integration exchanges more than twice per lifetime, whatever
+//! `renewBefore` says (an earlier version capped the window at 90% and added
+//! the jitter on top of it, so a large `renewBefore` renewed one second after
+//! every issue, forever).
 //!
 //! The jitter is derived from the Integration's uid and the issue time, so it
 //! is stable across reconciles and restarts yet spreads tokens issued in the
@@ -12,10 +21,14 @@ use jiff::{SignedDuration, Timestamp};
 pub const DEFAULT_RENEW_BEFORE_CAP: Duration = Duration::from_secs(600);
 /// Default share of the lifetime renewed early.
 pub const DEFAULT_RENEW_BEFORE_PERCENT: u32 = 20;
-/// Share of the renew-before window over which renewals are spread.
+/// Share of the renew-before window over which renewals are spread (its
+/// first part: a renewal is never later than this share into the window).
 const JITTER_SHARE: f64 = 0.5;
+/// The largest share of a token's lifetime the renew-before window may
+/// cover: a token is used for at least the rest before it is renewed.
+pub const MAX_WINDOW_SHARE: f64 = 0.5;
 /// Never schedule a renewal sooner than this after issue (a bogus lifetime
-/// must not turn into a tight refresh loop).
+/// of a second or less must not turn into a tight refresh loop).
 const MIN_RENEW_DELAY: Duration = Duration::from_secs(1);
 
 /// How long before expiry to renew, as the user wrote it.
@@ -40,13 +53,14 @@ impl RenewBefore {
     }
 
     /// The renew-before window for a token of `lifetime`: never more than
-    /// 90% of the lifetime, so a token is used for a while before renewal.
+    /// half the lifetime ([`MAX_WINDOW_SHARE`]), so a token is used for at
+    /// least half its life before renewal.
     pub fn window(self, lifetime: Duration) -> Duration {
         let wanted = match self {
             RenewBefore::Fixed(d) => d,
             RenewBefore::Percent(p) => lifetime.mul_f64(f64::from(p) / 100.0),
         };
-        wanted.min(lifetime.mul_f64(0.9))
+        wanted.min(lifetime.mul_f64(MAX_WINDOW_SHARE))
     }
 }
 
@@ -103,7 +117,7 @@ pub fn renew_at(
     };
     let jitter = window.mul_f64(JITTER_SHARE * unit_fraction(seed, issued_at));
     let earliest = issued_at + signed(MIN_RENEW_DELAY.min(lifetime));
-    let at = expires_at - signed(window) - signed(jitter);
+    let at = expires_at - signed(window) + signed(jitter);
     at.max(earliest)
 }
 
@@ -151,9 +165,10 @@ mod tests {
             Some(RenewBefore::Fixed(Duration::from_secs(600))),
             "uid-1",
         );
-        // 10m before expiry, minus up to 5m of jitter.
+        // 10m before expiry at the earliest; the jitter spreads inside the
+        // window (up to 5m later), never before it.
         assert!(
-            at <= t("2026-01-01T00:50:00Z") && at >= t("2026-01-01T00:45:00Z"),
+            at >= t("2026-01-01T00:50:00Z") && at <= t("2026-01-01T00:55:00Z"),
             "{at}"
         );
     }
@@ -163,12 +178,12 @@ mod tests {
         let issued = t("2026-01-01T00:00:00Z");
         let short = renew_at(issued, t("2026-01-01T00:00:10Z"), None, "u");
         assert!(
-            short <= t("2026-01-01T00:00:08Z") && short >= t("2026-01-01T00:00:07Z"),
+            short >= t("2026-01-01T00:00:08Z") && short <= t("2026-01-01T00:00:09Z"),
             "{short}"
         );
         let long = renew_at(issued, t("2026-01-02T00:00:00Z"), None, "u");
         assert!(
-            long <= t("2026-01-01T23:50:00Z") && long >= t("2026-01-01T23:45:00Z"),
+            long >= t("2026-01-01T23:50:00Z") && long <= t("2026-01-01T23:55:00Z"),
             "{long}"
         );
     }
@@ -182,8 +197,90 @@ mod tests {
             Some(RenewBefore::Fixed(Duration::from_secs(3600))),
             "u",
         );
-        assert!(at >= t("2026-01-01T00:00:01Z"));
-        assert!(at < t("2026-01-01T00:01:00Z"));
+        // The window is capped at half the lifetime: renewed 30-45 s in.
+        assert!(at >= t("2026-01-01T00:00:30Z"), "{at}");
+        assert!(at <= t("2026-01-01T00:00:45Z"), "{at}");
+    }
+
+    /// The loop the issue reported: `5m` on 5-minute tokens and `25m` on
+    /// 30-minute tokens renewed one second after every issue for most uids.
+    #[test]
+    fn a_renew_before_as_long_as_the_lifetime_is_no_refresh_loop() {
+        let issued = t("2026-01-01T00:00:00Z");
+        for (lifetime, rb) in [(300, 300), (1800, 1500), (60, 3600)] {
+            for i in 0..1000 {
+                let expires = issued + SignedDuration::from_secs(lifetime);
+                let at = renew_at(
+                    issued,
+                    expires,
+                    Some(RenewBefore::Fixed(Duration::from_secs(rb as u64))),
+                    &format!("uid-{i}"),
+                );
+                let used = at.duration_since(issued).as_secs_f64();
+                assert!(
+                    used >= lifetime as f64 / 2.0,
+                    "lifetime {lifetime}s renewBefore {rb}s: renewed {used}s after issue"
+                );
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn renew_before() -> impl Strategy<Value = Option<RenewBefore>> {
+            prop_oneof![
+                Just(None),
+                (1u32..100).prop_map(|p| Some(RenewBefore::Percent(p))),
+                (0u64..200_000_000).prop_map(|ms| Some(RenewBefore::Fixed(Duration::from_millis(ms)))),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// For every lifetime, renewBefore and uid: the renewal falls
+            /// inside the window the user asked for (capped at half the
+            /// lifetime), the token is used for at least half its life (or
+            /// one second, for lifetimes shorter than two), and the jitter
+            /// never moves it out of the window.
+            #[test]
+            fn renewal_stays_inside_the_asked_window(
+                lifetime_ms in 1u64..(40 * 24 * 3600 * 1000),
+                rb in renew_before(),
+                uid in "[a-f0-9-]{1,36}",
+                issued_s in 1_600_000_000i64..2_000_000_000,
+            ) {
+                let issued = Timestamp::from_second(issued_s).unwrap();
+                let lifetime = Duration::from_millis(lifetime_ms);
+                let expires = issued + signed(lifetime);
+                let at = renew_at(issued, expires, rb, &uid);
+                let window = match rb {
+                    Some(rb) => rb.window(lifetime),
+                    None => default_window(lifetime),
+                };
+                let used = Duration::try_from(at.duration_since(issued)).unwrap();
+                // Used for at least half its life: at most two exchanges per lifetime.
+                let half_life = lifetime.mul_f64(1.0 - MAX_WINDOW_SHARE);
+                prop_assert!(used + Duration::from_millis(1) >= half_life, "used {used:?} of {lifetime:?}");
+                // Never after expiry.
+                prop_assert!(at <= expires);
+                // Inside the asked window: not earlier than `expires - window`,
+                // and at most half the window later (unless the one-second floor applies).
+                let window_start = expires - signed(window);
+                if used > MIN_RENEW_DELAY {
+                    prop_assert!(at >= window_start - SignedDuration::from_millis(1), "{at} before the window starting {window_start}");
+                    prop_assert!(at <= window_start + signed(window.mul_f64(JITTER_SHARE)) + SignedDuration::from_millis(1));
+                }
+                // A requested window within the cap is honoured exactly.
+                if let Some(RenewBefore::Fixed(d)) = rb {
+                    if d <= lifetime.mul_f64(MAX_WINDOW_SHARE) {
+                        prop_assert_eq!(window, d);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -258,6 +258,11 @@ pub struct ExchangeRequest<'a> {
     /// A value the user set to ask for a one-shot step to be done again
     /// (a new connect link, a second creation request); `None` if not asked.
     pub retry_requested: Option<&'a str>,
+    /// The provider-side id the last issue recorded in the Integration's
+    /// status (`status.integrationId`). It survives the loss of the output
+    /// Secret, so a driver can find what an earlier one-shot flow created
+    /// instead of creating a second one.
+    pub recorded_id: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -284,6 +289,8 @@ pub struct CleanupRequest<'a> {
     /// The requesting object's stable identity, as in [`ExchangeRequest`]
     /// (finds a provider-side object whose id never reached the Secret).
     pub identity: &'a str,
+    /// As [`ExchangeRequest::recorded_id`].
+    pub recorded_id: Option<&'a str>,
 }
 
 /// Credentials a provider issued.
