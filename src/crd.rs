@@ -327,6 +327,16 @@ pub struct IntegrationStatus {
     /// Provider-side identifier where the flow has one (integration or instance id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration_id: Option<String>,
+
+    /// Set while the provider refuses the credentials: a keyed fingerprint
+    /// (HMAC, reveals nothing of the values) of the refused inputs and of the
+    /// `integration-operator.io/retry` annotation's value at the time. The
+    /// operator does not send the same credentials again (a password sent
+    /// every few minutes can lock the account) until the input Secret, the
+    /// spec or the ClusterProvider changes, or the annotation is set to a new
+    /// value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_inputs: Option<String>,
 }
 
 /// A ClusterProvider is an admin-owned provider endpoint set that Integrations
@@ -397,6 +407,16 @@ pub struct ClusterProviderSpec {
     #[schemars(range(min = 1, max = 100000))]
     pub requests_per_second: Option<i32>,
 
+    /// What a 429 (or a 503 with Retry-After) holds back until its
+    /// Retry-After: `Credential`, only requests sent with the same
+    /// credentials (one tenant's own traffic exhausting its budget does not
+    /// delay anyone else's renewals); or `Host`, every request to that host,
+    /// from every ClusterProvider. Default by type: `Credential` for
+    /// `smartrecruiters`, which limits each credential separately; `Host`
+    /// for the others, whose limits are not documented per credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_scope: Option<RateLimitScope>,
+
     /// Namespaces whose Integrations may use this provider. Empty: all namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024), inner(length(min = 1, max = 63)))]
@@ -443,6 +463,29 @@ impl ProviderType {
             ProviderType::CornerstoneTalentlink => "cornerstone-talentlink",
             ProviderType::CloudElements => "cloud-elements",
             ProviderType::Kombo => "kombo",
+        }
+    }
+}
+
+/// What a provider's rate limit applies to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RateLimitScope {
+    /// Each set of credentials has its own budget.
+    Credential,
+    /// The host has one budget for every caller.
+    Host,
+}
+
+impl ProviderType {
+    /// The scope of the provider's documented rate limit.
+    pub fn default_rate_limit_scope(self) -> RateLimitScope {
+        match self {
+            // "each credential counts as a separate API user" (providers.md 1.7).
+            ProviderType::Smartrecruiters => RateLimitScope::Credential,
+            ProviderType::Oauth2
+            | ProviderType::CornerstoneTalentlink
+            | ProviderType::CloudElements
+            | ProviderType::Kombo => RateLimitScope::Host,
         }
     }
 }

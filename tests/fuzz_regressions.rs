@@ -200,3 +200,25 @@ fn input_values_sent_in_requests_must_not_carry_control_characters() {
     assert!(secret_credentials(&secret("api_key", b"sk-9f2c7e\n")).is_ok());
     assert!(secret_credentials(&secret("ca.crt", b"-----BEGIN\nabc\n-----END\n")).is_ok());
 }
+
+/// A 1 MiB value was sent as a 1.4 MB header on every retry and ended as
+/// "ProviderUnavailable: the request failed". It is refused before any call,
+/// naming the key and its size.
+#[test]
+fn oversized_input_values_are_refused_naming_key_and_size() {
+    let secret = |k: &str, v: &[u8]| Secret {
+        data: Some(BTreeMap::from([(k.to_string(), ByteString(v.to_vec()))])),
+        ..Secret::default()
+    };
+    let limit = integration_operator::controller::resolve::MAX_INPUT_VALUE_BYTES;
+    assert!(secret_credentials(&secret("client_secret", &vec![b'x'; limit])).is_ok());
+    let err = secret_credentials(&secret("client_secret", &vec![b'x'; 1024 * 1024]))
+        .err()
+        .unwrap();
+    assert_eq!(err.reason(), "InvalidInputSecret");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"client_secret\"") && text.contains("1048576 bytes") && text.contains("64 KiB"),
+        "{text}"
+    );
+}

@@ -457,7 +457,8 @@ async fn input_values_that_would_break_a_header_are_refused_before_any_call() {
 async fn unicode_and_very_long_input_values_work_unchanged() {
     let (cluster, sim) = setup().await;
     let unicode_secret = "sécrét-ключ-秘密-🔑:%+&=";
-    let long_secret = "L".repeat(200_000);
+    // Just under the 64 KiB input value limit.
+    let long_secret = "L".repeat(60_000);
     sim.add_client("клиент-🔑", unicode_secret);
     sim.add_client("long-client", &long_secret);
     cluster
@@ -469,7 +470,7 @@ async fn unicode_and_very_long_input_values_work_unchanged() {
     cluster
         .input_secret("long", &[("client_id", "long-client"), ("client_secret", &long_secret)])
         .await;
-    // A 200 KB secret is too big for a header: the post method carries it.
+    // A 60 KB secret is too big for a header: the post method carries it.
     cluster
         .oauth2_provider(
             "auth-post",
@@ -705,6 +706,63 @@ async fn provider_text_built_to_inject_into_logs_events_or_status_is_neutralised
     assert!(!logs.contains(CLIENT_SECRET), "the client secret appeared in the logs");
     assert!(!logs.contains('\u{1b}'), "an ANSI escape reached the logs");
     assert!(cluster.secret_data("out").await.is_none());
+    operator.stop().await;
+}
+
+/// A token endpoint that answers with JSON that is not the expected object
+/// — a bare token string, an array, an error page with a token in it —
+/// must not have its content quoted into the condition, the Events or the
+/// log (the JSON parser's error text quotes the offending value).
+#[tokio::test]
+async fn answers_that_are_not_the_expected_object_are_described_never_quoted() {
+    const BARE: &str = "canary-bare-token-0c7e4a19";
+    let (cluster, sim) = setup().await;
+    let operator = cluster.start_operator().await;
+    let cases = [
+        ("bare-string", 200, json!(BARE).to_string(), "MalformedResponse"),
+        ("array", 200, json!([BARE]).to_string(), "MalformedResponse"),
+        (
+            "wrong-type",
+            200,
+            json!({"access_token": [BARE]}).to_string(),
+            "MalformedResponse",
+        ),
+        ("error-page", 502, format!("<html>{BARE}</html>"), "ProviderUnavailable"),
+        ("bare-error", 400, json!(BARE).to_string(), "ProviderRejectedRequest"),
+    ];
+    for (name, code, body, reason) in cases {
+        sim.clear_faults();
+        sim.fail_next(
+            "token",
+            1000,
+            Fault::Status {
+                code,
+                body: Some(body),
+                retry_after: None,
+            },
+        );
+        let mut spec = cc_spec();
+        spec["target"]["name"] = json!(format!("out-{name}"));
+        cluster.integration(name, spec).await;
+        let i = cluster.wait_ready(name, "False", Some(reason)).await;
+        let message = ready_message(&i);
+        assert!(
+            !message.contains(BARE),
+            "{name}: the answer reached the status: {message}"
+        );
+        // Every message names the ClusterProvider and the step.
+        assert!(
+            message.contains("ClusterProvider auth") && message.contains("client-credentials token"),
+            "{name}: {message}"
+        );
+        eventually(Duration::from_secs(10), "a Warning Event", || async {
+            (cluster.events_with_reason(reason).await >= 1).then_some(())
+        })
+        .await;
+    }
+    let events = cluster.events_text().await;
+    assert!(!events.contains(BARE), "the answer reached an Event");
+    assert!(!logs().contains(BARE), "the answer reached the log");
     operator.stop().await;
 }
 

@@ -166,10 +166,77 @@ async fn provider_failures_set_a_clear_reason_and_keep_the_last_good_secret() {
             cluster.events_with_reason(reason).await >= 1,
             "no Warning Event for {reason}"
         );
-        // Recover before the next fault so each one starts from a Ready Integration.
+        // Recover before the next fault so each one starts from a Ready
+        // Integration. Refused credentials are held until a person asks for
+        // a retry (or changes them).
         sim.clear_faults();
+        if reason == "ReauthRequired" {
+            cluster
+                .integrations()
+                .patch(
+                    "api",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/retry": "1"}}})),
+                )
+                .await
+                .unwrap();
+        }
         cluster.wait_ready("api", "True", None).await;
     }
+    operator.stop().await;
+}
+
+/// A refused login is not retried every few minutes forever (about 288
+/// failed logins a day can lock the customer's API user): the refused
+/// credentials wait until the input Secret changes or a person sets the
+/// retry annotation to a new value, and the status says so. A refusal at
+/// renewal keeps the last good token in place.
+#[tokio::test]
+async fn refused_credentials_are_not_sent_again_until_changed_or_retried() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    sim.fail_next("token", 10_000, testkit::sim::Fault::status(401));
+    cluster.integration("api", cc_spec()).await;
+    let i = cluster.wait_ready("api", "False", Some("ReauthRequired")).await;
+    let message = i.status.as_ref().unwrap().conditions[0].message.clone();
+    assert!(message.contains("not sent again"), "{message}");
+    assert!(i.status.as_ref().unwrap().refused_inputs.is_some());
+    let refused = sim.token_calls();
+    assert_eq!(refused, 1, "the refused credentials were sent {refused} times");
+    // More than two retry intervals of the test operator (3 s): no call.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(sim.token_calls(), refused, "the refused credentials were sent again");
+
+    // A person asks for one more try: exactly one call, refused again.
+    let annotate = |value: &'static str| {
+        let integrations = cluster.integrations();
+        async move {
+            integrations
+                .patch(
+                    "api",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/retry": value}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    annotate("try-1").await;
+    eventually(Duration::from_secs(10), "one more call", || async {
+        (sim.token_calls() == refused + 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.token_calls(), refused + 1, "the retry was repeated");
+
+    // The provider accepts them again and a person retries: Ready.
+    sim.clear_faults();
+    annotate("try-2").await;
+    let i = cluster.wait_ready("api", "True", None).await;
+    assert!(
+        i.status.unwrap().refused_inputs.is_none(),
+        "the hold outlived the success"
+    );
     operator.stop().await;
 }
 

@@ -99,3 +99,45 @@ pub fn assert_path_safe(what: &str, value: &str) {
         "{what} would change the request path: {value:?}"
     );
 }
+
+/// An error about a provider's answer carries none of the answer's content,
+/// checked differentially: with every letter and digit inside the answer's
+/// JSON strings replaced by another of its class (same length, same
+/// validity), the error reads the same. A bare token answered instead of the
+/// expected object must not reach a condition through the parser's text.
+pub fn assert_no_answer_content<T>(e: &DriverError, body: &[u8], parse: impl Fn(&[u8]) -> Result<T, DriverError>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let shifted = serde_json::to_vec(&shift_strings(&v)).unwrap();
+    let original = serde_json::to_vec(&v).unwrap();
+    // Compare like with like: both bodies in serde's own serialisation.
+    let (Err(a), Err(b)) = (parse(&original), parse(&shifted)) else {
+        return;
+    };
+    assert_eq!(
+        a.to_string(),
+        b.to_string(),
+        "the error text depends on the answer's content (first error: {e})"
+    );
+}
+
+fn shift_strings(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(
+            s.chars()
+                .map(|c| match c {
+                    'a'..='y' | 'A'..='Y' | '0'..='8' => char::from(c as u8 + 1),
+                    'z' => 'a',
+                    'Z' => 'A',
+                    '9' => '0',
+                    c => c,
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(shift_strings).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), shift_strings(x))).collect()),
+        other => other.clone(),
+    }
+}

@@ -66,7 +66,21 @@ pub enum Error {
     /// for an outage, slowly for what a person must fix).
     #[error("deleting the provider-side state failed: {0}")]
     Cleanup(Box<DriverError>),
+    /// The provider refused the credentials (reason `ReauthRequired`):
+    /// they are held, not sent again, until the inputs change or a person
+    /// asks for a retry. `hold` is the [`Fingerprinter::refusal`] recorded
+    /// in status.
+    #[error("{error}; {REFUSAL_HOLD}")]
+    Refused { error: Box<DriverError>, hold: String },
+    /// The same credentials were refused before and are not sent again;
+    /// `message` is the condition's message as it stands.
+    #[error("{message}")]
+    Held { message: String, hold: String },
 }
+
+/// What a refusal's condition message adds: why nothing happens next, and
+/// the two ways to go on.
+pub const REFUSAL_HOLD: &str = "these credentials are not sent again (repeated refused logins can lock the account) until the input Secret changes, or the annotation integration-operator.io/retry is set to a new value to try them once more";
 
 impl Error {
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
@@ -83,6 +97,16 @@ impl Error {
             Error::Driver(e) => e.reason(),
             Error::Invalid { reason, .. } => reason,
             Error::Cleanup(_) => "CleanupFailed",
+            Error::Refused { error, .. } => error.reason(),
+            Error::Held { .. } => crate::reasons::REAUTH_REQUIRED,
+        }
+    }
+
+    /// The refusal to record in status, if this error is one.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Error::Refused { hold, .. } | Error::Held { hold, .. } => Some(hold),
+            _ => None,
         }
     }
 
@@ -90,7 +114,7 @@ impl Error {
         match self {
             Error::Kube(_) => true,
             Error::Driver(e) => e.is_transient(),
-            Error::Invalid { .. } => false,
+            Error::Invalid { .. } | Error::Refused { .. } | Error::Held { .. } => false,
             Error::Cleanup(e) => e.is_transient(),
         }
     }

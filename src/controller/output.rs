@@ -96,6 +96,16 @@ impl Fingerprinter {
         Self::finish(mac)
     }
 
+    /// Fingerprint of a refusal: the inputs the provider refused and the
+    /// value of the retry annotation then (a new value lifts the hold).
+    pub fn refusal(&self, input_fingerprint: &str, retry: Option<&str>) -> String {
+        let mut mac = self.mac();
+        feed(&mut mac, b"refusal");
+        feed(&mut mac, input_fingerprint.as_bytes());
+        feed(&mut mac, retry.unwrap_or_default().as_bytes());
+        Self::finish(mac)
+    }
+
     /// Fingerprint of a Secret's data.
     pub fn content(&self, data: &BTreeMap<String, ByteString>) -> String {
         let mut mac = self.mac();

@@ -104,6 +104,13 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
     }
 }
 
+/// Whether an exchange must not be tried: the provider refused exactly these
+/// inputs (with the retry annotation as it is now) before. `recorded` is
+/// the refusal in status, `current` the fingerprint of what would be sent.
+pub fn held(recorded: Option<&str>, current: &str) -> bool {
+    recorded == Some(current)
+}
+
 /// What an Integration's status says about its credentials, read before
 /// anything else (no API read, no provider call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +136,22 @@ pub fn routine_renewal(recorded: &Recorded, now: Timestamp) -> bool {
     }
     let half_window = expires_at.duration_since(renew_at) / 2;
     now < renew_at + half_window
+}
+
+/// Whether an exchange yields to others at the provider's limiter, paced
+/// like a refresh wave: a routine renewal, or a re-issue after an edit of the
+/// input Secret or the ClusterProvider (the spec unchanged) while the
+/// current credentials are Ready and unexpired. An admin's edit of a
+/// ClusterProvider that 10,000 Integrations use must not starve first
+/// issues and failing Integrations of the provider's slots.
+pub fn yields(reason: ExchangeReason, routine: bool, recorded: &Recorded, now: Timestamp) -> bool {
+    match reason {
+        ExchangeReason::Renewal => routine,
+        ExchangeReason::InputChanged => {
+            recorded.spec_observed && recorded.ready && recorded.expires_at.is_none_or(|at| at > now)
+        }
+        ExchangeReason::Initial | ExchangeReason::Repair => false,
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +194,41 @@ mod tests {
             "half the window gone: urgent"
         );
         assert!(!routine_renewal(&r, t("2026-01-01T01:00:00Z")), "expired: urgent");
+    }
+
+    #[test]
+    fn re_issues_after_an_edit_yield_while_the_credentials_are_good() {
+        let now = t("2026-01-01T00:30:00Z");
+        let r = recorded();
+        assert!(yields(ExchangeReason::InputChanged, false, &r, now));
+        assert!(!yields(ExchangeReason::Initial, true, &r, now));
+        assert!(!yields(ExchangeReason::Repair, true, &r, now));
+        assert!(yields(ExchangeReason::Renewal, true, &r, now));
+        assert!(!yields(ExchangeReason::Renewal, false, &r, now));
+        let edited_spec = Recorded {
+            spec_observed: false,
+            ..recorded()
+        };
+        assert!(
+            !yields(ExchangeReason::InputChanged, false, &edited_spec, now),
+            "a spec edit is urgent"
+        );
+        let failing = Recorded {
+            ready: false,
+            ..recorded()
+        };
+        assert!(!yields(ExchangeReason::InputChanged, false, &failing, now));
+        assert!(
+            !yields(ExchangeReason::InputChanged, false, &r, t("2026-01-01T01:00:00Z")),
+            "expired: urgent"
+        );
+    }
+
+    #[test]
+    fn refused_inputs_are_held_until_they_or_the_retry_annotation_change() {
+        assert!(held(Some("abc"), "abc"));
+        assert!(!held(Some("abc"), "abd"));
+        assert!(!held(None, "abc"));
     }
 
     #[test]

@@ -186,6 +186,17 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             })
         }
         Decision::Exchange(reason) => {
+            let refusal = refusal_of(integration, ctx, &input_fingerprint);
+            if plan::held(state.refused_inputs.as_deref(), &refusal) {
+                // Refused before, unchanged since: sending them again would
+                // only count as one more failed login.
+                debug!("the provider refused these inputs before; holding them");
+                return Err(Error::Held {
+                    message: refusal_message(&state)
+                        .unwrap_or_else(|| format!("the provider refused the credentials; {}", super::REFUSAL_HOLD)),
+                    hold: refusal,
+                });
+            }
             info!(reason = reason.as_str(), "exchanging credentials");
             if resolved.driver.needs_cleanup(&resolved.flow) {
                 // Before anything is created at the provider.
@@ -205,9 +216,10 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             };
             // Renewals early in their window yield to everything else at
             // the provider's limiter; late ones are urgent.
-            let priority = match reason {
-                ExchangeReason::Renewal if routine => Priority::Routine,
-                _ => Priority::Urgent,
+            let priority = if plan::yields(reason, routine, &recorded(integration), now) {
+                Priority::Routine
+            } else {
+                Priority::Urgent
             };
             let exchanged = limiter::with_priority(
                 priority,
@@ -455,7 +467,18 @@ async fn exchange(
         outcome.as_ref().map(|_| "success").unwrap_or_else(|e| e.reason()),
         started.elapsed(),
     );
-    match outcome.map_err(|e| Error::Driver(Box::new(e)))? {
+    let located = |e: DriverError| {
+        let error = Box::new(e.located(&resolved.provider, resolved.flow.name()));
+        if error.holds_inputs() {
+            Error::Refused {
+                error,
+                hold: refusal_of(integration, ctx, input_fingerprint),
+            }
+        } else {
+            Error::Driver(error)
+        }
+    };
+    match outcome.map_err(located)? {
         Outcome::Issued(issued) => {
             // Never publish a header value that would inject headers.
             crate::providers::check_issued(&issued.fields).map_err(|e| Error::Driver(Box::new(e)))?;
@@ -490,6 +513,21 @@ async fn exchange(
             recheck_after,
         }),
     }
+}
+
+/// The refusal fingerprint of these inputs with the retry annotation as it is now.
+fn refusal_of(integration: &Integration, ctx: &Context, input_fingerprint: &str) -> String {
+    let retry = integration.annotations().get(RETRY_ANNOTATION).map(String::as_str);
+    ctx.fingerprinter.refusal(input_fingerprint, retry)
+}
+
+/// The Ready condition's message, where it reports a refusal.
+fn refusal_message(state: &IntegrationStatus) -> Option<String> {
+    state
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY && c.reason == reasons::REAUTH_REQUIRED)
+        .map(|c| c.message.clone())
 }
 
 /// The output Secret's fields, read when the cache did not need them.
@@ -563,7 +601,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
                 recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
             })
             .await
-            .map_err(|e| Error::Cleanup(Box::new(e)))?;
+            .map_err(|e| Error::Cleanup(Box::new(e.located(&provider, flow.name()))))?;
         publish(
             ctx,
             integration,
@@ -708,6 +746,8 @@ async fn finish(
     let mut new = IntegrationStatus {
         observed_generation: generation,
         secret_name: Some(output::target_name(integration)),
+        // Whatever was refused before, the provider took what was sent now.
+        refused_inputs: None,
         ..old.clone()
     };
     let ending_kind = match &ending {
@@ -844,7 +884,10 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
         .or_else(|| status::parse_time(old.expires_at.as_ref()));
     let expired = expires_at.is_some_and(|at| at <= now);
     let message = err.to_string();
-    let (reason, message) = if expired {
+    let (reason, message) = if let Error::Held { message, .. } = err {
+        // The condition as it stands: nothing happened since.
+        (err.reason(), message.clone())
+    } else if expired {
         (
             reasons::EXPIRED,
             format!(
@@ -867,6 +910,7 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
     let new = IntegrationStatus {
         observed_generation: integration.metadata.generation,
         conditions: status::merge_conditions(&old.conditions, &wanted, integration.metadata.generation, now),
+        refused_inputs: err.refusal().map(String::from).or_else(|| old.refused_inputs.clone()),
         ..old.clone()
     };
     // Only conditions and observedGeneration: a failure must not rewrite the
@@ -897,6 +941,11 @@ async fn patch_status_if_changed(
     let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
     // With clear_empty, a merge patch with explicit nulls: fields that became empty are removed.
     let mut body = serde_json::to_value(new).map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))?;
+    if let Some(map) = body.as_object_mut()
+        && old.refused_inputs.is_some()
+    {
+        map.entry("refusedInputs").or_insert(serde_json::Value::Null);
+    }
     if let Some(map) = body.as_object_mut().filter(|_| clear_empty) {
         for field in [
             "expiresAt",
@@ -924,7 +973,10 @@ async fn patch_conditions_if_changed(
     old: &IntegrationStatus,
     new: &IntegrationStatus,
 ) -> Result<(), Error> {
-    if old.conditions == new.conditions && old.observed_generation == new.observed_generation {
+    if old.conditions == new.conditions
+        && old.observed_generation == new.observed_generation
+        && old.refused_inputs == new.refused_inputs
+    {
         return Ok(());
     }
     let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
@@ -934,6 +986,7 @@ async fn patch_conditions_if_changed(
         &Patch::Merge(json!({"status": {
             "conditions": new.conditions,
             "observedGeneration": new.observed_generation,
+            "refusedInputs": new.refused_inputs,
         }})),
     )
     .await?;
@@ -998,9 +1051,20 @@ fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error>
 /// What the exchange depends on besides input values: the provider's
 /// configuration and the Integration's whole spec. Any change to either is
 /// a reason to reissue.
+/// What an exchange depends on besides the input values: the Integration's
+/// spec and, of the ClusterProvider, only what changes what is sent or
+/// where (type, URLs, client authentication as in effect). Its rate limit,
+/// concurrency, timeouts, allowed namespaces and the like change how the
+/// operator works, not the credentials: editing them re-issues nothing.
 fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result<String, Error> {
+    let provider = &resolved.provider;
     serde_json::to_string(&json!({
-        "provider": resolved.provider_spec,
+        "provider": {
+            "type": resolved.provider_spec.provider_type,
+            "tokenUrl": provider.token_url.as_ref().map(url::Url::as_str),
+            "baseUrl": provider.base_url.as_ref().map(url::Url::as_str),
+            "clientAuth": format!("{:?}", provider.client_auth),
+        },
         "spec": integration.spec,
     }))
     .map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))

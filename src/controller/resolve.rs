@@ -32,6 +32,12 @@ const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Input keys whose values the drivers send in HTTP headers or requests
 /// (some verbatim: API keys, Cloud Elements secrets). A line break inside one
 /// would inject headers; no real credential has control characters.
+/// Largest input Secret value accepted, in bytes. Real credentials are far
+/// smaller; a larger value would be sent as a header of that size on every
+/// attempt (a 1 MiB value became a 1.4 MB Basic header), which no provider
+/// accepts, so it is refused before any call.
+pub const MAX_INPUT_VALUE_BYTES: usize = 64 * 1024;
+
 pub const REQUEST_INPUT_KEYS: &[&str] = &[
     "api_key",
     "client_id",
@@ -262,6 +268,16 @@ impl crate::providers::Peers for ClusterPeers<'_> {
 pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
     let mut values = std::collections::BTreeMap::new();
     for (k, v) in secret.data.iter().flatten() {
+        if v.0.len() > MAX_INPUT_VALUE_BYTES {
+            return Err(Error::invalid(
+                reasons::INVALID_INPUT_SECRET,
+                format!(
+                    "input Secret key {k:?} holds {} bytes; values are limited to {} KiB (no provider accepts a credential that large), so nothing was sent: put the credential itself into the key",
+                    v.0.len(),
+                    MAX_INPUT_VALUE_BYTES / 1024
+                ),
+            ));
+        }
         let text = String::from_utf8(v.0.clone()).map_err(|_| {
             Error::invalid(
                 reasons::INVALID_INPUT_SECRET,
@@ -366,6 +382,9 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_RPS),
+        rate_limit_scope: spec
+            .rate_limit_scope
+            .unwrap_or_else(|| spec.provider_type.default_rate_limit_scope()),
         revalidate_interval: duration(
             "revalidateInterval",
             &spec.revalidate_interval,
@@ -390,6 +409,7 @@ mod tests {
             max_concurrency: None,
             requests_per_second: None,
             revalidate_interval: None,
+            rate_limit_scope: None,
             allowed_namespaces: vec![],
             allow_insecure_http: false,
             allow_private_addresses: false,

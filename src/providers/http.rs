@@ -12,7 +12,7 @@ use std::{
 use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
 
 use super::{
-    Credentials, DriverError, ProviderConfig,
+    Credentials, DriverError, ProviderConfig, RateLimitScope,
     limiter::{Limiter, Limits},
     scrub,
 };
@@ -86,8 +86,12 @@ impl ProviderHttp {
         let built = built.map_err(|e| transport_error(&e, provider.request_timeout))?;
         let host = host_of(built.url());
         let endpoint = format!("{host} (ClusterProvider {})", provider.name);
+        let backoff_key = match provider.rate_limit_scope {
+            RateLimitScope::Host => host.clone(),
+            RateLimitScope::Credential => format!("{host} {}", credential_of(&built)),
+        };
         let request = RequestBuilder::from_parts(client, built);
-        let _permit = self.limiter.acquire(&provider.name, &host, limits).await;
+        let _permit = self.limiter.acquire(&provider.name, &backoff_key, limits).await;
         let started = Instant::now();
         let result = self.send_once(provider, request, secrets).await;
         let outcome = match &result {
@@ -96,9 +100,10 @@ impl ProviderHttp {
         };
         (self.observer)(&provider.name, outcome, started.elapsed());
         if let Err(DriverError::RateLimited { retry_after }) = &result {
-            // Every request to this host waits, not just this Integration's.
+            // Every request the limit applies to waits (the credential's or
+            // the host's), not just this Integration's.
             let delay = retry_after.unwrap_or(Duration::from_secs(1));
-            self.limiter.block_for(&host, delay);
+            self.limiter.block_for(&backoff_key, delay);
         }
         result.map_err(|e| e.at_endpoint(endpoint))
     }
@@ -139,12 +144,11 @@ impl ProviderHttp {
             });
         }
         if answer.status.is_server_error() {
-            let text = String::from_utf8_lossy(&answer.body);
-            let mut message = format!("HTTP {}", answer.status.as_u16());
-            let detail = scrub(&text, secrets);
-            if !detail.is_empty() {
-                message = format!("{message}: {detail}");
-            }
+            let message = format!(
+                "HTTP {}{}",
+                answer.status.as_u16(),
+                describe_error_body(&answer.headers, &answer.body, secrets)
+            );
             if answer.status == StatusCode::SERVICE_UNAVAILABLE
                 && let Some(delay) = retry_after(&answer.headers)
             {
@@ -164,6 +168,56 @@ impl ProviderHttp {
         }
         Ok(answer)
     }
+}
+
+/// What an error answer said, safe to show: the provider's own message
+/// from a JSON object's `message`, `error_description`, `error` or `detail`
+/// field (scrubbed of input values), else only the answer's kind and size.
+/// Raw bodies are never quoted: an HTML page or a bare string may carry
+/// anything, a token included.
+pub fn describe_error_body(headers: &HeaderMap, body: &[u8], secrets: &Credentials) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) {
+        let text = ["message", "error_description", "error", "detail"]
+            .iter()
+            .find_map(|k| fields.get(*k).and_then(|v| v.as_str()))
+            .map(|t| scrub(t, secrets))
+            .unwrap_or_default();
+        if !text.is_empty() {
+            return format!(": {text}");
+        }
+    }
+    let kind = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| "with no content type".to_string(), |v| format!("of {v}"));
+    format!(" ({} bytes {kind}, not shown)", body.len())
+}
+
+/// Which credentials a request is sent with, as an opaque digest (never
+/// shown, never stored): its authentication headers, or, where it has none
+/// (`client_secret_post`), its form body, which carries the client id and
+/// secret. Requests with the same credentials share a rate-limit budget.
+fn credential_of(request: &reqwest::Request) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut found = false;
+    for name in ["authorization", "x-smarttoken", "x-api-key", "api-key"] {
+        if let Some(value) = request.headers().get(name) {
+            digest.update(name.as_bytes());
+            digest.update(value.as_bytes());
+            found = true;
+        }
+    }
+    if !found && let Some(body) = request.body().and_then(reqwest::Body::as_bytes) {
+        digest.update(body);
+    }
+    hex::encode(&digest.finalize()[..8])
 }
 
 fn transport_error(e: &reqwest::Error, timeout: Duration) -> DriverError {
@@ -321,6 +375,28 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn error_bodies_are_described_not_quoted() {
+        let mut h = HeaderMap::new();
+        let none = Credentials::default();
+        assert_eq!(
+            describe_error_body(&h, br#"{"message":"maintenance until 10:00"}"#, &none),
+            ": maintenance until 10:00"
+        );
+        // A bare string, an HTML page: kind and size only.
+        let bare = describe_error_body(&h, br#""opaque-token-8f2a61c9""#, &none);
+        assert!(!bare.contains("opaque-token"), "{bare}");
+        assert_eq!(bare, " (23 bytes with no content type, not shown)");
+        h.insert(
+            reqwest::header::CONTENT_TYPE,
+            "text/html; charset=utf-8".parse().unwrap(),
+        );
+        assert_eq!(
+            describe_error_body(&h, b"<html>secret-ish</html>", &none),
+            " (23 bytes of text/html, not shown)"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Per-provider request pacing: a concurrency cap and a request-rate cap,
 //! shared by every Integration that uses the same ClusterProvider; and a
-//! per-host "do not call before" instant set by a 429's Retry-After, which
-//! holds every request to that host, whichever ClusterProvider sends it and
-//! however long it has been queued.
+//! "do not call before" instant set by a 429's Retry-After for what the
+//! provider limits — a host (every request to it, whichever ClusterProvider
+//! sends it) or one credential at a host — which holds every request in
+//! that scope however long it has been queued, without a concurrency slot.
 //!
 //! Requests have a [`Priority`]: while an urgent request (a new Integration, a
 //! changed spec or input, a repair) waits for a slot, no routine renewal takes
@@ -228,30 +229,40 @@ impl Limiter {
         hosts.get(host).copied()
     }
 
-    /// Waits until a request from ClusterProvider `name` to `host` may start.
-    pub async fn acquire(&self, name: &str, host: &str, limits: Limits) -> Permit {
+    /// Waits until a request from ClusterProvider `name` may start. `scope`
+    /// is what a Retry-After applies to: a host, or a host and credential
+    /// (see [`Limiter::block_for`]).
+    pub async fn acquire(&self, name: &str, scope: &str, limits: Limits) -> Permit {
         let provider = self.provider(name, limits);
         let began = Instant::now();
-        let slot = provider.slots.acquire(current_priority()).await;
-        let start_at = {
-            let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let start_at = (*next).max(now);
-            let spacing = Duration::from_secs_f64(1.0 / f64::from(limits.requests_per_second.max(1)));
-            *next = start_at + spacing;
-            start_at
-        };
-        tokio::time::sleep_until(start_at).await;
-        // Checked last, after the pacing wait: a 429 that arrived while this
-        // request was queued still holds it.
-        while let Some(until) = self.blocked_until(host) {
-            tokio::time::sleep_until(until).await;
+        loop {
+            // A held-back request waits without a slot: one tenant's
+            // Retry-After must not take the slots everyone else needs.
+            while let Some(until) = self.blocked_until(scope) {
+                tokio::time::sleep_until(until).await;
+            }
+            let slot = provider.slots.acquire(current_priority()).await;
+            let start_at = {
+                let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let start_at = (*next).max(now);
+                let spacing = Duration::from_secs_f64(1.0 / f64::from(limits.requests_per_second.max(1)));
+                *next = start_at + spacing;
+                start_at
+            };
+            tokio::time::sleep_until(start_at).await;
+            // Checked again after the pacing wait: a 429 that arrived while
+            // this request was queued still holds it (without its slot).
+            if self.blocked_until(scope).is_some() {
+                drop(slot);
+                continue;
+            }
+            let waited = began.elapsed();
+            if waited >= Duration::from_millis(1) {
+                (self.waits)(name, waited);
+            }
+            return Permit { _slot: slot };
         }
-        let waited = began.elapsed();
-        if waited >= Duration::from_millis(1) {
-            (self.waits)(name, waited);
-        }
-        Permit { _slot: slot }
     }
 
     /// Whether a routine request to ClusterProvider `name` would have to
@@ -266,11 +277,12 @@ impl Limiter {
         })
     }
 
-    /// Records a host's Retry-After: no request to it starts before then.
-    pub fn block_for(&self, host: &str, delay: Duration) {
+    /// Records a Retry-After for `scope` (a host, or a host and credential):
+    /// no request in that scope starts before then.
+    pub fn block_for(&self, scope: &str, delay: Duration) {
         let until = Instant::now() + delay;
         let mut hosts = self.blocked_hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = hosts.entry(host.to_string()).or_insert(until);
+        let entry = hosts.entry(scope.to_string()).or_insert(until);
         if until > *entry {
             *entry = until;
         }
@@ -333,6 +345,38 @@ mod tests {
         limiter.block_for("h", Duration::from_secs(10));
         let started = queued.await.unwrap();
         assert!(started.duration_since(t0) >= Duration::from_millis(11_500));
+    }
+
+    /// One tenant's 429 storm: its own requests wait for the Retry-After,
+    /// holding no slot, so another credential's request at the same host
+    /// with the only slot starts at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_credential_holds_no_slot_and_delays_no_other_credential() {
+        let limiter = Limiter::default();
+        let one = Limits {
+            max_concurrency: 1,
+            requests_per_second: 1000,
+        };
+        limiter.block_for("h busy", Duration::from_secs(60));
+        let t0 = Instant::now();
+        let mut busy = Vec::new();
+        for _ in 0..20 {
+            let limiter = limiter.clone();
+            busy.push(tokio::spawn(async move {
+                drop(limiter.acquire("p", "h busy", one).await);
+                Instant::now()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(limiter.acquire("p", "h calm", one).await);
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the other tenant waited {:?}",
+            t0.elapsed()
+        );
+        for b in busy {
+            assert!(b.await.unwrap().duration_since(t0) >= Duration::from_secs(60));
+        }
     }
 
     #[tokio::test(start_paused = true)]

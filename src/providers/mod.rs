@@ -71,7 +71,11 @@ pub struct ProviderConfig {
     /// How often credentials without an expiry (API keys, instance tokens)
     /// are validated again.
     pub revalidate_interval: Duration,
+    /// What a 429's Retry-After holds back.
+    pub rate_limit_scope: RateLimitScope,
 }
+
+pub use crate::crd::RateLimitScope;
 
 /// RFC 6749 section 2.3.1 client authentication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,12 +334,11 @@ pub enum DriverError {
     Unavailable { message: String },
     #[error("no answer within {} (the ClusterProvider's requestTimeout)", human_duration(*timeout))]
     Timeout { timeout: Duration },
-    /// A rate limit or a timeout — failures that carry no text of the
-    /// provider — with where it happened: the step (when the driver names
-    /// it) and the endpoint (host and ClusterProvider). Reason, retry policy
-    /// and Retry-After are the wrapped error's. Built by
-    /// [`DriverError::at_endpoint`] and [`DriverError::in_step`]; other
-    /// errors name provider and step in their message instead.
+    /// A failed provider call with where it happened: the step and the
+    /// endpoint (host and ClusterProvider). Reason, retry policy and
+    /// Retry-After are the wrapped error's. Built by
+    /// [`DriverError::at_endpoint`], [`DriverError::in_step`] and, for
+    /// every driver error, [`DriverError::located`] in the controller.
     #[error("{}", at_text(step.as_deref(), endpoint.as_deref(), error))]
     At {
         step: Option<String>,
@@ -380,16 +383,33 @@ impl DriverError {
         }
     }
 
-    /// Names the endpoint (host and ClusterProvider) of a rate limit or a
-    /// timeout; any other error is returned as it is.
+    /// Whether the error is about a provider call (as opposed to missing
+    /// input, a driver's own guidance, or a checkpoint write): such an error
+    /// names where it happened.
+    fn is_provider_failure(&self) -> bool {
+        !matches!(
+            self,
+            DriverError::MissingInput { .. }
+                | DriverError::NeedsAttention { .. }
+                | DriverError::CheckpointFailed { .. }
+        )
+    }
+
+    /// Names the endpoint (host and ClusterProvider) of a failed provider
+    /// call, unless one is named already; other errors are returned as they are.
     pub fn at_endpoint(self, endpoint: String) -> DriverError {
         match self {
-            DriverError::At { step, error, .. } => DriverError::At {
+            DriverError::At {
+                step,
+                endpoint: None,
+                error,
+            } => DriverError::At {
                 step,
                 endpoint: Some(endpoint),
                 error,
             },
-            e @ (DriverError::RateLimited { .. } | DriverError::Timeout { .. }) => DriverError::At {
+            e @ DriverError::At { .. } => e,
+            e if e.is_provider_failure() => DriverError::At {
                 step: None,
                 endpoint: Some(endpoint),
                 error: Box::new(e),
@@ -399,9 +419,8 @@ impl DriverError {
     }
 
     /// Names the provider and step (`SmartRecruiters, exchanging the client
-    /// credentials`) of a rate limit or a timeout, unless a step is named
-    /// already; any other error is returned as it is (drivers put the step
-    /// into those messages themselves).
+    /// credentials`) of a failed provider call, unless a step is named
+    /// already; other errors are returned as they are.
     pub fn in_step(self, step: &str) -> DriverError {
         match self {
             DriverError::At {
@@ -413,7 +432,8 @@ impl DriverError {
                 endpoint,
                 error,
             },
-            e @ (DriverError::RateLimited { .. } | DriverError::Timeout { .. }) => DriverError::At {
+            e @ DriverError::At { .. } => e,
+            e if e.is_provider_failure() => DriverError::At {
                 step: Some(step.to_string()),
                 endpoint: None,
                 error: Box::new(e),
@@ -422,30 +442,44 @@ impl DriverError {
         }
     }
 
-    /// Puts `context` (who and which step, e.g. `Kombo, creating the
-    /// connection`) in front of a message-carrying error; names the step of
-    /// any other (see [`DriverError::in_step`]). The last arm of the
-    /// drivers' error explanations, once their specific hints are given.
+    /// Names who and which step (e.g. `Kombo, creating the connection`):
+    /// the last arm of the drivers' error explanations, once their specific
+    /// hints are given. The same as [`DriverError::in_step`].
     pub fn with_context(self, context: &str) -> DriverError {
-        let prefixed = |message: String| format!("{context}: {message}");
-        match self {
-            DriverError::Conflict { message } => DriverError::Conflict {
-                message: prefixed(message),
-            },
-            DriverError::BadRequest { message } => DriverError::BadRequest {
-                message: prefixed(message),
-            },
-            DriverError::Unavailable { message } => DriverError::Unavailable {
-                message: prefixed(message),
-            },
-            DriverError::MalformedResponse { message } => DriverError::MalformedResponse {
-                message: prefixed(message),
-            },
-            DriverError::Misconfigured { message } => DriverError::Misconfigured {
-                message: prefixed(message),
-            },
-            other => other.in_step(context),
-        }
+        self.in_step(context)
+    }
+
+    /// The backstop every driver's error passes through in the controller,
+    /// so that no driver can forget it: a failed provider call names the
+    /// ClusterProvider (and its host, where the provider has only one) and
+    /// a step (the flow, where the driver named none).
+    pub fn located(self, provider: &ProviderConfig, flow: &str) -> DriverError {
+        let hosts: std::collections::BTreeSet<String> = [&provider.token_url, &provider.base_url]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
+            .collect();
+        let endpoint = match hosts.len() {
+            1 => format!(
+                "{} (ClusterProvider {})",
+                hosts.into_iter().next().unwrap_or_default(),
+                provider.name
+            ),
+            _ => format!("ClusterProvider {}", provider.name),
+        };
+        self.in_step(&format!("the {flow} flow")).at_endpoint(endpoint)
+    }
+
+    /// Whether the provider refused the credentials themselves (a 401, a
+    /// refused login): the same inputs must not be sent again until they
+    /// change, since each try may count towards locking the account.
+    pub fn holds_inputs(&self) -> bool {
+        matches!(self.inner(), DriverError::CredentialsRejected { .. })
     }
 
     /// Transient failures are retried with backoff; the others need a change
@@ -571,6 +605,51 @@ pub fn sanitize_message(text: &str) -> String {
         out = out.chars().take(MAX).collect::<String>() + "…";
     }
     out
+}
+
+/// Parses a provider's JSON answer (`what`, e.g. "the token response") into
+/// `T`. A failure is described by its category and position only, never by
+/// the parser's own text: serde quotes the offending value (`invalid type:
+/// string "eyJ…"`), and an answer that is not the expected object may be a
+/// bare token, which must not reach a condition, an Event or a log line.
+pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, DriverError> {
+    serde_json::from_slice(body).map_err(|e| DriverError::MalformedResponse {
+        message: describe_json_error(what, body, &e),
+    })
+}
+
+/// What is wrong with a JSON answer, without any of its content: its
+/// category (empty, not JSON, cut short, JSON of the wrong kind, a field of
+/// the wrong type) and, where it helps, line and column.
+pub fn describe_json_error(what: &str, body: &[u8], e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return format!("{what} is empty");
+    }
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Eof => format!("{what} ends early (cut off at {at})"),
+        Category::Syntax | Category::Io => format!("{what} is not valid JSON (syntax error at {at})"),
+        Category::Data => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(_)) => {
+                format!("{what} is a JSON object whose fields do not have the expected types (at {at})")
+            }
+            Ok(other) => format!("{what} is {} where a JSON object was expected", json_kind(&other)),
+            Err(_) => format!("{what} is not valid JSON (at {at})"),
+        },
+    }
+}
+
+/// "a JSON string", "a JSON array", …: the kind of a value, never its content.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "JSON null",
+        serde_json::Value::Bool(_) => "a JSON boolean",
+        serde_json::Value::Number(_) => "a JSON number",
+        serde_json::Value::String(_) => "a JSON string",
+        serde_json::Value::Array(_) => "a JSON array",
+        serde_json::Value::Object(_) => "a JSON object",
+    }
 }
 
 /// Checks a value a provider returned that the operator publishes (in the
@@ -778,9 +857,59 @@ mod tests {
             "h (ClusterProvider p): rate limited, no Retry-After given: retried with backoff"
         );
         assert_eq!(bare.inner(), &DriverError::RateLimited { retry_after: None });
-        // Errors that carry their own message are left alone.
+        // Every failed provider call says where; guidance and input errors
+        // are left alone.
         let other = DriverError::Unavailable { message: "x".into() };
-        assert_eq!(other.clone().in_step("s").at_endpoint("e".into()), other);
+        assert_eq!(
+            other.clone().in_step("s").at_endpoint("e".into()).to_string(),
+            "s at e: the provider is unavailable: x"
+        );
+        let missing = DriverError::MissingInput { key: "k".into() };
+        assert_eq!(missing.clone().in_step("s").at_endpoint("e".into()), missing);
+    }
+
+    #[test]
+    fn every_provider_failure_names_the_cluster_provider_host_and_step() {
+        let provider = ProviderConfig {
+            name: "example-oauth".into(),
+            token_url: Some(Url::parse("https://auth.example.com/oauth/token").unwrap()),
+            base_url: None,
+            client_auth: ClientAuth::Basic,
+            request_timeout: Duration::from_secs(10),
+            default_lifetime: Duration::from_secs(1800),
+            max_concurrency: 1,
+            requests_per_second: 1,
+            revalidate_interval: Duration::from_secs(3600),
+            rate_limit_scope: RateLimitScope::Host,
+        };
+        for err in [
+            DriverError::CredentialsRejected {
+                message: "HTTP 401".into(),
+            },
+            DriverError::MalformedResponse {
+                message: "the token response is a JSON string".into(),
+            },
+            DriverError::Unavailable {
+                message: "HTTP 503".into(),
+            },
+        ] {
+            let text = err.located(&provider, "clientCredentials").to_string();
+            assert!(
+                text.starts_with("the clientCredentials flow at auth.example.com (ClusterProvider example-oauth): "),
+                "{text}"
+            );
+        }
+        // A step and endpoint named by the driver and the HTTP layer win.
+        let named = DriverError::Unavailable {
+            message: "HTTP 503".into(),
+        }
+        .at_endpoint("h:1 (ClusterProvider p)".into())
+        .in_step("requesting a token (POST /t)")
+        .located(&provider, "clientCredentials");
+        assert_eq!(
+            named.to_string(),
+            "requesting a token (POST /t) at h:1 (ClusterProvider p): the provider is unavailable: HTTP 503"
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub async fn request_token(
     if !answer.status.is_success() {
         return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
     }
-    parse_token(&answer.body, provider.default_lifetime, now, scrub_values)
+    parse_token(&answer.body, provider.default_lifetime, now)
 }
 
 /// `Authorization: Basic` value with RFC 6749 section 2.3.1 form-urlencoding
@@ -178,18 +178,8 @@ pub fn basic_header(id: &str, secret: &str) -> String {
 }
 
 /// Parses a token endpoint's success body.
-pub fn parse_token(
-    body: &[u8],
-    default_lifetime: Duration,
-    now: Timestamp,
-    scrub_values: &Credentials,
-) -> Result<Token, DriverError> {
-    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| DriverError::MalformedResponse {
-        message: format!(
-            "token response is not valid JSON ({})",
-            scrub(&e.to_string(), scrub_values)
-        ),
-    })?;
+pub fn parse_token(body: &[u8], default_lifetime: Duration, now: Timestamp) -> Result<Token, DriverError> {
+    let parsed: TokenResponse = super::parse_json("the token response", body)?;
     let access_token = parsed
         .access_token
         .filter(|t| !t.is_empty())
@@ -260,9 +250,16 @@ pub fn classify_error(status: u16, body: &[u8], scrub_values: &Credentials) -> D
     }
     let message = scrub(&message, scrub_values);
     match (status, code.as_str()) {
-        (_, "invalid_client" | "unauthorized_client" | "invalid_grant") | (401, _) => {
-            DriverError::CredentialsRejected { message }
-        }
+        // RFC 6749 section 5.2: the client authenticated but may not use
+        // this grant type. The credentials are fine; the client's
+        // registration at the provider is not, and resending them changes
+        // nothing until a person fixes it there.
+        (_, "unauthorized_client") => DriverError::BadRequest {
+            message: format!(
+                "{message} (the client may not use the client_credentials grant: allow that grant for this client at the provider)"
+            ),
+        },
+        (_, "invalid_client" | "invalid_grant") | (401, _) => DriverError::CredentialsRejected { message },
         (_, "invalid_scope" | "access_denied") | (403, _) => DriverError::PermissionDenied { message },
         (409, _) => DriverError::Conflict { message },
         _ => DriverError::BadRequest { message },
@@ -285,7 +282,6 @@ mod tests {
             br#"{"access_token":"abc","token_type":"bearer","expires_in":3600,"extra":1}"#,
             DEFAULT,
             now(),
-            &Credentials::default(),
         )
         .unwrap();
         assert_eq!(t.token_type, "Bearer");
@@ -301,7 +297,7 @@ mod tests {
             br#"{"access_token":"abc","expires_in":-5}"#,
             br#"{"access_token":"abc","expires_in":"soon"}"#,
         ] {
-            let t = parse_token(body, DEFAULT, now(), &Credentials::default()).unwrap();
+            let t = parse_token(body, DEFAULT, now()).unwrap();
             assert!(t.lifetime_defaulted);
             assert_eq!(t.expires_at.to_string(), "2026-01-01T00:30:00Z");
         }
@@ -309,25 +305,13 @@ mod tests {
 
     #[test]
     fn absurd_expiry_is_clamped() {
-        let t = parse_token(
-            br#"{"access_token":"abc","expires_in":1e300}"#,
-            DEFAULT,
-            now(),
-            &Credentials::default(),
-        )
-        .unwrap();
+        let t = parse_token(br#"{"access_token":"abc","expires_in":1e300}"#, DEFAULT, now()).unwrap();
         assert!(t.expires_at < "2027-01-03T00:00:00Z".parse().unwrap());
     }
 
     #[test]
     fn string_expiry_is_accepted() {
-        let t = parse_token(
-            br#"{"access_token":"abc","expires_in":"60"}"#,
-            DEFAULT,
-            now(),
-            &Credentials::default(),
-        )
-        .unwrap();
+        let t = parse_token(br#"{"access_token":"abc","expires_in":"60"}"#, DEFAULT, now()).unwrap();
         assert_eq!(t.expires_at.to_string(), "2026-01-01T00:01:00Z");
     }
 
@@ -340,10 +324,31 @@ mod tests {
             br#"{"access_token":""}"#,
             br#"{"access_token":"a\r\nX-Evil: 1"}"#,
         ] {
-            let err = parse_token(body, DEFAULT, now(), &Credentials::default())
-                .err()
-                .unwrap();
+            let err = parse_token(body, DEFAULT, now()).err().unwrap();
             assert_eq!(err.reason(), "MalformedResponse", "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// An answer that is JSON but not the expected object (a bare token, an
+    /// array of them) is described by its kind: the parser's own text would
+    /// quote the token into the condition, the Events and the log.
+    #[test]
+    fn a_bare_token_answer_is_described_not_quoted() {
+        for (body, kind) in [
+            (br#""opaque-bare-token-4f1c9e""#.as_slice(), "a JSON string"),
+            (br#"["opaque-bare-token-4f1c9e"]"#, "a JSON array"),
+            (
+                br#"{"access_token":["opaque-bare-token-4f1c9e"]}"#,
+                "fields do not have the expected types",
+            ),
+            (br#"{"access_token":"opaque-bare-token-4f1c9e" "#, "ends early"),
+            (br#"opaque-bare-token-4f1c9e"#, "not valid JSON"),
+        ] {
+            let err = parse_token(body, DEFAULT, now()).err().unwrap();
+            let text = err.to_string();
+            assert!(!text.contains("opaque-bare-token"), "{text}");
+            assert!(text.contains(kind), "{text}");
+            assert!(text.contains("the token response"), "{text}");
         }
     }
 
@@ -355,6 +360,13 @@ mod tests {
             "ReauthRequired"
         );
         assert_eq!(classify_error(401, b"", &none).reason(), "ReauthRequired");
+        // A configuration error at the provider, not a refused credential.
+        let unauthorized = classify_error(400, br#"{"error":"unauthorized_client"}"#, &none);
+        assert_eq!(unauthorized.reason(), "ProviderRejectedRequest");
+        assert!(
+            unauthorized.to_string().contains("client_credentials grant"),
+            "{unauthorized}"
+        );
         assert_eq!(
             classify_error(400, br#"{"error":"invalid_scope"}"#, &none).reason(),
             "PermissionDenied"

@@ -211,6 +211,16 @@ pub mod scenarios {
             "the message must say the credentials were refused: {message}"
         );
         assert!(cluster.events_with_reason("ReauthRequired").await >= 1);
+        // The refused credentials are not sent again (each try could count
+        // towards locking the account), and the condition says so...
+        assert!(
+            message.contains("not sent again") && message.contains("integration-operator.io/retry"),
+            "the message must say the credentials are held and how to retry: {message}"
+        );
+        let held_at = case.calls();
+        // ...over more than two retry intervals of the test operator (3 s).
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert_eq!(case.calls(), held_at, "the refused credentials were sent again");
         let rotated = case.rotate_input();
         write_input(&cluster, &rotated).await;
         cluster.wait_ready(INTEGRATION, "True", None).await;
