@@ -240,6 +240,91 @@ async fn refused_credentials_are_not_sent_again_until_changed_or_retried() {
     operator.stop().await;
 }
 
+/// One tenant whose own traffic spent its per-credential budget gets 429s
+/// with a long Retry-After; another tenant on the same ClusterProvider and
+/// host keeps renewing its short-lived tokens on time (before, one 429
+/// blocked the whole host for every tenant).
+#[tokio::test]
+async fn one_tenants_rate_limit_leaves_the_others_renewals_on_time() {
+    let (cluster, sim) = setup(Some(4)).await;
+    sim.add_client("busy", "busy-secret-61d0");
+    cluster
+        .oauth2_provider(
+            "auth-per-client",
+            &sim.token_url(),
+            json!({"rateLimitScope": "Credential"}),
+        )
+        .await;
+    cluster
+        .input_secret("busy", &[("client_id", "busy"), ("client_secret", "busy-secret-61d0")])
+        .await;
+    let operator = cluster.start_operator().await;
+    let mut calm = cc_spec();
+    calm["provider"] = json!("auth-per-client");
+    cluster.integration("calm", calm).await;
+    cluster.wait_ready("calm", "True", None).await;
+
+    sim.limit_client("busy", Some(60));
+    let mut busy = cc_spec();
+    busy["provider"] = json!("auth-per-client");
+    busy["secretRef"]["name"] = json!("busy");
+    busy["target"] = json!({"name": "busy-out"});
+    cluster.integration("busy", busy).await;
+    cluster.wait_ready("busy", "False", Some("ProviderRateLimited")).await;
+
+    // Four-second tokens: over 12 s the calm tenant renews at least twice
+    // more, and its published token is never expired when looked at.
+    let before = sim.token_call_times_for(CLIENT_ID).len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < deadline {
+        let token = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+        assert!(
+            sim.is_valid_token(&token),
+            "the calm tenant's token expired during the other's 429s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let renewed = sim.token_call_times_for(CLIENT_ID).len() - before;
+    assert!(renewed >= 2, "the calm tenant renewed {renewed} times in 12 s");
+    operator.stop().await;
+}
+
+/// Editing how the operator talks to a provider (rate, concurrency, timeout,
+/// allowed namespaces) re-issues nothing; editing what is sent (the client
+/// authentication method) re-issues once.
+#[tokio::test]
+async fn only_provider_edits_that_change_what_is_sent_re_issue() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let issued = sim.token_calls();
+    cluster
+        .oauth2_provider(
+            "auth",
+            &sim.token_url(),
+            json!({"requestsPerSecond": 3, "maxConcurrency": 2, "requestTimeout": "5s",
+                   "allowedNamespaces": [cluster.namespace.clone()]}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.token_calls(), issued, "a pacing edit re-issued the credentials");
+    cluster
+        .oauth2_provider(
+            "auth",
+            &sim.token_url(),
+            json!({"clientAuthMethod": "client_secret_post"}),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "a re-issue with the new client authentication",
+        || async { (sim.token_calls() == issued + 1).then_some(()) },
+    )
+    .await;
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn a_lasting_failure_emits_one_warning_event_not_one_per_retry() {
     let (cluster, sim) = setup(Some(3600)).await;

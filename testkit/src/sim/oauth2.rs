@@ -40,6 +40,9 @@ struct Inner {
     call_times_by_client: Mutex<HashMap<String, Vec<Instant>>>,
     latency_ms: AtomicU64,
     faults: Faults,
+    /// Clients over their own rate limit: answered 429 with this
+    /// Retry-After (seconds), as a provider that limits each credential does.
+    limited_clients: Mutex<HashMap<String, u64>>,
 }
 
 /// A running token-server simulator.
@@ -76,6 +79,17 @@ impl OAuth2Sim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.into(), secret.into());
+    }
+
+    /// Answers every token request of `id` with 429 and `Retry-After:
+    /// retry_after_secs` (its own budget is spent, as when the customer's
+    /// own application traffic uses it up); `None` lifts it.
+    pub fn limit_client(&self, id: &str, retry_after_secs: Option<u64>) {
+        let mut limited = self.inner.limited_clients.lock().unwrap_or_else(|p| p.into_inner());
+        match retry_after_secs {
+            Some(secs) => limited.insert(id.into(), secs),
+            None => limited.remove(id),
+        };
     }
 
     /// Lifetime of new tokens in seconds; `None` omits `expires_in`.
@@ -230,6 +244,23 @@ async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String
             "invalid_client",
             "client authentication failed",
         );
+    }
+    let limited = inner
+        .limited_clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .copied();
+    if let Some(secs) = limited {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "rate limit of this client exceeded",
+        );
+        if let Ok(v) = secs.to_string().parse() {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
     }
     inner
         .call_times_by_client
