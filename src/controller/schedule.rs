@@ -274,10 +274,10 @@ mod tests {
                     prop_assert!(at <= window_start + signed(window.mul_f64(JITTER_SHARE)) + SignedDuration::from_millis(1));
                 }
                 // A requested window within the cap is honoured exactly.
-                if let Some(RenewBefore::Fixed(d)) = rb {
-                    if d <= lifetime.mul_f64(MAX_WINDOW_SHARE) {
-                        prop_assert_eq!(window, d);
-                    }
+                if let Some(RenewBefore::Fixed(d)) = rb
+                    && d <= lifetime.mul_f64(MAX_WINDOW_SHARE)
+                {
+                    prop_assert_eq!(window, d);
                 }
             }
         }
