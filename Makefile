@@ -4,7 +4,7 @@ CARGO ?= cargo
 EMULATOR_KUBECONFIG ?= $(CURDIR)/target/emulator/kubeconfig
 export EMULATOR_KUBECONFIG
 
-.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps fuzz
+.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,11 +13,18 @@ demo: ## run the operator end to end against the API emulator and every provider
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: fmt-check lint oidc-deps chart-check ## the whole suite: format, lints, chart checks, unit, integration (emulator + simulators + oidc-provider), kubectl, CRD drift
+test: fmt-check lint oidc-deps kombo-sdk-deps chart-check ## the whole suite: format, lints, chart checks, unit, integration (emulator + simulators + oidc-provider + Kombo's SDK), kubectl, CRD drift
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 oidc-deps: ## install the pinned oidc-provider used by the tests
 	@if [ ! -d tests/oidc/node_modules ] && [ -f tests/oidc/package-lock.json ]; then npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error; fi
+
+KOMBO_SDK_VENV := tests/kombo_sdk/.venv
+kombo-sdk-deps: ## install Kombo's official Python SDK (pinned in tests/kombo_sdk/requirements.txt) into tests/kombo_sdk/.venv, the oracle of tests/kombo_sdk.rs
+	@if ! $(KOMBO_SDK_VENV)/bin/python -c 'import kombo' 2>/dev/null; then \
+		python3 -m venv $(KOMBO_SDK_VENV) && \
+		$(KOMBO_SDK_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: -r tests/kombo_sdk/requirements.txt; \
+	fi
 
 lint: ## clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

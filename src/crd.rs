@@ -227,14 +227,25 @@ pub struct ConnectionFlow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub end_user_origin_id: Option<String>,
-    /// Kombo integration category, for example `ATS`.
+    /// Kombo integration category the link is for: `HRIS`, `ATS`,
+    /// `ASSESSMENT` or `LMS` (Kombo's values; Kombo assumes `HRIS` when it is
+    /// not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_]+$"))]
-    pub integration_category: Option<String>,
-    /// Kombo tool to preselect, for example `smartrecruiters`.
+    #[schemars(transform = field_doc_wins)]
+    pub integration_category: Option<KomboCategory>,
+    /// Kombo tool to preselect, for example `smartrecruiters` or
+    /// `cornerstonetalentlink`: one of the tool ids Kombo's API accepts (its
+    /// `integration_tool` enumeration), so a typo is refused here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    #[schemars(extend("enum" = &crate::providers::kombo::TOOLS[..]))]
     pub integration_tool: Option<String>,
+    /// The kind of connect link. `MAGIC_LINK` (default): a link for a person
+    /// to open from an e-mail, valid for one year. `EMBEDDED`: a link for
+    /// the Kombo Connect front-end SDK, valid for one hour; only useful when
+    /// an application of yours opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_doc_wins)]
+    pub link_type: Option<KomboLinkType>,
     /// Use an existing Kombo integration instead of creating a connect link
     /// (an id such as `personio:8d1hHjk3`; it becomes part of request paths,
     /// so `/`, `?`, `#` and `%` are not allowed).
@@ -245,6 +256,49 @@ pub struct ConnectionFlow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = field_doc_wins)]
     pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// Kombo's integration categories (its `integration_category` enumeration).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KomboCategory {
+    Hris,
+    Ats,
+    Assessment,
+    Lms,
+}
+
+impl KomboCategory {
+    /// The value Kombo's API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KomboCategory::Hris => "HRIS",
+            KomboCategory::Ats => "ATS",
+            KomboCategory::Assessment => "ASSESSMENT",
+            KomboCategory::Lms => "LMS",
+        }
+    }
+}
+
+/// Kombo's connect link types (its `link_type` enumeration).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KomboLinkType {
+    /// A link a person opens from an e-mail; valid for one year.
+    #[default]
+    MagicLink,
+    /// A link for the Kombo Connect front-end SDK; valid for one hour.
+    Embedded,
+}
+
+impl KomboLinkType {
+    /// The value Kombo's API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KomboLinkType::MagicLink => "MAGIC_LINK",
+            KomboLinkType::Embedded => "EMBEDDED",
+        }
+    }
 }
 
 /// What happens to provider-side state when the Integration is deleted.

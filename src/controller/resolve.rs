@@ -189,8 +189,9 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             end_user_email: c.end_user_email.clone(),
             end_user_organization_name: c.end_user_organization_name.clone(),
             end_user_origin_id: c.end_user_origin_id.clone().unwrap_or(uid),
-            integration_category: c.integration_category.clone(),
+            integration_category: c.integration_category.map(|c| c.as_str().to_string()),
             integration_tool: c.integration_tool.clone(),
+            link_type: c.link_type.unwrap_or_default(),
             integration_id: c.integration_id.clone(),
             delete_on_cleanup: deletes(c.deletion_policy),
         }

@@ -3,33 +3,45 @@
 //!
 //! Two ways in:
 //! - `spec.connection.integrationId` names an existing integration: the
-//!   driver only validates it (`GET /integrations/{id}`) and never deletes it.
+//!   driver only validates it (`GET /integrations/{id}`). It is someone
+//!   else's: it is never recorded as created by this operator, never put in
+//!   `status.integrationId` and never deleted, also after the field is
+//!   removed from the spec.
 //! - Otherwise the driver checks the API key (`GET /check-api-key`), creates
-//!   one connect link (`POST /connect/create-link`), publishes it for the
-//!   customer (condition message and Event) and polls, with backoff, until the
-//!   customer has completed it. It then stores the integration id, validates
-//!   the integration and publishes the credentials; the integration is deleted
-//!   with the Integration unless `deletionPolicy: Retain`.
+//!   one connect link (`POST /connect/create-link`, `link_type` from the
+//!   spec, `MAGIC_LINK` by default) and publishes it for the customer
+//!   (condition message and Event), with its validity.
 //!
-//! State between reconciles lives in the output Secret (link, its token and
-//! creation time; then the integration id), written through the checkpoint
-//! before the link is shown to anyone.
+//! Kombo tells a backend which integration a customer created only through
+//! the short-lived activation token its front-end SDK hands to the page that
+//! opened the link (`GET /connect/integration-by-token/{token}`) or through
+//! the `integration-created` webhook. The link's own `token` parameter is not
+//! such a token, and Kombo's API has no lookup by `end_user_origin_id` (the
+//! SDKs generated from its OpenAPI document list no `GET /integrations`).
+//! Until the operator receives that webhook, it therefore does not poll
+//! Kombo while a link is out: the condition tells the admin how to finish
+//! (name the integration in `spec.connection.integrationId`).
 //!
-//! Assumptions (UNKNOWN or unclear in providers.md; also in
-//! docs/providers/kombo.md):
-//! - The link's `token` query parameter resolves the integration through
-//!   `GET /connect/integration-by-token/{token}` once the customer finished
-//!   (Kombo documents that endpoint for the short-lived token its frontend SDK
-//!   returns); until then that call answers 404 /
-//!   `PLATFORM.INTEGRATION_NOT_FOUND`. Any other 4xx there (400
-//!   `PLATFORM.INPUT_INVALID`, 410, …) means the link can no longer be used.
-//!   If Kombo never resolves link tokens, the Integration waits with
-//!   `AwaitingConnection`, and setting `integrationId` to the id shown in the
-//!   Kombo dashboard finishes it.
-//! - Embedded links are valid for one hour (documented). Kombo does not
-//!   deduplicate, so an expired link is replaced only when a person asks (the
-//!   annotation `integration-operator.io/retry` set to the value the
-//!   condition names), never automatically.
+//! State between reconciles lives in the output Secret, written through the
+//! checkpoint before the link is shown to anyone: the link, its type and
+//! creation time, the `end_user_origin_id` sent with it, and — once known —
+//! the id of the integration created with it (`kombo_created_integration_id`,
+//! the marker that the operator owns it). Only such an integration is ever
+//! deleted, and only after `GET /integrations/{id}` shows the
+//! `end_user.origin_id` the operator sent. The same id is recorded in
+//! `status.integrationId`, which survives the loss of the Secret: a lost
+//! Secret is rebuilt from it instead of minting a second link.
+//!
+//! Assumptions (also in docs/providers/kombo.md):
+//! - Link validity: Kombo's answer carries none, so the documented one per
+//!   type is used: `EMBEDDED` one hour, `MAGIC_LINK` one year (counted as
+//!   365 days). Kombo does not deduplicate, so an expired link is replaced
+//!   only when a person asks (the annotation `integration-operator.io/retry`
+//!   set to the value the condition names), never automatically.
+//! - A 404 that carries Kombo's error envelope (`{"status":"error",
+//!   "error":{…}}`, `PLATFORM.INTEGRATION_NOT_FOUND`) means the integration
+//!   does not exist; a 404 without it comes from something that is not
+//!   Kombo's API (a wrong `baseUrl`) and is reported as a misconfiguration.
 //! - API keys do not expire (none documented); the key is validated with every
 //!   re-validation of the integration, every `revalidateInterval`.
 //! - Numeric rate limits and `Retry-After` are unknown: a 429 is retried with
@@ -46,20 +58,28 @@ use super::{
     CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig,
     ProviderHttp, base_url, endpoint, fields, keys, scrub,
 };
+use crate::crd::KomboLinkType;
 
-/// Output Secret keys holding the flow's state until the customer connects.
+/// Output Secret keys holding the flow's state.
 const LINK: &str = "connect_link";
-const LINK_TOKEN: &str = "connect_link_token";
 const LINK_CREATED_AT: &str = "connect_link_created_at";
-const LINK_KEYS: [&str; 3] = [LINK, LINK_TOKEN, LINK_CREATED_AT];
-/// Validity of an embedded connect link (providers.md 4.2: one hour).
-const LINK_LIFETIME: SignedDuration = SignedDuration::from_secs(3600);
-/// First polls of a new link come this soon (a customer who was waiting for
-/// the link finishes in a minute or two).
-const POLL_FLOOR: Duration = Duration::from_secs(1);
-/// Polls never come further apart than this (nor than `revalidateInterval`),
-/// so a completed link is picked up within two minutes.
-const POLL_CAP: Duration = Duration::from_secs(120);
+const LINK_TYPE: &str = "connect_link_type";
+/// The link's `token` parameter, kept by earlier versions (removed when seen).
+const LEGACY_LINK_TOKEN: &str = "connect_link_token";
+const LINK_KEYS: [&str; 4] = [LINK, LINK_CREATED_AT, LINK_TYPE, LEGACY_LINK_TOKEN];
+/// The `end_user_origin_id` sent with the link: the integration created with
+/// it carries it as `end_user.origin_id`.
+pub const ORIGIN: &str = "kombo_origin_id";
+/// The integration the customer created with this operator's link: the
+/// marker "created by this operator", the only id ever deleted. Whatever
+/// learns the id (the `integration-created` webhook) writes it here; the
+/// published `integration_id` is never read back as one.
+pub const CREATED: &str = "kombo_created_integration_id";
+/// Validity of an `EMBEDDED` link (Kombo's SDK models: one hour).
+const EMBEDDED_LIFETIME: SignedDuration = SignedDuration::from_secs(3600);
+/// Validity of a `MAGIC_LINK` (Kombo's SDK models: one year; 365 days, so a
+/// leap year never overstates it).
+const MAGIC_LINK_LIFETIME: SignedDuration = SignedDuration::from_secs(365 * 24 * 3600);
 /// Header carrying the integration id on integration-scoped calls.
 pub const INTEGRATION_HEADER: &str = "X-Integration-Id";
 pub use crate::reasons::{AWAITING_CONNECTION, CONNECT_LINK_EXPIRED, INTEGRATION_NOT_FOUND};
@@ -70,6 +90,236 @@ use crate::reasons::{
 const MAX_ID: usize = 256;
 /// Longest connect link accepted from Kombo.
 const MAX_LINK: usize = 2048;
+
+/// Kombo's tool ids (the `integration_tool` enumeration of
+/// `POST /connect/create-link`), as the official SDK generated from Kombo's
+/// OpenAPI document lists them (PyPI `kombo` 1.4.0, pinned in
+/// tests/kombo_sdk; tests/kombo_sdk.rs checks this list against it).
+pub const TOOLS: [&str; 207] = [
+    "workday",
+    "successfactors",
+    "smartrecruiters",
+    "factorial",
+    "oraclerecruiting",
+    "lever",
+    "icims",
+    "cornerstonetalentlink",
+    "recruitee",
+    "recruiterflow",
+    "atlas",
+    "greenhouse",
+    "greenhousev3",
+    "greenhousejobboard",
+    "teamtailor",
+    "teamtailorjobboards",
+    "ashby",
+    "talentsoft",
+    "talentsoftcustomer",
+    "concludis",
+    "perbilityhelix",
+    "talention",
+    "piloga",
+    "onlyfy",
+    "personio",
+    "ukgpro",
+    "ukgready",
+    "adpworkforcenow",
+    "taleo",
+    "rexx",
+    "afas",
+    "bamboohr",
+    "bullhorn4salesforce",
+    "bullhorn",
+    "bullhornlogin",
+    "workable",
+    "jobvite",
+    "fountain",
+    "softgarden",
+    "softgardenpartner",
+    "pinpoint",
+    "welcometothejungle",
+    "dvinci",
+    "dvinciadmin",
+    "join",
+    "sagehr",
+    "traffit",
+    "erecruiter",
+    "abacusumantis",
+    "umantis",
+    "jobylon",
+    "taleez",
+    "hrworks",
+    "otys",
+    "zohorecruit",
+    "ceipal",
+    "eploy",
+    "jobdiva",
+    "careerplug",
+    "perview",
+    "eightfold",
+    "paylocity",
+    "paycor",
+    "avature",
+    "apploi",
+    "phenom",
+    "paradox",
+    "heyrecruit",
+    "recruhr",
+    "recruitcrm",
+    "jazzhr",
+    "bite",
+    "brassring",
+    "homerun",
+    "mysolution",
+    "carerix",
+    "carerixgraphql",
+    "hroffice",
+    "talentclue",
+    "inrecruiting",
+    "jobadder",
+    "ubeeo",
+    "connexys",
+    "hr4you",
+    "cornerstoneondemand",
+    "zvooverecruit",
+    "odoo",
+    "comeet",
+    "compleetpitcher",
+    "compleetpersy",
+    "compleet",
+    "gem",
+    "laura",
+    "covetorest",
+    "coveto",
+    "mercury",
+    "crelate",
+    "manatal",
+    "avionte",
+    "mhmhr",
+    "asymbl",
+    "breezyhr",
+    "flatchr",
+    "dayforce",
+    "digitalrecruiters",
+    "applicantstack",
+    "reachmee",
+    "talentadore",
+    "sandbox",
+    "guidecom",
+    "spott",
+    "logicmelon",
+    "loxo",
+    "kula",
+    "trackerrms",
+    "databites",
+    "pageup",
+    "talent360",
+    "emplypeople",
+    "workdaycustomreport",
+    "workdaycustomreportsftp",
+    "ukgprowfm",
+    "adpdecidium",
+    "payfitcustomer",
+    "payfitpartner",
+    "payfit",
+    "employmenthero",
+    "fourth",
+    "kenjo",
+    "heavenhr",
+    "hibob",
+    "cezannehr",
+    "entraid",
+    "azuread",
+    "googleworkspace",
+    "nmbrs",
+    "deel",
+    "remotecom",
+    "iriscascade",
+    "okta",
+    "sagepeople",
+    "humaans",
+    "eurecia",
+    "oraclehcm",
+    "officient",
+    "sesamehr",
+    "charliehr",
+    "abacus",
+    "zohopeople",
+    "gusto",
+    "breathehr",
+    "catalystone",
+    "mirus",
+    "alexishr",
+    "simployer",
+    "peple",
+    "youserve",
+    "hansalog",
+    "lattice",
+    "latticetalent",
+    "hoorayhr",
+    "trinet",
+    "trinetpeo",
+    "namely",
+    "paycom",
+    "insperity",
+    "paychex",
+    "rippling",
+    "sapling",
+    "peoplehr",
+    "lucca",
+    "zelt",
+    "planday",
+    "boondmanager",
+    "haileyhr",
+    "silae",
+    "skello",
+    "oysterhr",
+    "kiwihr",
+    "square",
+    "leapsome",
+    "loket",
+    "workforcecom",
+    "peoplefirst",
+    "sdworx",
+    "itrent",
+    "absenceio",
+    "a3innuvanomina",
+    "scim",
+    "datevlauds",
+    "datevhr",
+    "datev",
+    "datevlug",
+    "sympa",
+    "youforce",
+    "nibelis",
+    "peoplexd",
+    "zellis",
+    "sftp",
+    "sftpfetch",
+    "360learning",
+    "talentlms",
+    "docebo",
+    "coursera",
+    "udemy",
+    "linkedinlearning",
+    "moodle",
+];
+
+/// The documented validity of a link of `link_type`.
+pub fn link_lifetime(link_type: KomboLinkType) -> SignedDuration {
+    match link_type {
+        KomboLinkType::Embedded => EMBEDDED_LIFETIME,
+        KomboLinkType::MagicLink => MAGIC_LINK_LIFETIME,
+    }
+}
+
+/// The driver state as the output Secret holds it.
+fn get(persisted: &Credentials, key: &str) -> Option<String> {
+    persisted
+        .get(key)
+        .map(|v| v.expose_secret().to_string())
+        .filter(|v| !v.is_empty())
+}
 
 /// The `kombo` driver.
 #[derive(Debug)]
@@ -88,8 +338,12 @@ impl Answer {
         (200..300).contains(&self.status)
     }
 
+    /// Kombo says the integration does not exist: its error code, or a 404
+    /// in Kombo's error envelope. A bare 404 (no envelope) is not Kombo
+    /// speaking: see [`classify_answer`].
     fn not_found(&self) -> bool {
-        self.status == 404 || error_code(&self.body) == Some("PLATFORM.INTEGRATION_NOT_FOUND")
+        error_code(&self.body) == Some("PLATFORM.INTEGRATION_NOT_FOUND")
+            || (self.status == 404 && is_kombo_error(&self.body))
     }
 }
 
@@ -98,7 +352,6 @@ impl Answer {
 enum Step<'a> {
     CheckApiKey,
     CreateLink,
-    PollLink,
     Validate(&'a str),
     Delete(&'a str),
 }
@@ -108,19 +361,15 @@ impl Step<'_> {
         match self {
             Step::CheckApiKey => "checking the API key (GET /check-api-key)".into(),
             Step::CreateLink => "creating a connect link (POST /connect/create-link)".into(),
-            Step::PollLink => {
-                "looking up the integration created with the connect link (GET /connect/integration-by-token)".into()
-            }
             Step::Validate(id) => format!("checking integration {id} (GET /integrations/{id})"),
             Step::Delete(id) => format!("deleting integration {id} (DELETE /integrations/{id})"),
         }
     }
 
-    fn path(&self, token: &str) -> String {
+    fn path(&self) -> String {
         match self {
             Step::CheckApiKey => "check-api-key".into(),
             Step::CreateLink => "connect/create-link".into(),
-            Step::PollLink => format!("connect/integration-by-token/{token}"),
             Step::Validate(id) | Step::Delete(id) => format!("integrations/{id}"),
         }
     }
@@ -152,12 +401,35 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
     }
 }
 
-/// What polling a connect link found.
-enum Polled {
-    Connected(String),
-    Waiting,
-    /// Kombo says the link can no longer be used (its message, scrubbed).
-    Unusable(String),
+/// An integration as `GET /integrations/{id}` describes it.
+#[derive(Debug, PartialEq)]
+pub struct IntegrationDetails {
+    /// `tool.id` (Kombo returns the tool as an object), scrubbed.
+    pub tool: String,
+    pub status: String,
+    pub setup_status: Option<String>,
+    /// `end_user.origin_id`.
+    pub origin_id: Option<String>,
+}
+
+/// Reads the `data` of a `GET /integrations/{id}` answer. Pure, so it can be
+/// fuzzed.
+pub fn parse_integration(body: &Value, secrets: &Credentials) -> Result<IntegrationDetails, DriverError> {
+    let data = &body["data"];
+    let Some(tool) = data["tool"].get("id").and_then(Value::as_str) else {
+        return Err(DriverError::MalformedResponse {
+            message: "the integration answer has no tool object with an id (data.tool.id)".into(),
+        });
+    };
+    let status = data["status"].as_str().ok_or_else(|| DriverError::MalformedResponse {
+        message: "the integration answer has no data.status".into(),
+    })?;
+    Ok(IntegrationDetails {
+        tool: scrub(tool, secrets),
+        status: status.to_string(),
+        setup_status: data["setup_status"].as_str().map(str::to_string),
+        origin_id: data["end_user"]["origin_id"].as_str().map(str::to_string),
+    })
 }
 
 impl KomboDriver {
@@ -171,12 +443,11 @@ impl KomboDriver {
         &self,
         provider: &ProviderConfig,
         step: &Step<'_>,
-        token: &str,
         api_key: &str,
         body: Option<Value>,
         secrets: &Credentials,
     ) -> Result<Answer, DriverError> {
-        let path = step.path(token);
+        let path = step.path();
         let url = endpoint(base_url(provider)?, &path).map_err(|e| in_step(step, e))?;
         let mut request = self.http.client().request(step.method(), url).bearer_auth(api_key);
         if let Some(b) = body {
@@ -189,7 +460,7 @@ impl KomboDriver {
             .map_err(|e| in_step(step, e))?;
         let status = answer.status.as_u16();
         let body = if answer.status.is_success() {
-            parse_body(&path_for_message(step), &answer.body).map_err(|e| in_step(step, e))?
+            parse_body(&path, &answer.body).map_err(|e| in_step(step, e))?
         } else {
             // An error answer need not be JSON (a proxy's HTML page): the
             // status still classifies it.
@@ -207,27 +478,44 @@ impl KomboDriver {
         }
     }
 
-    /// Checks the integration's state; issues the credentials when it can be used.
+    /// `GET /integrations/{id}`: `None` when Kombo says it does not exist.
+    async fn details(
+        &self,
+        provider: &ProviderConfig,
+        api_key: &str,
+        id: &str,
+        secrets: &Credentials,
+    ) -> Result<Option<IntegrationDetails>, DriverError> {
+        let step = Step::Validate(id);
+        let answer = self.call(provider, &step, api_key, None, secrets).await?;
+        if answer.not_found() && !matches!(answer.status, 401 | 403) {
+            return Ok(None);
+        }
+        Self::expect_ok(&step, &answer, secrets)?;
+        parse_integration(&answer.body, secrets)
+            .map(Some)
+            .map_err(|e| in_step(&step, e))
+    }
+
+    /// Checks the integration's state; issues the credentials when it can be
+    /// used. `own`: created with this operator's link (recorded in status).
     async fn validate(
         &self,
         req: &ExchangeRequest<'_>,
         api_key: &str,
         integration_id: &str,
+        own: bool,
         secrets: &Credentials,
     ) -> Result<Outcome, DriverError> {
         let step = Step::Validate(integration_id);
-        let answer = self.call(req.provider, &step, "", api_key, None, secrets).await?;
-        if answer.not_found() && !matches!(answer.status, 401 | 403) {
+        let Some(details) = self.details(req.provider, api_key, integration_id, secrets).await? else {
             return Err(DriverError::NeedsAttention {
                 reason: INTEGRATION_NOT_FOUND,
                 message: format!("Kombo has no integration {integration_id} ({})", step.describe()),
             });
-        }
-        Self::expect_ok(&step, &answer, secrets)?;
-        let data = &answer.body["data"];
-        let tool = data["tool"].as_str().map(|t| scrub(t, secrets)).unwrap_or_default();
-        let status = data["status"].as_str().unwrap_or_default();
-        match status {
+        };
+        let tool = &details.tool;
+        match details.status.as_str() {
             "ACTIVE" => {}
             "INVALID" => {
                 return Err(DriverError::NeedsAttention {
@@ -255,7 +543,7 @@ impl KomboDriver {
             }
         }
         // Data calls answer 409 until setup is complete (providers.md 4.4).
-        match data["setup_status"].as_str() {
+        match details.setup_status.as_deref() {
             None | Some("COMPLETED") => {}
             Some("FINAL_SYNC_PENDING") => {
                 return Ok(Outcome::Pending {
@@ -263,7 +551,7 @@ impl KomboDriver {
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is connected and Kombo is running its first full sync (setup_status FINAL_SYNC_PENDING); the credentials are published when it finishes"
                     ),
-                    recheck_after: poll_cap(req.provider),
+                    recheck_after: recheck_cap(req.provider),
                 });
             }
             Some(other) => {
@@ -273,7 +561,7 @@ impl KomboDriver {
                         "Kombo integration {integration_id} ({tool}) is connected but its setup is not finished (setup_status {}): the customer must complete the setup steps in Kombo",
                         scrub(other, secrets)
                     ),
-                    recheck_after: poll_cap(req.provider),
+                    recheck_after: recheck_cap(req.provider),
                 });
             }
         }
@@ -290,35 +578,10 @@ impl KomboDriver {
             ]),
             expires_at: None,
             lifetime_defaulted: false,
-            provider_id: Some(integration_id.to_string()),
+            // Only the operator's own integration goes into status: the
+            // record it is found again by, and deleted by.
+            provider_id: own.then(|| integration_id.to_string()),
         }))
-    }
-
-    /// Asks Kombo whether the customer completed the link with `token`.
-    async fn poll(
-        &self,
-        provider: &ProviderConfig,
-        token: &str,
-        api_key: &str,
-        secrets: &Credentials,
-    ) -> Result<Polled, DriverError> {
-        let step = Step::PollLink;
-        let answer = self.call(provider, &step, token, api_key, None, secrets).await?;
-        if answer.ok() {
-            return parse_integration_by_token(&answer.body)
-                .map(Polled::Connected)
-                .map_err(|e| in_step(&step, e));
-        }
-        if answer.not_found() && !matches!(answer.status, 401 | 403) {
-            return Ok(Polled::Waiting);
-        }
-        match answer.status {
-            401 | 403 | 409 => Err(in_step(&step, classify_answer(answer.status, &answer.body, secrets))),
-            _ => Ok(Polled::Unusable(scrub(
-                answer.body["error"]["message"].as_str().unwrap_or_default(),
-                secrets,
-            ))),
-        }
     }
 
     /// Checks the API key, creates a connect link and persists it before
@@ -335,6 +598,7 @@ impl KomboDriver {
             end_user_origin_id,
             integration_category,
             integration_tool,
+            link_type,
             ..
         } = req.flow
         else {
@@ -343,7 +607,7 @@ impl KomboDriver {
         // The key first, so a wrong key is reported as such rather than as a
         // failed link creation.
         let step = Step::CheckApiKey;
-        let check = self.call(req.provider, &step, "", api_key, None, secrets).await?;
+        let check = self.call(req.provider, &step, api_key, None, secrets).await?;
         Self::expect_ok(&step, &check, secrets)?;
         let mut body = json!({
             "end_user_email": end_user_email,
@@ -351,6 +615,7 @@ impl KomboDriver {
             // Ties every integration created with the link to this
             // Integration (the Integration's uid unless the spec says otherwise).
             "end_user_origin_id": end_user_origin_id,
+            "link_type": link_type.as_str(),
         });
         if let Some(c) = integration_category {
             body["integration_category"] = json!(c);
@@ -359,9 +624,9 @@ impl KomboDriver {
             body["integration_tool"] = json!(t);
         }
         let step = Step::CreateLink;
-        let answer = self.call(req.provider, &step, "", api_key, Some(body), secrets).await?;
+        let answer = self.call(req.provider, &step, api_key, Some(body), secrets).await?;
         Self::expect_ok(&step, &answer, secrets)?;
-        let (link, token) = parse_connect_link(&answer.body).map_err(|e| in_step(&step, e))?;
+        let (link, _) = parse_connect_link(&answer.body).map_err(|e| in_step(&step, e))?;
         // Whole seconds: the time is shown to people, and the retry
         // annotation must repeat it exactly.
         let created_at = Timestamp::from_second(req.now.as_second()).unwrap_or(req.now);
@@ -369,13 +634,60 @@ impl KomboDriver {
             .save(
                 &fields([
                     (LINK, link.clone()),
-                    (LINK_TOKEN, token),
                     (LINK_CREATED_AT, created_at.to_string()),
+                    (LINK_TYPE, link_type.as_str().to_string()),
+                    (ORIGIN, end_user_origin_id.clone()),
                 ]),
-                &[keys::INTEGRATION_ID],
+                &[keys::INTEGRATION_ID, CREATED, LEGACY_LINK_TOKEN],
             )
             .await?;
-        Ok(awaiting(req, &link, created_at, POLL_FLOOR.min(poll_cap(req.provider))))
+        Ok(awaiting(req, &link, created_at, *link_type))
+    }
+
+    /// The Secret lost the flow's state, but status recorded the
+    /// integration created with this operator's link: take it back if Kombo
+    /// still has it with this Integration's origin id. `Ok(None)`: nothing to
+    /// recover (a new link may be created).
+    async fn recover(
+        &self,
+        req: &ExchangeRequest<'_>,
+        api_key: &str,
+        recorded: &str,
+        origin: &str,
+        secrets: &Credentials,
+    ) -> Result<Option<Outcome>, DriverError> {
+        let retry = format!(
+            "To create a new connect link instead, set the annotation integration-operator.io/retry={recorded} on this Integration"
+        );
+        if req.retry_requested == Some(recorded) {
+            return Ok(None);
+        }
+        if !path_safe(recorded, &[':', '@', '+', '=']) {
+            return Ok(None);
+        }
+        match self.details(req.provider, api_key, recorded, secrets).await? {
+            None => Err(DriverError::NeedsAttention {
+                reason: INTEGRATION_NOT_FOUND,
+                message: format!(
+                    "the output Secret lost the Kombo connection state, and Kombo has no integration {recorded} (status.integrationId) any more: it was deleted in Kombo. {retry}"
+                ),
+            }),
+            Some(d) if d.origin_id.as_deref() == Some(origin) => {
+                req.checkpoint
+                    .save(
+                        &fields([(CREATED, recorded.to_string()), (ORIGIN, origin.to_string())]),
+                        &LINK_KEYS,
+                    )
+                    .await?;
+                Ok(Some(self.validate(req, api_key, recorded, true, secrets).await?))
+            }
+            Some(_) => Err(DriverError::NeedsAttention {
+                reason: INTEGRATION_NOT_FOUND,
+                message: format!(
+                    "the output Secret lost the Kombo connection state; status.integrationId names integration {recorded}, but its end_user.origin_id is not this Integration's ({origin}), so it is not taken over. Name it in spec.connection.integrationId to use it. {retry}"
+                ),
+            }),
+        }
     }
 }
 
@@ -385,48 +697,53 @@ fn unsupported(flow: &Flow) -> DriverError {
     }
 }
 
-fn path_for_message(step: &Step<'_>) -> String {
-    // Never the link token: it would end up in a condition.
-    match step {
-        Step::PollLink => "connect/integration-by-token".into(),
-        other => other.path(""),
-    }
-}
-
-/// The longest wait between two polls or checks while something is pending.
-fn poll_cap(provider: &ProviderConfig) -> Duration {
+/// The longest wait between two checks while something is pending.
+fn recheck_cap(provider: &ProviderConfig) -> Duration {
     provider
         .revalidate_interval
-        .min(POLL_CAP)
+        .min(Duration::from_secs(120))
         .max(Duration::from_millis(500))
 }
 
-/// Wait before the next poll of a link created `elapsed` ago: half the time
-/// the customer has taken so far, between [`POLL_FLOOR`] and the cap, so a
-/// link costs a few dozen calls in its hour rather than thousands.
-pub fn poll_interval(elapsed: Duration, cap: Duration) -> Duration {
-    (elapsed / 2).clamp(POLL_FLOOR.min(cap), cap)
-}
-
 /// The Pending outcome while the customer has not completed the link. The
-/// message is the same on every poll, so it makes one Event.
-fn awaiting(req: &ExchangeRequest<'_>, link: &str, created_at: Timestamp, recheck_after: Duration) -> Outcome {
-    let email = match req.flow {
-        Flow::Connection { end_user_email, .. } => end_user_email.as_str(),
-        _ => "",
+/// message is the same on every look, so it makes one Event.
+fn awaiting(req: &ExchangeRequest<'_>, link: &str, created_at: Timestamp, link_type: KomboLinkType) -> Outcome {
+    let (email, origin) = match req.flow {
+        Flow::Connection {
+            end_user_email,
+            end_user_origin_id,
+            ..
+        } => (end_user_email.as_str(), end_user_origin_id.as_str()),
+        _ => ("", ""),
+    };
+    let expires = created_at + link_lifetime(link_type);
+    let left = Duration::try_from(expires.duration_since(req.now)).unwrap_or_default();
+    let purpose = match link_type {
+        KomboLinkType::MagicLink => format!("send this Kombo connect link to {email}"),
+        KomboLinkType::Embedded => {
+            format!("open this EMBEDDED Kombo connect link for {email} with the Kombo Connect front-end SDK")
+        }
     };
     Outcome::Pending {
         reason: AWAITING_CONNECTION,
         message: format!(
-            "waiting for the customer to connect their tool in Kombo: send this Kombo connect link to {email}: {link} (valid until {}); the credentials are published once they finish",
-            created_at + LINK_LIFETIME
+            "waiting for the customer to connect their tool in Kombo: {purpose}: {link} ({}, valid until {expires}). When they have finished, find the integration with origin id {origin} in the Kombo dashboard and set spec.connection.integrationId to its id: Kombo reports a finished connection only through its front-end SDK or its integration-created webhook, and its API has no lookup by origin id",
+            link_type.as_str()
         ),
-        recheck_after,
+        // Nothing is asked of Kombo while a link waits: looking again costs
+        // no call, and reports the expiry (or a Secret edit) on time.
+        recheck_after: left.min(recheck_cap(req.provider)).max(Duration::from_secs(1)),
     }
 }
 
 fn error_code(body: &Value) -> Option<&str> {
     body["error"]["code"].as_str()
+}
+
+/// Whether `body` is Kombo's error envelope
+/// (`{"status":"error","error":{"message":…}}`).
+fn is_kombo_error(body: &Value) -> bool {
+    body["status"] == "error" && body["error"].is_object()
 }
 
 /// Parses a Kombo answer body (every Kombo answer is JSON). Pure, so it can be fuzzed.
@@ -447,7 +764,9 @@ fn path_safe(value: &str, extra: &[char]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c) || extra.contains(&c))
 }
 
-/// The integration id in an `integration-by-token` answer.
+/// The integration id in an `integration-by-token` answer (the answer to an
+/// activation token of Kombo's front-end SDK; the operator has none to ask
+/// with yet).
 pub fn parse_integration_by_token(body: &Value) -> Result<String, DriverError> {
     let id = body["data"]["id"]
         .as_str()
@@ -518,6 +837,12 @@ pub fn classify_answer(status: u16, body: &Value, secrets: &Credentials) -> Driv
         "PLATFORM.IP_NOT_WHITELISTED" => DriverError::PermissionDenied { message },
         "PLATFORM.UNKNOWN_ERROR" | "PLATFORM.TASK_TIMED_OUT" => DriverError::Unavailable { message },
         _ => match status {
+            // Kombo answers every error with its envelope: a 404 without it
+            // is a path Kombo's API does not have (a wrong baseUrl, or a
+            // proxy in front of it).
+            404 if !is_kombo_error(body) => DriverError::Misconfigured {
+                message: "HTTP 404 without Kombo's error body: this is not Kombo's API; check the ClusterProvider's baseUrl (https://api.kombo.dev/v1 or https://api.us.kombo.dev/v1)".into(),
+            },
             401 => DriverError::CredentialsRejected { message },
             403 => DriverError::PermissionDenied { message },
             409 => DriverError::Conflict { message },
@@ -533,48 +858,65 @@ impl Driver for KomboDriver {
         matches!(flow, Flow::Connection { .. })
     }
 
-    /// Only integrations the operator created through a connect link are
-    /// deleted; one named in `integrationId` belongs to someone else.
+    /// Only an integration created with this operator's link is ever
+    /// deleted (see [`KomboDriver::cleanup`]); one named in `integrationId`
+    /// belongs to someone else. The finalizer is held whenever the policy
+    /// is `Delete`: the Integration may own one from before the id was named.
     fn needs_cleanup(&self, flow: &Flow) -> bool {
         matches!(
             flow,
             Flow::Connection {
                 delete_on_cleanup: true,
-                integration_id: None,
                 ..
             }
         )
     }
 
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
-        let Flow::Connection { integration_id, .. } = req.flow else {
+        let Flow::Connection {
+            integration_id,
+            end_user_origin_id,
+            link_type,
+            ..
+        } = req.flow
+        else {
             return Err(unsupported(req.flow));
         };
         let api_key = req.inputs.require(keys::API_KEY)?.expose_secret().to_string();
         let mut persisted = req.persisted.clone();
         let secrets = req.inputs.and(&persisted);
 
-        // An integration someone else created: validate only.
+        // An integration someone else created: validate only. It is never
+        // recorded as this operator's (the published integration_id is
+        // never read back as one).
         if let Some(id) = integration_id {
-            return self.validate(req, &api_key, id, &secrets).await.map_err(|e| match e {
-                DriverError::NeedsAttention { reason, message } if reason == INTEGRATION_NOT_FOUND => {
-                    DriverError::NeedsAttention {
-                        reason,
-                        message: format!(
-                            "{message}: check spec.connection.integrationId against the Kombo dashboard, or remove it to create a connect link"
-                        ),
+            if LINK_KEYS.iter().any(|k| persisted.get(k).is_some()) {
+                // The named integration supersedes a waiting link.
+                req.checkpoint.save(&Credentials::default(), &LINK_KEYS).await?;
+            }
+            return self
+                .validate(req, &api_key, id, false, &secrets)
+                .await
+                .map_err(|e| match e {
+                    DriverError::NeedsAttention { reason, message } if reason == INTEGRATION_NOT_FOUND => {
+                        DriverError::NeedsAttention {
+                            reason,
+                            message: format!(
+                                "{message}: check spec.connection.integrationId against the Kombo dashboard, or remove it to create a connect link"
+                            ),
+                        }
                     }
-                }
-                other => other,
-            });
+                    other => other,
+                });
         }
 
-        // The integration the customer created with our link.
-        if let Some(id) = persisted
-            .get(keys::INTEGRATION_ID)
-            .map(|v| v.expose_secret().to_string())
-        {
-            match self.validate(req, &api_key, &id, &secrets).await {
+        // The integration the customer created with this operator's link.
+        if let Some(id) = get(&persisted, CREATED) {
+            if LINK_KEYS.iter().any(|k| persisted.get(k).is_some()) {
+                // The link's job is done.
+                req.checkpoint.save(&Credentials::default(), &LINK_KEYS).await?;
+            }
+            match self.validate(req, &api_key, &id, true, &secrets).await {
                 Err(DriverError::NeedsAttention { reason, message })
                     if reason == INTEGRATION_NOT_FOUND && req.retry_requested != Some(id.as_str()) =>
                 {
@@ -589,85 +931,82 @@ impl Driver for KomboDriver {
                 Err(DriverError::NeedsAttention { reason, .. }) if reason == INTEGRATION_NOT_FOUND => {
                     persisted = req
                         .checkpoint
-                        .save(&Credentials::default(), &[keys::INTEGRATION_ID])
+                        .save(&Credentials::default(), &[keys::INTEGRATION_ID, CREATED])
                         .await?;
                 }
                 other => return other,
             }
         }
 
-        // A link waiting for the customer.
-        if let (Some(token), Some(link), Some(created)) = (
-            persisted.get(LINK_TOKEN),
-            persisted.get(LINK),
-            persisted.get(LINK_CREATED_AT),
-        ) {
-            let (token, link, created) = (
-                token.expose_secret().to_string(),
-                link.expose_secret().to_string(),
-                created.expose_secret().to_string(),
-            );
+        // A link waiting for the customer: nothing to ask Kombo (see the
+        // module documentation), only its expiry to watch.
+        if let (Some(link), Some(created)) = (get(&persisted, LINK), get(&persisted, LINK_CREATED_AT)) {
             let created_at: Timestamp = created.parse().unwrap_or(req.now);
-            let expires = created_at + LINK_LIFETIME;
-            let unusable = match self.poll(req.provider, &token, &api_key, &secrets).await? {
-                Polled::Connected(id) => {
-                    // Stored before anything else: the link's job is done and
-                    // it is removed from the Secret.
-                    persisted = req
-                        .checkpoint
-                        .save(&fields([(keys::INTEGRATION_ID, id.clone())]), &LINK_KEYS)
-                        .await?;
-                    return self.validate(req, &api_key, &id, &req.inputs.and(&persisted)).await;
-                }
-                Polled::Waiting if expires > req.now => {
-                    let elapsed = Duration::try_from(req.now.duration_since(created_at)).unwrap_or_default();
-                    return Ok(awaiting(
-                        req,
-                        &link,
-                        created_at,
-                        poll_interval(elapsed, poll_cap(req.provider)),
-                    ));
-                }
-                Polled::Waiting => String::new(),
-                Polled::Unusable(detail) if detail.is_empty() => " (Kombo no longer accepts it)".to_string(),
-                Polled::Unusable(detail) => format!(" (Kombo: {detail})"),
+            let sent_type = match get(&persisted, LINK_TYPE).as_deref() {
+                Some("MAGIC_LINK") => KomboLinkType::MagicLink,
+                // Earlier versions created EMBEDDED links (Kombo's default).
+                _ => KomboLinkType::Embedded,
             };
+            let expires = created_at + link_lifetime(sent_type);
+            if expires > req.now {
+                return Ok(awaiting(req, &link, created_at, sent_type));
+            }
             if req.retry_requested != Some(created.as_str()) {
                 return Err(DriverError::NeedsAttention {
                     reason: CONNECT_LINK_EXPIRED,
                     message: format!(
-                        "the Kombo connect link created at {created} expired{unusable} before the customer completed it (links are valid until {expires}). To create a new link, set the annotation integration-operator.io/retry={created} on this Integration"
+                        "the Kombo connect link created at {created} ({}) expired at {expires} unless the customer completed it. If they did, find the integration with origin id {end_user_origin_id} in the Kombo dashboard and set spec.connection.integrationId to its id; otherwise, to create a new {} link, set the annotation integration-operator.io/retry={created} on this Integration",
+                        sent_type.as_str(),
+                        link_type.as_str()
                     ),
                 });
             }
+            return self.create_link(req, &api_key, &secrets).await;
+        }
+
+        // No state in the Secret, but status recorded the integration the
+        // operator's link created: the Secret was lost. Take it back rather
+        // than minting a second link.
+        if let Some(recorded) = req.recorded_id
+            && let Some(outcome) = self
+                .recover(req, &api_key, recorded, end_user_origin_id, &secrets)
+                .await?
+        {
+            return Ok(outcome);
         }
 
         self.create_link(req, &api_key, &secrets).await
     }
 
     async fn cleanup(&self, req: &CleanupRequest<'_>) -> Result<(), DriverError> {
+        let Flow::Connection { end_user_origin_id, .. } = req.flow else {
+            return Err(unsupported(req.flow));
+        };
+        // Only the integration created with this operator's link, from the
+        // Secret or, if the Secret is gone, from status.
+        let Some(id) = get(req.persisted, CREATED).or_else(|| req.recorded_id.map(str::to_string)) else {
+            return Ok(());
+        };
+        if !path_safe(&id, &[':', '@', '+', '=']) {
+            return Ok(());
+        }
         let api_key = req.inputs.require(keys::API_KEY)?.expose_secret().to_string();
         let secrets = req.inputs.and(req.persisted);
-        let id = match req.persisted.get(keys::INTEGRATION_ID) {
-            Some(id) => id.expose_secret().to_string(),
-            None => {
-                // The customer may have completed the link since the last
-                // poll: look once more, so that integration is not left behind.
-                let Some(token) = req.persisted.get(LINK_TOKEN) else {
-                    return Ok(());
-                };
-                match self
-                    .poll(req.provider, token.expose_secret(), &api_key, &secrets)
-                    .await?
-                {
-                    Polled::Connected(id) => id,
-                    Polled::Waiting | Polled::Unusable(_) => return Ok(()),
-                }
-            }
+        let origin = get(req.persisted, ORIGIN).unwrap_or_else(|| end_user_origin_id.clone());
+        // Never delete what does not carry the origin id this operator sent.
+        let Some(details) = self.details(req.provider, &api_key, &id, &secrets).await? else {
+            return Ok(());
         };
+        if details.origin_id.as_deref() != Some(origin.as_str()) {
+            tracing::warn!(
+                integration_id = %id,
+                "Kombo integration does not carry this Integration's origin id: not deleted"
+            );
+            return Ok(());
+        }
         let step = Step::Delete(&id);
         let answer = self
-            .call(req.provider, &step, "", &api_key, Some(json!({})), &secrets)
+            .call(req.provider, &step, &api_key, Some(json!({})), &secrets)
             .await?;
         if answer.ok() || (answer.not_found() && !matches!(answer.status, 401 | 403)) {
             Ok(())
@@ -682,14 +1021,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polling_backs_off_between_a_floor_and_a_cap() {
-        let cap = Duration::from_secs(120);
-        assert_eq!(poll_interval(Duration::ZERO, cap), POLL_FLOOR);
-        assert_eq!(poll_interval(Duration::from_secs(10), cap), Duration::from_secs(5));
-        assert_eq!(poll_interval(Duration::from_secs(3600), cap), cap);
-        // A cap below the floor wins (a tiny revalidateInterval).
-        let small = Duration::from_millis(500);
-        assert_eq!(poll_interval(Duration::ZERO, small), small);
+    fn link_validity_is_the_documented_one_per_type() {
+        assert_eq!(link_lifetime(KomboLinkType::Embedded), SignedDuration::from_hours(1));
+        assert_eq!(
+            link_lifetime(KomboLinkType::MagicLink),
+            SignedDuration::from_hours(365 * 24)
+        );
+    }
+
+    #[test]
+    fn a_bare_404_is_a_misconfiguration_and_kombos_404_means_not_found() {
+        let none = Credentials::default();
+        // A wrong baseUrl: a web server's page, or JSON that is not Kombo's envelope.
+        for bare in [Value::Null, json!({"message": "Not Found"}), json!("Not Found")] {
+            let e = classify_answer(404, &bare, &none);
+            assert_eq!(e.reason(), "ProviderMisconfigured", "{bare}");
+            assert!(e.to_string().contains("baseUrl"), "{e}");
+            assert!(
+                !Answer {
+                    status: 404,
+                    body: bare
+                }
+                .not_found()
+            );
+        }
+        let kombo = json!({"status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": null, "message": "m", "log_url": null}});
+        assert!(
+            Answer {
+                status: 404,
+                body: kombo.clone()
+            }
+            .not_found()
+        );
+        let no_code =
+            json!({"status": "error", "error": {"code": null, "title": null, "message": "m", "log_url": null}});
+        assert!(
+            Answer {
+                status: 404,
+                body: no_code
+            }
+            .not_found()
+        );
+        assert_ne!(classify_answer(404, &kombo, &none).reason(), "ProviderMisconfigured");
+    }
+
+    #[test]
+    fn the_tool_is_read_as_the_object_kombo_returns() {
+        let body = json!({"status": "success", "data": {
+            "id": "personio:x",
+            "tool": {"id": "personio", "label": "Personio", "internal_label": null, "logo_url": "https://x/l.svg", "icon_url": "https://x/i.svg"},
+            "status": "ACTIVE", "setup_status": "COMPLETED",
+            "end_user": {"organization_name": "ACME", "creator_email": null, "origin_id": "o-1"},
+        }});
+        let d = parse_integration(&body, &Credentials::default()).unwrap();
+        assert_eq!(d.tool, "personio");
+        assert_eq!(d.origin_id.as_deref(), Some("o-1"));
+        let mut flat = body.clone();
+        flat["data"]["tool"] = json!("personio");
+        assert_eq!(
+            parse_integration(&flat, &Credentials::default()).unwrap_err().reason(),
+            "MalformedResponse"
+        );
     }
 
     #[test]

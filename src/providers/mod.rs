@@ -119,6 +119,8 @@ pub enum Flow {
         end_user_origin_id: String,
         integration_category: Option<String>,
         integration_tool: Option<String>,
+        /// `link_type` of new connect links.
+        link_type: crate::crd::KomboLinkType,
         integration_id: Option<String>,
         delete_on_cleanup: bool,
     },

@@ -688,6 +688,22 @@ impl Demo<'_> {
             .complete_link(&link, "smartrecruiters")
             .context("the simulator could not complete the link")?;
         println!("  Kombo created integration {id}");
+        // Kombo reports a finished link only to its front-end SDK or by
+        // webhook: the admin, who finds it in the Kombo dashboard by the
+        // origin id the message names, puts its id into the spec.
+        step("the admin names the new integration in spec.connection.integrationId");
+        let patch = serde_json::json!({"spec": {"connection": {"integrationId": id}}}).to_string();
+        kubectl.show(&[
+            "patch",
+            "integration",
+            "acme-kombo",
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ])?;
         kubectl.wait_ready(NS, &["acme-kombo", "globex-kombo"])?;
         kubectl.get_integrations(NS, &["acme-kombo", "globex-kombo"])?;
         step("the generated Secrets");
@@ -704,7 +720,7 @@ impl Demo<'_> {
             );
         }
         Ok(format!(
-            "Kombo: connect link published in status (AwaitingConnection); once the customer completed it, integration {id} Ready; existing integration {} validated; both accepted",
+            "Kombo: connect link (MAGIC_LINK) published in status (AwaitingConnection); once the customer completed it and the admin named it, integration {id} Ready; existing integration {} validated; both accepted",
             example::KOMBO_EXISTING_ID
         ))
     }

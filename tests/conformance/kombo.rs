@@ -1,6 +1,9 @@
-//! The `kombo` driver's `connection` flow against the Kombo simulator in
-//! auto-complete mode: every connect link is completed by the simulated
-//! customer at once, so the scenarios see a connection without a person.
+//! The `kombo` driver's `connection` flow against the Kombo simulator, with
+//! an integration the customer already connected, named in
+//! `spec.connection.integrationId`: the scenarios see a connection without a
+//! person (a new link needs one: Kombo reports a finished link only through
+//! its front-end SDK or a webhook). A named integration is someone else's:
+//! deleting the Integration must leave it as it was.
 
 use std::{
     collections::BTreeMap,
@@ -16,6 +19,7 @@ use testkit::sim::{
 use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
 
 const API_KEY: &str = "canary-kombo-conformance-key-8b2e61";
+const INTEGRATION_ID: &str = "smartrecruiters:8d1hpPsbjxUkoCoa1veLZGe5";
 
 pub struct Connection {
     sim: KomboSim,
@@ -32,7 +36,7 @@ impl Case for Connection {
     async fn setup(cluster: &Cluster) -> Self {
         let sim = KomboSim::start().await.expect("simulator starts");
         sim.add_api_key(API_KEY);
-        sim.set_auto_complete(Some("smartrecruiters"));
+        sim.add_integration(INTEGRATION_ID, "smartrecruiters");
         cluster
             .cluster_provider(
                 "kombo",
@@ -54,6 +58,7 @@ impl Case for Connection {
                 "endUserEmail": "it-admin@acme.example",
                 "endUserOrganizationName": "ACME Inc.",
                 "integrationCategory": "ATS",
+                "integrationId": INTEGRATION_ID,
             },
             "target": {"name": OUTPUT_SECRET},
         })
@@ -97,8 +102,9 @@ impl Case for Connection {
         self.sim.integrations().len()
     }
 
-    fn creates_provider_objects(&self) -> bool {
-        true
+    fn provider_can_delete(&self) -> bool {
+        // Kombo can, but a named integration is not the operator's to delete.
+        false
     }
 
     fn canaries(&self) -> Vec<String> {

@@ -22,13 +22,23 @@
 //! [`KomboSim::set_auto_complete`] every new link is completed at once, for
 //! suites that need a connection without a person.
 //!
+//! [`KomboSim::requests`] returns every request as received (method, path,
+//! JSON body), so a test can check them against Kombo's own models (the
+//! official SDK, tests/kombo_sdk). Answers follow the SDK's response models
+//! (PyPI `kombo` 1.4.0): `GET /integrations/{id}` returns `tool` as an object
+//! and every field the model requires.
+//!
+//! Like Kombo, `integration-by-token` resolves only the short-lived
+//! activation token the Kombo Connect front-end SDK returns to the page that
+//! opened the link ([`KomboSim::complete_link`] makes one, read it with
+//! [`KomboSim::activation_token`]); the link's `token` query parameter is not
+//! one and answers 404 `PLATFORM.INTEGRATION_NOT_FOUND`.
+//!
 //! Assumptions where providers.md says UNKNOWN or is silent (also listed in
 //! docs/providers/kombo.md):
-//! - `integration-by-token` accepts the `token` query parameter of the
-//!   connect link (Kombo documents it for the short-lived token its frontend
-//!   SDK returns). Until the customer finishes it answers 404
-//!   `PLATFORM.INTEGRATION_NOT_FOUND`; for an expired link 400
-//!   `PLATFORM.INPUT_INVALID`.
+//! - Activation tokens do not expire in the simulator.
+//! - A path Kombo does not have answers a bare 404 with no body (axum's
+//!   fallback), standing in for a wrong `baseUrl`.
 //! - No rate limit is built in; 429s (with or without `Retry-After`) come
 //!   only from injected faults.
 //! - Data calls on an `INACTIVE` or `INVALID` integration answer 409 with
@@ -86,6 +96,21 @@ pub struct Link {
     pub expired: bool,
     /// The integration the customer created with it, once completed.
     pub integration_id: Option<String>,
+    /// The activation token Kombo Connect handed to the page that opened
+    /// the link when the customer finished (what `integration-by-token` takes).
+    pub activation_token: Option<String>,
+}
+
+/// A request as the simulator received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Route name (see [`routes`]).
+    pub route: &'static str,
+    pub method: String,
+    /// Path below `/v1`, e.g. `/connect/create-link`.
+    pub path: String,
+    /// The JSON body (`Value::Null` when there was none or it was not JSON).
+    pub body: Value,
 }
 
 /// An integration as the simulator knows it.
@@ -99,6 +124,9 @@ pub struct Integration {
     pub setup_status: String,
     /// The link's `end_user_origin_id`.
     pub origin_id: Option<String>,
+    /// The link's `end_user_organization_name` and `end_user_email`.
+    pub organization_name: String,
+    pub creator_email: Option<String>,
 }
 
 #[derive(Default)]
@@ -108,6 +136,8 @@ struct World {
     links: HashMap<String, Link>,
     link_order: Vec<String>,
     integrations: BTreeMap<String, Integration>,
+    /// Activation token -> link token.
+    activations: HashMap<String, String>,
     deleted: Vec<String>,
     auto_complete: Option<String>,
 }
@@ -115,6 +145,7 @@ struct World {
 #[derive(Default)]
 struct Inner {
     world: Mutex<World>,
+    requests: Mutex<Vec<Request>>,
     calls: super::calls::CallLog,
     faults: Faults,
 }
@@ -126,6 +157,16 @@ impl Inner {
 
     fn count(&self, route: &'static str) {
         self.calls.record(route);
+    }
+
+    fn record(&self, route: &'static str, method: &str, path: String, body: &str) {
+        let body = serde_json::from_str(body).unwrap_or(Value::Null);
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).push(Request {
+            route,
+            method: method.to_string(),
+            path,
+            body,
+        });
     }
 
     /// Counts the call and applies an injected fault, if any.
@@ -206,12 +247,26 @@ impl KomboSim {
     }
 
     /// The customer completes the link with this URL (or token) in `tool`:
-    /// Kombo creates an `ACTIVE` integration with setup `COMPLETED`. Returns
-    /// its id; `None` for an unknown or expired link.
+    /// Kombo creates an `ACTIVE` integration with setup `COMPLETED` and hands
+    /// an activation token to the page that opened the link (see
+    /// [`KomboSim::activation_token`]). Returns the integration's id; `None`
+    /// for an unknown or expired link.
     pub fn complete_link(&self, link: &str, tool: &str) -> Option<String> {
         let mut world = self.inner.world();
         let token = token_of(link);
         complete(&mut world, &token, tool)
+    }
+
+    /// The activation token Kombo Connect returned when the link with this
+    /// URL (or token) was completed.
+    pub fn activation_token(&self, link: &str) -> Option<String> {
+        let token = token_of(link);
+        self.inner.world().links.get(&token)?.activation_token.clone()
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        self.inner.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The link with this URL (or token) expires.
@@ -234,6 +289,8 @@ impl KomboSim {
                 status: "ACTIVE".into(),
                 setup_status: "COMPLETED".into(),
                 origin_id: None,
+                organization_name: "simulated".into(),
+                creator_email: None,
             },
         );
     }
@@ -320,7 +377,10 @@ fn complete(world: &mut World, token: &str, tool: &str) -> Option<String> {
     // Kombo ids look like `<tool>:<random>` (personio:8d1hpPsbjxUkoCoa1veLZGe5).
     let id = format!("{tool}:{}", random(24));
     link.integration_id = Some(id.clone());
-    let origin_id = link.request["end_user_origin_id"].as_str().map(str::to_string);
+    let activation = random(40);
+    link.activation_token = Some(activation.clone());
+    let request = link.request.clone();
+    world.activations.insert(activation, link.token.clone());
     world.integrations.insert(
         id.clone(),
         Integration {
@@ -328,7 +388,12 @@ fn complete(world: &mut World, token: &str, tool: &str) -> Option<String> {
             tool: tool.to_string(),
             status: "ACTIVE".into(),
             setup_status: "COMPLETED".into(),
-            origin_id,
+            origin_id: request["end_user_origin_id"].as_str().map(str::to_string),
+            organization_name: request["end_user_organization_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            creator_email: request["end_user_email"].as_str().map(str::to_string),
         },
     );
     Some(id)
@@ -373,16 +438,26 @@ fn success(data: Value) -> Response {
     json_response(StatusCode::OK, json!({"status": "success", "data": data}).to_string())
 }
 
+/// `GET /integrations/{id}`'s `data`, with every field the SDK's model
+/// (`GetIntegrationsIntegrationIDPositiveResponseData`) requires.
 fn integration_json(i: &Integration) -> Value {
     json!({
         "id": i.id,
-        "tool": i.tool,
+        "tool": {
+            "id": i.tool,
+            "label": i.tool,
+            "internal_label": null,
+            "logo_url": format!("https://storage.googleapis.com/kombo-assets/integrations/{}/logo.svg", i.tool),
+            "icon_url": format!("https://storage.googleapis.com/kombo-assets/integrations/{}/icon.svg", i.tool),
+        },
         "category": "ATS",
         "status": i.status,
         "setup_status": i.setup_status,
-        "end_user": {"organization_name": "simulated", "creator_email": null, "origin_id": i.origin_id},
-        "scope_config": null,
+        "end_user": {"organization_name": i.organization_name, "creator_email": i.creator_email, "origin_id": i.origin_id},
+        "scope_config": {"id": "B1hu5NGyhdjSq5X3hxEz4bAN", "name": null},
+        "data_expired_at": null,
         "created_at": "2026-01-01T00:00:00.000Z",
+        "beta": false,
         "read_models": [],
         "write_actions": [],
     })
@@ -390,6 +465,7 @@ fn integration_json(i: &Integration) -> Value {
 
 async fn check_api_key(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     let sample = || json!({"status": "success", "data": {"environment_id": "env-sim"}}).to_string();
+    inner.record(routes::CHECK_API_KEY, "GET", "/check-api-key".into(), "");
     if let Some(r) = inner.enter(routes::CHECK_API_KEY, sample).await {
         return r;
     }
@@ -401,6 +477,7 @@ async fn check_api_key(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> R
 
 async fn create_link(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     let sample = || json!({"status": "success", "data": {"link": "https://connect.kombo.dev/v1?token=x"}}).to_string();
+    inner.record(routes::CREATE_LINK, "POST", "/connect/create-link".into(), &body);
     if let Some(r) = inner.enter(routes::CREATE_LINK, sample).await {
         return r;
     }
@@ -428,6 +505,24 @@ async fn create_link(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
             "integration_category is invalid.",
         );
     }
+    if let Some(t) = request.get("link_type")
+        && !["EMBEDDED", "MAGIC_LINK"].contains(&t.as_str().unwrap_or_default())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "link_type is invalid.",
+        );
+    }
+    if let Some(l) = request.get("language").filter(|l| !l.is_null())
+        && !["en", "de", "fr", "it", "es"].contains(&l.as_str().unwrap_or_default())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PLATFORM.INPUT_INVALID",
+            "language is invalid.",
+        );
+    }
     if request.get("remote_environment").is_some() && request.get("integration_tool").is_none() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -446,6 +541,7 @@ async fn create_link(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
             request: request.clone(),
             expired: false,
             integration_id: None,
+            activation_token: None,
         },
     );
     world.link_order.push(token.clone());
@@ -465,6 +561,12 @@ async fn integration_by_token(
         json!({"status": "success", "data": {"id": "tool:sample", "tool": "tool", "setup_status": "COMPLETED"}})
             .to_string()
     };
+    inner.record(
+        routes::INTEGRATION_BY_TOKEN,
+        "GET",
+        format!("/connect/integration-by-token/{token}"),
+        "",
+    );
     if let Some(r) = inner.enter(routes::INTEGRATION_BY_TOKEN, sample).await {
         return r;
     }
@@ -479,35 +581,29 @@ async fn integration_by_token(
             "No integration was created with this token.",
         )
     };
-    let Some(link) = world.links.get(&token) else {
+    // Only an activation token: a link's own token is not one.
+    let Some(link) = world.activations.get(&token).and_then(|t| world.links.get(t)) else {
         return not_found();
     };
-    match &link.integration_id {
-        Some(id) => match world.integrations.get(id) {
-            Some(i) => success(json!({
-                "id": i.id,
-                "tool": i.tool,
-                "end_user_origin_id": link.request["end_user_origin_id"],
-                "end_user_organization_name": link.request["end_user_organization_name"],
-                "end_user_email": link.request["end_user_email"],
-                "setup_status": i.setup_status,
-            })),
-            None => not_found(),
-        },
-        None if link.expired => error(
-            StatusCode::BAD_REQUEST,
-            "PLATFORM.INPUT_INVALID",
-            "The connection link has expired.",
-        ),
+    match link.integration_id.as_ref().and_then(|id| world.integrations.get(id)) {
+        Some(i) => success(json!({
+            "id": i.id,
+            "tool": i.tool,
+            "end_user_origin_id": link.request["end_user_origin_id"],
+            "end_user_organization_name": link.request["end_user_organization_name"],
+            "end_user_email": link.request["end_user_email"],
+            "setup_status": i.setup_status,
+        })),
         None => not_found(),
     }
 }
 
 async fn get_integration(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let sample = || {
-        json!({"status": "success", "data": {"id": "tool:sample", "status": "ACTIVE", "setup_status": "COMPLETED"}})
+        json!({"status": "success", "data": {"id": "tool:sample", "tool": {"id": "tool"}, "status": "ACTIVE", "setup_status": "COMPLETED"}})
             .to_string()
     };
+    inner.record(routes::GET_INTEGRATION, "GET", format!("/integrations/{id}"), "");
     if let Some(r) = inner.enter(routes::GET_INTEGRATION, sample).await {
         return r;
     }
@@ -524,8 +620,19 @@ async fn get_integration(State(inner): State<Arc<Inner>>, headers: HeaderMap, Pa
     }
 }
 
-async fn delete_integration(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete_integration(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
     let sample = || json!({"status": "success", "data": {}}).to_string();
+    inner.record(
+        routes::DELETE_INTEGRATION,
+        "DELETE",
+        format!("/integrations/{id}"),
+        &body,
+    );
     if let Some(r) = inner.enter(routes::DELETE_INTEGRATION, sample).await {
         return r;
     }
