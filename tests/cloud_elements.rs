@@ -387,15 +387,12 @@ async fn a_duplicate_instance_name_is_a_clear_conflict() {
     );
     assert_eq!(sim.created_count(), 1);
 
+    // instanceName cannot be changed in place: the Integration is created
+    // again under a free name (nothing had been created for it).
+    cluster.delete_integration(NAME).await;
     cluster
-        .integrations()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"elementInstance": {"instanceName": "acme-sr"}}})),
-        )
-        .await
-        .unwrap();
+        .integration(NAME, spec(json!({"instanceName": "acme-sr"})))
+        .await;
     cluster.wait_ready(NAME, "True", None).await;
     assert_eq!(sim.created_count(), 2);
     assert!(sim.instances().values().any(|i| i.name == "acme-sr"));

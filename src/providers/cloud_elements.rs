@@ -435,6 +435,7 @@ impl Driver for CloudElementsDriver {
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: Some(id),
+            warning: None,
         }))
     }
 

@@ -291,6 +291,7 @@ impl KomboDriver {
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: Some(integration_id.to_string()),
+            warning: None,
         }))
     }
 

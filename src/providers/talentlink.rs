@@ -172,6 +172,7 @@ impl Driver for TalentLinkDriver {
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: None,
+            warning: None,
         }))
     }
 }
