@@ -169,14 +169,22 @@ pub struct ApiKeyFlow {}
 pub struct BasicAuthFlow {}
 
 /// Parameters of the SmartRecruiters General Partner Integration.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PartnerIntegrationFlow {
-    /// The partner application id SmartRecruiters issued.
+    /// The partner application id SmartRecruiters issued. Immutable: the
+    /// integration SmartRecruiters creates belongs to one app and company,
+    /// and its credentials are shown only once.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.partnerIntegration.appId cannot be changed: the SmartRecruiters integration and its credentials belong to the app it was created for; to use another app, delete this Integration and create a new one")
+        .reason(Reason::FieldValueInvalid))]
     pub app_id: String,
-    /// The customer's SmartRecruiters company id.
+    /// The customer's SmartRecruiters company id. Immutable, like `appId`.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.partnerIntegration.companyId cannot be changed: the SmartRecruiters integration and its credentials belong to the company it was created for; to connect another company, delete this Integration and create a new one")
+        .reason(Reason::FieldValueInvalid))]
     pub company_id: String,
     /// Bi-directional integration: the operator also generates the
     /// customer-level client id and secret SmartRecruiters will use to call
@@ -187,13 +195,23 @@ pub struct PartnerIntegrationFlow {
 }
 
 /// Parameters of a Cloud Elements / SAP Open Connectors element instance.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// On the block, not the field: setting or removing the optional name
+// changes the instance name as much as editing it does.
+#[x_kube(validation = Rule::new("(has(self.instanceName) ? self.instanceName : '') == (has(oldSelf.instanceName) ? oldSelf.instanceName : '')")
+    .message("spec.elementInstance.instanceName cannot be set, changed or removed: the element instance and its token were created under the old name; to use another name, delete this Integration and create a new one")
+    .reason(Reason::FieldValueInvalid))]
 pub struct ElementInstanceFlow {
-    /// The element key, for example `smartrecruiters`.
+    /// The element key, for example `smartrecruiters`. Immutable: an
+    /// element instance belongs to one element.
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.elementInstance.elementKey cannot be changed: the element instance and its token belong to the element it was created for; to use another element, delete this Integration and create a new one")
+        .reason(Reason::FieldValueInvalid))]
     pub element_key: String,
-    /// Instance name shown in the platform. Default: `<namespace>-<name>` of the Integration.
+    /// Instance name shown in the platform. Default: `<namespace>-<name>` of
+    /// the Integration. Cannot be set, changed or removed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub instance_name: Option<String>,
@@ -210,6 +228,14 @@ pub struct ElementInstanceFlow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = field_doc_wins)]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Also put the platform's Organization secret into the published header
+    /// (`User …, Organization …, Element …` instead of `User …, Element …`).
+    /// Off by default: the Organization secret is the organization-wide
+    /// administration secret, and every pod that reads the output Secret
+    /// would hold it. Element (hub) calls need only `User` and `Element`;
+    /// turn this on only for a consumer that calls platform APIs needing all three.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub publish_organization_secret: bool,
 }
 
 /// Parameters of a Kombo connection.

@@ -82,6 +82,14 @@ pub const CLEANUP_FAILED: &str = "CleanupFailed";
 pub const PARTNER_INTEGRATION_UNCERTAIN: &str = "PartnerIntegrationUncertain";
 /// Another Integration already creates the partner integration for this app and company.
 pub const DUPLICATE_INTEGRATION: &str = "DuplicateIntegration";
+/// The output Secret lost the customer-level credentials of the integration
+/// status records; they cannot be read again, and no new one is created by itself.
+pub const PARTNER_CREDENTIALS_LOST: &str = "PartnerCredentialsLost";
+
+// Ready=False: SmartRecruiters partner integrations and Cloud Elements instances.
+/// A field the provider-side object was created for (appId, companyId,
+/// elementKey, instanceName) no longer matches the spec.
+pub const IMMUTABLE_FIELD_CHANGED: &str = "ImmutableFieldChanged";
 
 // Ready=False: Cloud Elements / SAP Open Connectors element instances.
 /// The instance no longer exists on the platform.
@@ -108,6 +116,9 @@ pub const INTEGRATION_SETUP_INCOMPLETE: &str = "IntegrationSetupIncomplete";
 // Warning=True.
 /// The provider gave no lifetime; `defaultTokenLifetime` was assumed.
 pub const EXPIRY_NOT_PROVIDED: &str = "ExpiryNotProvided";
+/// SmartRecruiters: the API key authenticated but may not read the company
+/// (403 on the check); published, with this warning.
+pub const API_KEY_PERMISSION_LIMITED: &str = "ApiKeyPermissionLimited";
 
 // Driver reasons shown only inside a CleanupFailed message.
 /// During deletion: the instance id in the Secret does not carry this
@@ -152,6 +163,8 @@ pub const READY: &[(&str, Health)] = &[
     (CLEANUP_FAILED, Health::Degraded),
     (PARTNER_INTEGRATION_UNCERTAIN, Health::Degraded),
     (DUPLICATE_INTEGRATION, Health::Degraded),
+    (PARTNER_CREDENTIALS_LOST, Health::Degraded),
+    (IMMUTABLE_FIELD_CHANGED, Health::Degraded),
     (ELEMENT_INSTANCE_GONE, Health::Degraded),
     (ELEMENT_INSTANCE_DISABLED, Health::Degraded),
     (AWAITING_CONNECTION, Health::Progressing),
@@ -164,7 +177,7 @@ pub const READY: &[(&str, Health)] = &[
 ];
 
 /// Every reason a `Warning` condition can carry.
-pub const WARNING: &[&str] = &[EXPIRY_NOT_PROVIDED];
+pub const WARNING: &[&str] = &[EXPIRY_NOT_PROVIDED, API_KEY_PERMISSION_LIMITED];
 
 /// Driver reasons that never reach a condition themselves: a failure while
 /// deleting shows as [`CLEANUP_FAILED`], with the driver's message.

@@ -135,10 +135,14 @@ async fn one_instance_is_created_tagged_validated_and_its_token_published() {
     assert!(sim.calls(routes::GET_INSTANCE) >= 1, "the instance was not validated");
 
     let data = cluster.secret_data(OUTPUT).await.unwrap();
-    let header = format!(
-        "User {USER_SECRET}, Organization {ORG_SECRET}, Element {}",
-        instance.token
-    );
+    // The header element calls need; not the organization-wide secret.
+    let header = format!("User {USER_SECRET}, Element {}", instance.token);
+    for (key, value) in &data {
+        assert!(
+            !value.contains(ORG_SECRET),
+            "the Organization secret is in output Secret key {key}"
+        );
+    }
     assert_eq!(data["header_name"], "Authorization");
     assert_eq!(data["header_value"], header);
     assert_eq!(data["authorization"], header);
@@ -387,15 +391,12 @@ async fn a_duplicate_instance_name_is_a_clear_conflict() {
     );
     assert_eq!(sim.created_count(), 1);
 
+    // instanceName cannot be changed in place: the Integration is created
+    // again under a free name (nothing had been created for it).
+    cluster.delete_integration(NAME).await;
     cluster
-        .integrations()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"elementInstance": {"instanceName": "acme-sr"}}})),
-        )
-        .await
-        .unwrap();
+        .integration(NAME, spec(json!({"instanceName": "acme-sr"})))
+        .await;
     cluster.wait_ready(NAME, "True", None).await;
     assert_eq!(sim.created_count(), 2);
     assert!(sim.instances().values().any(|i| i.name == "acme-sr"));
@@ -631,5 +632,142 @@ async fn the_example_manifests_work() {
     assert_eq!(sim.instance_count(), integrations.len());
     let named = integrations[0]["spec"]["elementInstance"]["instanceName"].as_str();
     assert!(sim.instances().values().any(|i| Some(i.name.as_str()) == named));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn the_organization_secret_is_published_only_when_asked() {
+    let (cluster, sim) = setup("1h").await;
+    let operator = cluster.start_operator().await;
+    cluster
+        .integration(NAME, spec(json!({"publishOrganizationSecret": true})))
+        .await;
+    cluster.wait_ready(NAME, "True", Some("Issued")).await;
+    let instance = only_instance(&sim);
+    let data = cluster.secret_data(OUTPUT).await.unwrap();
+    assert_eq!(
+        data["authorization"],
+        format!(
+            "User {USER_SECRET}, Organization {ORG_SECRET}, Element {}",
+            instance.token
+        )
+    );
+    assert_eq!(app_call(&cluster).await, 200);
+
+    // Turned off again: the next issue drops it from the Secret.
+    cluster
+        .integrations()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"elementInstance": {"publishOrganizationSecret": null}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the header without the Organization secret",
+        || async {
+            let data = cluster.secret_data(OUTPUT).await?;
+            (data["authorization"] == format!("User {USER_SECRET}, Element {}", instance.token)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(sim.created_count(), 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_organization_with_thousands_of_instances_is_searched_by_tag_not_read_whole() {
+    let (cluster, sim) = setup("1h").await;
+    // Listed whole, these are well over the 1 MiB the operator reads of an answer.
+    for n in 0..2500 {
+        sim.create_instance(ORG_SECRET, &format!("other-{n}"), &["someone-else"]);
+    }
+    let operator = cluster.start_operator().await;
+    let created = cluster.integration(NAME, spec(json!({}))).await;
+    let uid = created.metadata.uid.unwrap();
+    cluster.wait_ready(NAME, "True", Some("Issued")).await;
+    assert_eq!(sim.created_count(), 2501);
+    let mine: Vec<_> = sim
+        .instances()
+        .into_values()
+        .filter(|i| i.tags.contains(&format!("integration-operator:{uid}")))
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        cluster.secret_data(OUTPUT).await.unwrap()["integration_id"],
+        mine[0].id.to_string()
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn element_key_and_instance_name_cannot_be_changed_once_set() {
+    let (cluster, _sim) = setup("1h").await;
+    cluster.integration(NAME, spec(json!({}))).await;
+    for (patch, field) in [
+        (json!({"elementKey": "bamboohr"}), "elementKey cannot be changed"),
+        (
+            json!({"instanceName": "renamed"}),
+            "instanceName cannot be set, changed or removed",
+        ),
+    ] {
+        let err = cluster
+            .integrations()
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"elementInstance": patch}})),
+            )
+            .await
+            .expect_err("the edit must be refused at admission");
+        let kube::Error::Api(status) = err else {
+            panic!("expected an API error, got {err}")
+        };
+        assert_eq!(status.code, 422);
+        assert!(
+            status.message.contains(&format!("spec.elementInstance.{field}"))
+                && status.message.contains("delete this Integration and create a new one"),
+            "the refusal names the field and what to do instead: {}",
+            status.message
+        );
+    }
+    // The configuration stays editable (the instance is updated in place).
+    cluster
+        .integrations()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"elementInstance": {"configuration": {"x": "y"}}}})),
+        )
+        .await
+        .expect("a configuration edit is accepted");
+}
+
+#[tokio::test]
+async fn an_instance_made_for_another_name_is_never_published_as_ready() {
+    // No re-validation racing the edit below: only the edit starts a reconcile.
+    let (cluster, sim) = setup("1h").await;
+    let operator = cluster.start_operator().await;
+    cluster.integration(NAME, spec(json!({}))).await;
+    cluster.wait_ready(NAME, "True", None).await;
+    let data = cluster.secret_data(OUTPUT).await.unwrap();
+    assert_eq!(data["instance_name"], "team-a-acme");
+    assert_eq!(data["instance_element_key"], "smartrecruiters");
+    // The Secret holds an instance made under another name: what an edit of
+    // instanceName leaves behind where the CRD's rule did not apply.
+    cluster
+        .patch_secret_strings(OUTPUT, json!({"instance_name": "team-a-old"}))
+        .await;
+    let i = cluster.wait_ready(NAME, "False", Some("ImmutableFieldChanged")).await;
+    let message = ready(&i).message;
+    assert!(
+        message.contains("\"team-a-old\"")
+            && message.contains("\"team-a-acme\"")
+            && message.contains("delete this Integration"),
+        "{message}"
+    );
+    assert_eq!(sim.created_count(), 1, "no second instance");
     operator.stop().await;
 }

@@ -582,37 +582,112 @@ async fn bidirectional_credentials_are_unique_strong_and_sent_once() {
 async fn a_403_is_permission_denied_naming_the_step() {
     let (cluster, sim) = setup(Some(1800)).await;
     master_secret(&cluster).await;
-    sim.add_api_key(API_KEY, "ACME");
-    cluster.input_secret("key", &[("api_key", API_KEY)]).await;
     sim.fail_next("integrations", usize::MAX, Fault::status(403));
-    sim.fail_next("company", usize::MAX, Fault::status(403));
     let operator = cluster.start_operator().await;
     cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    let i = cluster.wait_ready("acme", "False", Some("PermissionDenied")).await;
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains("SmartRecruiters") && message.contains("creating the partner integration"),
+        "the message names provider and step: {message}"
+    );
+    assert!(sim.integrations().is_empty());
+    // Nothing was created, so once permitted it goes ahead (a 403 is no
+    // "outcome unknown").
+    sim.clear_faults();
+    cluster.wait_ready("acme", "True", None).await;
+    assert_eq!(sim.integrations().len(), 1);
+    operator.stop().await;
+}
+
+fn warning(i: &Integration) -> Option<(String, String)> {
+    i.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Warning" && c.status == "True"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn an_api_key_that_may_not_read_the_company_is_published_with_a_warning() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    sim.add_api_key(API_KEY, "ACME");
+    cluster.input_secret("key", &[("api_key", API_KEY)]).await;
+    // The key authenticates, but its System role may not read the company.
+    sim.fail_next("company", usize::MAX, Fault::status(403));
+    let operator = cluster.start_operator().await;
     cluster
         .integration(
             "key",
             json!({"provider": PROVIDER, "secretRef": {"name": "key"}, "apiKey": {}, "target": {"name": "out-key"}}),
         )
         .await;
-    for (name, step) in [
-        ("acme", "creating the partner integration"),
-        ("key", "validating the API key"),
-    ] {
-        let i = cluster.wait_ready(name, "False", Some("PermissionDenied")).await;
-        let (_, message) = ready(&i);
+    let i = cluster.wait_ready("key", "True", None).await;
+    let (reason, message) = warning(&i).expect("a Warning condition");
+    assert_eq!(reason, "ApiKeyPermissionLimited");
+    assert!(
+        message.contains("HTTP 403") && message.contains("System role") && message.contains("published"),
+        "the warning says what was refused and what to check: {message}"
+    );
+    let data = cluster.secret_data("out-key").await.expect("the key is published");
+    assert_eq!(data["header_value"], API_KEY);
+    // What the application would do with a key limited to, say, jobs: it works.
+    let jobs = reqwest::Client::new()
+        .get(format!("{}jobs", data["base_url"]))
+        .header("X-SmartToken", &data["header_value"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status().as_u16(), 200);
+
+    // Once the key may read the company, the warning goes.
+    sim.clear_faults();
+    eventually(Duration::from_secs(20), "the warning to clear", || async {
+        let i = cluster.integrations().get("key").await.ok()?;
+        warning(&i).is_none().then_some(())
+    })
+    .await;
+    operator.stop().await;
+    assert_no_canary(&cluster, &["key"], &[API_KEY.into()]).await;
+}
+
+#[tokio::test]
+async fn app_and_company_cannot_be_changed_once_set() {
+    let (cluster, _sim) = setup(Some(1800)).await;
+    master_secret(&cluster).await;
+    cluster.integration("acme", partner_spec("ACME", "out", false)).await;
+    for (field, value) in [("companyId", "BETA"), ("appId", "other-app")] {
+        let err = cluster
+            .integrations()
+            .patch(
+                "acme",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"partnerIntegration": {field: value}}})),
+            )
+            .await
+            .expect_err("the edit must be refused at admission");
+        let kube::Error::Api(status) = err else {
+            panic!("expected an API error, got {err}")
+        };
+        assert_eq!(status.code, 422, "{field}");
         assert!(
-            message.contains("SmartRecruiters") && message.contains(step),
-            "{name}: the message names provider and step: {message}"
+            status
+                .message
+                .contains(&format!("spec.partnerIntegration.{field} cannot be changed"))
+                && status.message.contains("delete this Integration and create a new one"),
+            "the refusal names the field and what to do instead: {}",
+            status.message
         );
     }
-    assert!(sim.integrations().is_empty());
-    // Nothing was created, so once permitted it goes ahead (a 403 is no
-    // "outcome unknown").
-    sim.clear_faults();
-    cluster.wait_ready("acme", "True", None).await;
-    cluster.wait_ready("key", "True", None).await;
-    assert_eq!(sim.integrations().len(), 1);
-    operator.stop().await;
+    // Other fields stay editable.
+    cluster
+        .integrations()
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"refresh": {"renewBefore": "5m"}}})),
+        )
+        .await
+        .expect("an unrelated edit is accepted");
 }
 
 #[tokio::test]

@@ -350,3 +350,17 @@ async fn the_example_manifests_work() {
     }
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn the_validation_read_asks_for_the_smallest_page_so_a_large_tenant_validates() {
+    let (cluster, _shared, regional) = setup("1h").await;
+    // Every department in one answer would be well over the 1 MiB the
+    // operator reads of an answer.
+    regional.set_departments(20_000);
+    let operator = cluster.start_operator().await;
+    cluster.integration(NAME, spec()).await;
+    // Without the smallest page this never gets Ready: the read fails on size.
+    cluster.wait_ready(NAME, "True", Some("Issued")).await;
+    assert_eq!(regional.calls(routes::DEPARTMENT), 1, "validated with one read");
+    operator.stop().await;
+}

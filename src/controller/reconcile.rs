@@ -836,6 +836,9 @@ async fn finish(
                     expiry_assumed_message(integration, &new),
                 ));
             }
+            if let Some((reason, message)) = &issued.warning {
+                wanted.push(Wanted::warning(reason, message.clone()));
+            }
             let event = if previous_failure {
                 Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
             } else if written {

@@ -183,6 +183,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             configuration: e.configuration.clone(),
             secret_configuration: e.secret_configuration.clone(),
             delete_on_cleanup: deletes(e.deletion_policy),
+            publish_organization_secret: e.publish_organization_secret,
         }
     } else if let Some(c) = &spec.connection {
         Flow::Connection {

@@ -4,16 +4,24 @@
 //!
 //! The flow, each step named in every error so a condition says what failed:
 //! 1. look for an instance this Integration created before
-//!    (`GET /instances`, the tag `integration-operator:<Integration uid>`)
-//!    when the output Secret does not name one yet: an answer lost to a
-//!    timeout, a failed Secret write or a restart is adopted, never created
-//!    twice;
+//!    (`GET /instances?tags[]=integration-operator:<Integration uid>`, the
+//!    platform's tag filter, so the answer holds this Integration's
+//!    instance only, not the whole organization's) when the output Secret
+//!    does not name one yet: an answer lost to a timeout, a failed Secret
+//!    write or a restart is adopted, never created twice;
 //! 2. otherwise create it (`POST /instances`, tagged as above) and persist
 //!    its id and token in the output Secret before anything else;
 //! 3. update it in place (`PUT /instances/{id}`) when the element
 //!    configuration changed, so the token stays;
 //! 4. validate it (`GET /instances/{id}`: exists, not `disabled`, `valid`);
-//! 5. publish `Authorization: User …, Organization …, Element <token>`.
+//! 5. publish `Authorization: User …, Element <token>` (the header element
+//!    calls need, providers.md 3.2 and seed-3); the Organization secret,
+//!    which administers the whole organization, only with
+//!    `publishOrganizationSecret: true`.
+//!
+//! The output Secret records the element key and instance name the instance
+//! was created for: if the spec names others (the CRD refuses the edit;
+//! objects admitted without that rule), its token is not published as Ready.
 //!
 //! On deletion (unless `deletionPolicy: Retain`) the instance is deleted
 //! (`DELETE /instances/{id}`; 404 counts as gone) after checking it carries
@@ -23,9 +31,10 @@
 //! Assumptions (UNKNOWN in providers.md 3.4/3.6; also in
 //! docs/providers/cloud-elements.md): a rejected User/Organization secret
 //! answers 401 and a missing privilege 403; error bodies carry `message`;
-//! `GET /instances` lists the organization's instances with their `tags`
-//! and tokens in one answer (tags are matched here, not filtered by the
-//! server); a 409 at creation means the instance name is taken; the instance
+//! `GET /instances` filters by `tags[]` (seen in Cloud Elements' own test
+//! framework, not in the reference; tags are matched here as well, so a
+//! server that ignored the filter could not make the operator adopt another
+//! instance); a 409 at creation means the instance name is taken; the instance
 //! token does not expire (re-validated every `revalidateInterval`).
 
 use async_trait::async_trait;
@@ -43,6 +52,10 @@ use super::{
 const CONFIG_HASH: &str = "instance_config_hash";
 /// Persisted: the instance token.
 const INSTANCE_TOKEN: &str = "element_token";
+/// Persisted: the element key the instance was created for.
+const MADE_FOR_ELEMENT_KEY: &str = "instance_element_key";
+/// Persisted: the instance name it was created under.
+const MADE_FOR_NAME: &str = "instance_name";
 /// Provider name used in messages.
 const PLATFORM: &str = "Cloud Elements";
 pub use crate::reasons::{
@@ -69,11 +82,13 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Tags are strings in listings and `{"id", "name"}` objects in the
+    /// creation answer (both shapes are in the platform's examples).
     fn has_tag(&self, tag: &str) -> bool {
-        self.tags
-            .as_ref()
-            .and_then(|t| t.as_array())
-            .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(tag)))
+        self.tags.as_ref().and_then(|t| t.as_array()).is_some_and(|a| {
+            a.iter()
+                .any(|t| t.as_str().or_else(|| t.get("name").and_then(|n| n.as_str())) == Some(tag))
+        })
     }
 }
 
@@ -138,7 +153,7 @@ enum Step<'a> {
 impl Step<'_> {
     fn describe(&self) -> String {
         match self {
-            Step::Find => "looking for an instance this Integration created before (GET /instances)".into(),
+            Step::Find => "looking for an instance this Integration created before (GET /instances?tags[]=…)".into(),
             Step::Create(name) => format!("creating element instance {name:?} (POST /instances)"),
             Step::Update(id) => {
                 format!("updating the configuration of element instance {id} (PUT /instances/{id})")
@@ -187,7 +202,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
         },
         DriverError::Conflict { message } if matches!(step, Step::Create(_)) => DriverError::Conflict {
             message: format!(
-                "{PLATFORM} refused {what}: {message}; an instance with this name probably exists already in the organization: set spec.elementInstance.instanceName to a name not in use, or delete the other instance on the platform"
+                "{PLATFORM} refused {what}: {message}; an instance with this name probably exists already in the organization: delete this Integration and create it again with spec.elementInstance.instanceName set to a name not in use (the name cannot be changed in place), or delete the other instance on the platform"
             ),
         },
         DriverError::BadRequest { message } if matches!(step, Step::Create(_) | Step::Update(_)) => {
@@ -206,6 +221,7 @@ impl CloudElementsDriver {
         Self { http }
     }
 
+    /// The header of platform calls (instances): User and Organization secret.
     fn platform_auth(inputs: &Credentials) -> Result<String, DriverError> {
         Ok(format!(
             "User {}, Organization {}",
@@ -224,7 +240,23 @@ impl CloudElementsDriver {
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<(u16, Vec<u8>), DriverError> {
-        let url = endpoint(base_url(provider)?, &step.path()).map_err(|e| in_step(step, e))?;
+        self.call_with_query(provider, step, &[], auth, body, scrub).await
+    }
+
+    /// As [`Self::call`], with query parameters.
+    async fn call_with_query(
+        &self,
+        provider: &ProviderConfig,
+        step: &Step<'_>,
+        query: &[(&str, &str)],
+        auth: &str,
+        body: Option<&serde_json::Value>,
+        scrub: &Credentials,
+    ) -> Result<(u16, Vec<u8>), DriverError> {
+        let mut url = endpoint(base_url(provider)?, &step.path()).map_err(|e| in_step(step, e))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut request = self
             .http
             .client()
@@ -251,7 +283,20 @@ impl CloudElementsDriver {
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<Vec<u8>, DriverError> {
-        let (status, answer) = self.call(provider, step, auth, body, scrub).await?;
+        self.call_ok_with_query(provider, step, &[], auth, body, scrub).await
+    }
+
+    /// As [`Self::call_ok`], with query parameters.
+    async fn call_ok_with_query(
+        &self,
+        provider: &ProviderConfig,
+        step: &Step<'_>,
+        query: &[(&str, &str)],
+        auth: &str,
+        body: Option<&serde_json::Value>,
+        scrub: &Credentials,
+    ) -> Result<Vec<u8>, DriverError> {
+        let (status, answer) = self.call_with_query(provider, step, query, auth, body, scrub).await?;
         if !(200..300).contains(&status) {
             return Err(in_step(step, classify_status(status, &message_of(&answer), scrub)));
         }
@@ -270,9 +315,27 @@ impl CloudElementsDriver {
             return Ok(None);
         }
         let step = Step::Find;
-        let answer = self.call_ok(provider, &step, auth, None, scrub).await?;
-        find_tagged(&answer, &identity_tag(identity)).map_err(|e| in_step(&step, e))
+        let tag = identity_tag(identity);
+        // Filtered by the platform: an organization's full listing (every
+        // instance with its token) outgrows the answer cap with a few
+        // hundred instances.
+        let answer = self
+            .call_ok_with_query(provider, &step, &[("tags[]", tag.as_str())], auth, None, scrub)
+            .await?;
+        find_tagged(&answer, &tag).map_err(|e| in_step(&step, e))
     }
+}
+
+/// The published header of element calls: `User …, Element …`, with the
+/// Organization secret only when asked for.
+fn element_header(inputs: &Credentials, token: &str, with_organization: bool) -> Result<String, DriverError> {
+    let user = inputs.require("user_secret")?.expose_secret();
+    Ok(if with_organization {
+        let organization = inputs.require("organization_secret")?.expose_secret();
+        format!("User {user}, Organization {organization}, Element {token}")
+    } else {
+        format!("User {user}, Element {token}")
+    })
 }
 
 fn configuration(
@@ -323,6 +386,7 @@ impl Driver for CloudElementsDriver {
             instance_name,
             configuration: flow_config,
             secret_configuration,
+            publish_organization_secret,
             ..
         } = req.flow
         else {
@@ -349,10 +413,42 @@ impl Driver for CloudElementsDriver {
                 .checkpoint
                 .save(
                     &Credentials::default(),
-                    &[keys::INTEGRATION_ID, INSTANCE_TOKEN, CONFIG_HASH],
+                    &[
+                        keys::INTEGRATION_ID,
+                        INSTANCE_TOKEN,
+                        CONFIG_HASH,
+                        MADE_FOR_ELEMENT_KEY,
+                        MADE_FOR_NAME,
+                    ],
                 )
                 .await?;
         }
+
+        // The instance in the Secret was made for one element and name:
+        // never publish its token for others.
+        let recorded = |k| {
+            persisted
+                .get(k)
+                .map(|v: &secrecy::SecretString| v.expose_secret().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if let (Some(id), Some(old_key), Some(old_name)) = (
+            recorded(keys::INTEGRATION_ID),
+            recorded(MADE_FOR_ELEMENT_KEY),
+            recorded(MADE_FOR_NAME),
+        ) && (old_key.as_str(), old_name.as_str()) != (element_key.as_str(), instance_name.as_str())
+        {
+            return Err(DriverError::NeedsAttention {
+                reason: crate::reasons::IMMUTABLE_FIELD_CHANGED,
+                message: format!(
+                    "{PLATFORM}: element instance {id} was created for element {old_key:?} under the name {old_name:?}, but spec.elementInstance now names element {element_key:?} and name {instance_name:?}; an instance cannot change its element or name here, so its token is not published for the new values. Put the old elementKey and instanceName back, or delete this Integration (which deletes the instance unless retained) and create a new one"
+                ),
+            });
+        }
+        let made_for = fields([
+            (MADE_FOR_ELEMENT_KEY, element_key.clone()),
+            (MADE_FOR_NAME, instance_name.clone()),
+        ]);
 
         if persisted.get(keys::INTEGRATION_ID).is_none() || persisted.get(INSTANCE_TOKEN).is_none() {
             let scrub = req.inputs.and(&persisted);
@@ -361,7 +457,9 @@ impl Driver for CloudElementsDriver {
             // adopt it rather than create a second one. Its configuration is
             // unknown, so it is updated below.
             let saved = match self.find(req.provider, req.identity, &auth, &scrub).await? {
-                Some((id, token)) => fields([(keys::INTEGRATION_ID, id), (INSTANCE_TOKEN, token)]),
+                Some((id, token)) => {
+                    fields([(keys::INTEGRATION_ID, id), (INSTANCE_TOKEN, token)]).updated(&made_for, &[])
+                }
                 None => {
                     let step = Step::Create(instance_name);
                     let answer = self.call_ok(req.provider, &step, &auth, Some(&body), &scrub).await?;
@@ -371,6 +469,7 @@ impl Driver for CloudElementsDriver {
                         (INSTANCE_TOKEN, token),
                         (CONFIG_HASH, hash.clone()),
                     ])
+                    .updated(&made_for, &[])
                 }
             };
             // Shown at creation: persisted before anything else.
@@ -423,7 +522,7 @@ impl Driver for CloudElementsDriver {
             });
         }
         let token = persisted.require(INSTANCE_TOKEN)?.expose_secret().to_string();
-        let header = format!("{auth}, Element {token}");
+        let header = element_header(req.inputs, &token, *publish_organization_secret)?;
         Ok(Outcome::Issued(Issued {
             fields: fields([
                 (keys::AUTHORIZATION, header.clone()),
@@ -431,10 +530,13 @@ impl Driver for CloudElementsDriver {
                 (keys::HEADER_VALUE, header),
                 (keys::INTEGRATION_ID, id.clone()),
                 (keys::BASE_URL, base_url(req.provider)?.to_string()),
-            ]),
+            ])
+            // Secrets written before the made-for keys existed get them now.
+            .updated(&made_for, &[]),
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: Some(id),
+            warning: None,
         }))
     }
 

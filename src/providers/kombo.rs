@@ -581,6 +581,7 @@ impl KomboDriver {
             // Only the operator's own integration goes into status: the
             // record it is found again by, and deleted by.
             provider_id: own.then(|| integration_id.to_string()),
+            warning: None,
         }))
     }
 

@@ -111,6 +111,8 @@ pub enum Flow {
         /// Element configuration key -> input key.
         secret_configuration: BTreeMap<String, String>,
         delete_on_cleanup: bool,
+        /// Publish `User …, Organization …, Element …` instead of `User …, Element …`.
+        publish_organization_secret: bool,
     },
     /// Kombo connection.
     Connection {
@@ -310,6 +312,9 @@ pub struct Issued {
     pub lifetime_defaulted: bool,
     /// Provider-side identifier, where there is one.
     pub provider_id: Option<String>,
+    /// Issued, but something needs a person's attention (a `Warning`
+    /// condition beside Ready=True): the reason and message.
+    pub warning: Option<(&'static str, String)>,
 }
 
 /// Why a driver failed, classified so the controller can decide what to do.

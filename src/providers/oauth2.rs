@@ -108,6 +108,7 @@ impl Token {
             expires_at: Some(self.expires_at),
             lifetime_defaulted: self.lifetime_defaulted,
             provider_id: None,
+            warning: None,
         }
     }
 }

@@ -22,7 +22,10 @@
 //!   since it was created.
 //! - Token-endpoint errors follow RFC 6749 section 5.2; other errors carry
 //!   `code`/`message`.
-//! - A rejected API key answers 401 (403 for a missing permission).
+//! - A rejected API key answers 401. A 403 on the API-key check means the
+//!   key authenticated but its System role may not read the company: the
+//!   key is published with a Warning condition (`ApiKeyPermissionLimited`),
+//!   not refused (see docs/providers/smartrecruiters.md for why).
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -49,9 +52,14 @@ pub const POST_MARKER: &str = "partner_post_sent_at";
 pub const PARTNER_CLIENT_ID: &str = "partner_client_id";
 /// The partner-side client secret sent for bi-directional integrations.
 pub const PARTNER_CLIENT_SECRET: &str = "partner_client_secret";
-/// A keyed digest of the master credentials the integration was created
-/// with (never the credentials themselves).
+/// Written by earlier versions (a digest of the master credentials the
+/// integration was created with); removed when an integration is created again.
 pub const MASTER_FINGERPRINT: &str = "partner_master_fingerprint";
+/// The appId the stored customer-level credentials (or the request the
+/// marker stands for) were made for.
+pub const MADE_FOR_APP_ID: &str = "partner_app_id";
+/// The companyId they were made for.
+pub const MADE_FOR_COMPANY_ID: &str = "partner_company_id";
 /// The validation call of API keys (providers.md 1.10).
 const COMPANY_PATH: &str = "configuration/company/my";
 /// The General Partner Integration creation endpoint.
@@ -120,15 +128,23 @@ fn has_customer_creds(persisted: &Credentials) -> bool {
         .all(|k| persisted.require(k).is_ok())
 }
 
-/// Keyed digest of the master credentials: tells "the same" from "changed"
-/// without storing them.
-fn master_fingerprint(inputs: &Credentials) -> Result<String, DriverError> {
-    let mut h = Sha256::new();
-    h.update(b"integration-operator/smartrecruiters-master\0");
-    h.update(inputs.require(keys::CLIENT_ID)?.expose_secret().as_bytes());
-    h.update([0]);
-    h.update(inputs.require(keys::CLIENT_SECRET)?.expose_secret().as_bytes());
-    Ok(hex::encode(&h.finalize()[..16]))
+/// The marker's value, if a request may have been sent.
+fn marker(persisted: &Credentials) -> Option<&str> {
+    persisted
+        .get(POST_MARKER)
+        .map(|m| m.expose_secret())
+        .filter(|m| !m.is_empty())
+}
+
+/// The (appId, companyId) the persisted state was made for, where recorded.
+fn made_for(persisted: &Credentials) -> Option<(&str, &str)> {
+    let get = |k| {
+        persisted
+            .get(k)
+            .map(|v: &SecretString| v.expose_secret())
+            .filter(|v| !v.is_empty())
+    };
+    Some((get(MADE_FOR_APP_ID)?, get(MADE_FOR_COMPANY_ID)?))
 }
 
 impl SmartRecruitersDriver {
@@ -165,32 +181,38 @@ impl SmartRecruitersDriver {
             .send(req.provider, request, req.inputs)
             .await
             .map_err(|e| at(STEP, e))?;
+        let mut warning = None;
         if !answer.status.is_success() {
             let status = answer.status.as_u16();
-            let detail = scrub(&error_detail(&answer.body), req.inputs);
-            return Err(match status {
-                401 => DriverError::CredentialsRejected {
-                    message: format!(
-                        "SmartRecruiters refused the API key in input Secret key \"api_key\" (HTTP 401 at GET /configuration/company/my{}): it was revoked, mistyped, or is not a customer API key; create one in SmartRecruiters under Settings > Admin > Apps & Integrations > Credentials and put it in the input Secret",
-                        if detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {detail}")
-                        }
-                    ),
-                },
-                403 => DriverError::PermissionDenied {
-                    message: format!(
-                        "SmartRecruiters, {STEP}: HTTP 403{}: the key is valid but may not read the company; check the System role of the credential in the Credential Manager",
-                        if detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" {detail}")
-                        }
-                    ),
-                },
-                _ => at(STEP, classify_status(status, &detail, req.inputs)),
-            });
+            let said = scrub(&error_detail(&answer.body), req.inputs);
+            let detail = if said.is_empty() {
+                String::new()
+            } else {
+                format!(", {said}")
+            };
+            match status {
+                401 => {
+                    return Err(DriverError::CredentialsRejected {
+                        message: format!(
+                            "SmartRecruiters refused the API key in input Secret key \"api_key\" (HTTP 401 at GET /configuration/company/my{detail}): it was revoked, mistyped, or is not a customer API key; create one in SmartRecruiters under Settings > Admin > Apps & Integrations > Credentials and put it in the input Secret"
+                        ),
+                    });
+                }
+                // The key authenticated (a refused key is a 401) but its
+                // System role does not allow reading the company. It may
+                // still allow what the application needs (jobs,
+                // candidates): a key limited on purpose is not refused for
+                // the endpoint the operator happens to probe.
+                403 => {
+                    warning = Some((
+                        crate::reasons::API_KEY_PERMISSION_LIMITED,
+                        format!(
+                            "SmartRecruiters, {STEP}: HTTP 403{detail}: the API key was accepted but may not read the company, so the operator could not confirm what it may do; it is published anyway. If the application gets 403 answers too, give the credential a System role with the permissions it needs (Credential Manager in SmartRecruiters)"
+                        ),
+                    ));
+                }
+                _ => return Err(at(STEP, classify_status(status, &said, req.inputs))),
+            }
         }
         let issued = Issued {
             fields: fields([
@@ -201,6 +223,7 @@ impl SmartRecruitersDriver {
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: None,
+            warning,
         };
         Ok(Outcome::Issued(issued))
     }
@@ -347,19 +370,46 @@ impl SmartRecruitersDriver {
             }
         }
 
+        // What the Secret holds (credentials, or a request that may have
+        // created some) was made for one app and company: never publish it,
+        // nor act on it, for others (the CRD refuses such edits; this holds
+        // for objects admitted before that rule, or without it).
+        if (has_customer_creds(&persisted) || marker(&persisted).is_some())
+            && let Some((old_app, old_company)) = made_for(&persisted)
+            && (old_app, old_company) != (app_id, company_id)
+        {
+            return Err(DriverError::NeedsAttention {
+                reason: crate::reasons::IMMUTABLE_FIELD_CHANGED,
+                message: format!(
+                    "SmartRecruiters: the output Secret holds the partner integration {} made for appId {old_app:?} and companyId {old_company:?}, but spec.partnerIntegration now names appId {app_id:?} and companyId {company_id:?}; an integration cannot move to another app or company, so its credentials are not published for the new values. Put the old appId and companyId back, or delete this Integration and create a new one",
+                    persisted
+                        .get(keys::INTEGRATION_ID)
+                        .map(|v| v.expose_secret().to_string())
+                        .filter(|v| !v.is_empty())
+                        .map(|v| format!("(integration {v})"))
+                        .unwrap_or_else(|| "request".into())
+                ),
+            });
+        }
+        let made_for_fields = || {
+            fields([
+                (MADE_FOR_APP_ID, app_id.to_string()),
+                (MADE_FOR_COMPANY_ID, company_id.to_string()),
+            ])
+        };
+
         let mut recreate = false;
         if has_customer_creds(&persisted) {
             match self.customer_token(req, &provider, &persisted).await {
                 Err(DriverError::CredentialsRejected { message }) => {
                     let iid = persisted.require(keys::INTEGRATION_ID)?.expose_secret().to_string();
-                    let asked = req.retry_requested == Some(iid.as_str());
-                    let master_changed = persisted
-                        .get(MASTER_FINGERPRINT)
-                        .is_some_and(|fp| fp.expose_secret() != master_fingerprint(req.inputs).unwrap_or_default());
-                    if !asked && !master_changed {
+                    // Only a person's request creates it again: the customer
+                    // may have disabled it on purpose, and new master
+                    // credentials say nothing about that.
+                    if req.retry_requested != Some(iid.as_str()) {
                         return Err(DriverError::CredentialsRejected {
                             message: format!(
-                                "{message}. The customer may have disabled integration {iid} (appId {app_id:?}, companyId {company_id:?}) in SmartRecruiters, or SmartRecruiters revoked it. Once it is enabled again, or after putting new master credentials into the input Secret, the operator creates it again; to ask for that now, set the annotation integration-operator.io/retry={iid}"
+                                "{message}. The customer may have disabled integration {iid} (appId {app_id:?}, companyId {company_id:?}) in SmartRecruiters, or SmartRecruiters revoked it; the operator does not create it again by itself, not even after new master credentials. Once the customer wants it back, set the annotation integration-operator.io/retry={iid} to create a new one"
                             ),
                         });
                     }
@@ -375,35 +425,61 @@ impl SmartRecruitersDriver {
                                 PARTNER_CLIENT_ID,
                                 PARTNER_CLIENT_SECRET,
                                 MASTER_FINGERPRINT,
+                                MADE_FOR_APP_ID,
+                                MADE_FOR_COMPANY_ID,
                             ],
                         )
                         .await?;
                     recreate = true;
                 }
+                Ok(Outcome::Issued(mut issued)) => {
+                    // Secrets written before the made-for keys existed get them now.
+                    issued.fields = issued.fields.updated(&made_for_fields(), &[]);
+                    return Ok(Outcome::Issued(issued));
+                }
                 other => return other,
             }
         }
 
-        if let Some(sent_at) = persisted.get(POST_MARKER).filter(|m| !m.expose_secret().is_empty()) {
-            let asked_again = req.retry_requested.is_some_and(|r| r == sent_at.expose_secret());
+        if let Some(sent_at) = marker(&persisted) {
+            let asked_again = req.retry_requested == Some(sent_at);
             if !asked_again {
                 return Err(DriverError::NeedsAttention {
                     reason: crate::reasons::PARTNER_INTEGRATION_UNCERTAIN,
                     message: format!(
-                        "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={}",
-                        sent_at.expose_secret(),
-                        sent_at.expose_secret()
+                        "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {sent_at} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={sent_at}"
                     ),
                 });
             }
-        } else if let Some(first) = req.peers.first_claimant().await? {
-            return Err(DriverError::NeedsAttention {
-                reason: crate::reasons::DUPLICATE_INTEGRATION,
-                message: format!(
-                    "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
-                    req.provider.name
-                ),
-            });
+        } else {
+            // The output Secret lost the credentials of an integration that
+            // status still records (the Secret was deleted or emptied):
+            // they cannot be read again, and a new request would be refused
+            // while that integration is enabled, or duplicate it.
+            if let Some(recorded) = req.recorded_id.filter(|r| !r.is_empty())
+                && !recreate
+            {
+                if req.retry_requested != Some(recorded) {
+                    return Err(DriverError::NeedsAttention {
+                        reason: crate::reasons::PARTNER_CREDENTIALS_LOST,
+                        message: format!(
+                            "SmartRecruiters: status.integrationId records partner integration {recorded} (appId {app_id:?}, companyId {company_id:?}), but its customer-level credentials are no longer in the output Secret (deleted or emptied); SmartRecruiters shows them only once and offers no way to read them again, so the operator sends no new request by itself. Ask the customer to disable integration {recorded} on their Apps & Integrations page, then set the annotation integration-operator.io/retry={recorded} to create a new one"
+                        ),
+                    });
+                }
+                // Asked for: a new integration. Its partner-side client id
+                // must differ from the lost one's.
+                recreate = true;
+            }
+            if let Some(first) = req.peers.first_claimant().await? {
+                return Err(DriverError::NeedsAttention {
+                    reason: crate::reasons::DUPLICATE_INTEGRATION,
+                    message: format!(
+                        "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
+                        req.provider.name
+                    ),
+                });
+            }
         }
 
         let (mut master, mut cached) = self.master_token(req, &provider).await?;
@@ -432,19 +508,19 @@ impl SmartRecruitersDriver {
             );
         }
         let url = endpoint(base_url(&provider)?, INTEGRATIONS_PATH)?;
-        persisted = req
-            .checkpoint
-            .save(
-                &fields([
-                    (POST_MARKER, req.now.to_string()),
-                    (MASTER_FINGERPRINT, master_fingerprint(req.inputs)?),
-                ]),
-                &[],
-            )
-            .await?;
-        let scrub_all = req.inputs.and(&persisted);
         const STEP: &str = "creating the partner integration (POST /apps-integrations/partner-api/integrations)";
         let answer = loop {
+            // The marker stands for exactly one request: set right before
+            // it is sent, with what it is sent for, and cleared by every
+            // answer that proves nothing was created.
+            persisted = req
+                .checkpoint
+                .save(
+                    &made_for_fields().updated(&fields([(POST_MARKER, req.now.to_string())]), &[]),
+                    &[],
+                )
+                .await?;
+            let scrub_all = req.inputs.and(&persisted);
             let request = self
                 .http
                 .client()
@@ -463,13 +539,16 @@ impl SmartRecruitersDriver {
             };
             if answer.status.as_u16() == 401 && cached {
                 // The shared master token was refused (revoked early):
-                // nothing was created; drop it and try once with a new one.
+                // nothing was created. Clear the marker before anything
+                // else can fail, drop the token and try once with a new one.
+                req.checkpoint.save(&cleared_marker(), &[]).await?;
                 self.forget_master(&Self::master_cache_key(&provider, req.inputs)?);
                 (master, cached) = self.master_token(req, &provider).await?;
                 continue;
             }
             break answer;
         };
+        let scrub_all = req.inputs.and(&persisted);
         if !answer.status.is_success() {
             // Answered and refused: nothing was created; retrying is safe.
             req.checkpoint.save(&cleared_marker(), &[]).await?;
@@ -501,7 +580,8 @@ impl SmartRecruitersDriver {
             (keys::CLIENT_SECRET, csecret),
             (keys::INTEGRATION_ID, iid),
             (POST_MARKER, String::new()),
-        ]);
+        ])
+        .updated(&made_for_fields(), &[]);
         persisted = match req.checkpoint.save(&answer, &[]).await {
             Ok(p) => p,
             Err(e) => {
@@ -610,7 +690,279 @@ impl Driver for SmartRecruitersDriver {
 
 #[cfg(test)]
 mod tests {
+    use testkit::sim::smartrecruiters::SmartRecruitersSim;
+
     use super::*;
+    use crate::providers::{Checkpoint, ClientAuth, Peers};
+
+    const MASTER_ID: &str = "master";
+    const MASTER_SECRET: &str = "master-secret-1";
+    const APP: &str = "app-1";
+
+    /// The output Secret, in memory: what the controller's checkpoint and
+    /// its write of the issued fields leave there.
+    #[derive(Default)]
+    struct Secret(Mutex<Credentials>);
+
+    #[async_trait]
+    impl Checkpoint for Secret {
+        async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+            let mut held = self.0.lock().unwrap();
+            *held = held.updated(set, remove);
+            Ok(held.clone())
+        }
+    }
+
+    impl Secret {
+        fn get(&self, key: &str) -> Option<String> {
+            self.0.lock().unwrap().get(key).map(|v| v.expose_secret().to_string())
+        }
+    }
+
+    struct NoPeers;
+
+    #[async_trait]
+    impl Peers for NoPeers {
+        async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
+            Ok(None)
+        }
+    }
+
+    fn provider(sim: &SmartRecruitersSim) -> ProviderConfig {
+        ProviderConfig {
+            name: "smartrecruiters".into(),
+            token_url: Some(sim.token_url().parse().unwrap()),
+            base_url: Some(sim.url().parse().unwrap()),
+            client_auth: ClientAuth::Post,
+            request_timeout: Duration::from_secs(5),
+            default_lifetime: Duration::from_secs(1800),
+            max_concurrency: 8,
+            requests_per_second: 1000,
+            revalidate_interval: Duration::from_secs(3600),
+        }
+    }
+
+    fn master(id: &str, secret: &str) -> Credentials {
+        fields([(keys::CLIENT_ID, id), (keys::CLIENT_SECRET, secret)])
+    }
+
+    fn partner(company: &str) -> Flow {
+        Flow::PartnerIntegration {
+            app_id: APP.into(),
+            company_id: company.into(),
+            bidirectional: false,
+        }
+    }
+
+    /// One exchange as the controller runs it: from what the Secret holds,
+    /// writing the issued fields back on success.
+    struct Run<'a> {
+        provider: &'a ProviderConfig,
+        flow: Flow,
+        inputs: Credentials,
+        identity: &'a str,
+        retry: Option<&'a str>,
+        recorded: Option<&'a str>,
+    }
+
+    impl Run<'_> {
+        async fn on(&self, driver: &SmartRecruitersDriver, secret: &Secret) -> Result<Outcome, DriverError> {
+            let persisted = secret.0.lock().unwrap().clone();
+            let outcome = driver
+                .exchange(&ExchangeRequest {
+                    provider: self.provider,
+                    flow: &self.flow,
+                    inputs: &self.inputs,
+                    persisted: &persisted,
+                    checkpoint: secret,
+                    peers: &NoPeers,
+                    identity: self.identity,
+                    retry_requested: self.retry,
+                    recorded_id: self.recorded,
+                    now: Timestamp::now(),
+                })
+                .await;
+            if let Ok(Outcome::Issued(issued)) = &outcome {
+                secret.save(&issued.fields, &[]).await?;
+            }
+            outcome
+        }
+    }
+
+    async fn started() -> (SmartRecruitersSim, SmartRecruitersDriver) {
+        let sim = SmartRecruitersSim::start().await.unwrap();
+        sim.add_master_client(MASTER_ID, MASTER_SECRET, &[APP]);
+        (sim, SmartRecruitersDriver::new(ProviderHttp::plain().unwrap()))
+    }
+
+    fn reason(outcome: &Result<Outcome, DriverError>) -> &'static str {
+        match outcome {
+            Ok(Outcome::Issued(_)) => "Issued",
+            Ok(Outcome::Pending { reason, .. }) => reason,
+            Err(e) => e.reason(),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_made_for_another_company_are_never_published() {
+        let (sim, driver) = started().await;
+        let provider = provider(&sim);
+        let secret = Secret::default();
+        let mut run = Run {
+            provider: &provider,
+            flow: partner("ACME"),
+            inputs: master(MASTER_ID, MASTER_SECRET),
+            identity: "uid-1",
+            retry: None,
+            recorded: None,
+        };
+        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+        assert_eq!(secret.get(MADE_FOR_COMPANY_ID).as_deref(), Some("ACME"));
+        let calls = sim.total_calls();
+
+        // The spec now names another company (admitted without the CRD's rule).
+        run.flow = partner("BETA");
+        let outcome = run.on(&driver, &secret).await;
+        assert_eq!(reason(&outcome), "ImmutableFieldChanged");
+        let message = outcome.unwrap_err().to_string();
+        assert!(
+            message.contains("\"ACME\"") && message.contains("\"BETA\"") && message.contains("delete this Integration"),
+            "{message}"
+        );
+        assert_eq!(
+            sim.total_calls(),
+            calls,
+            "nothing is sent for credentials that do not match"
+        );
+        assert_eq!(sim.integrations().len(), 1);
+
+        // Back to the old value: published again.
+        run.flow = partner("ACME");
+        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+    }
+
+    #[tokio::test]
+    async fn a_failed_master_token_fetch_after_a_401_leaves_no_request_sent_marker() {
+        let (sim, driver) = started().await;
+        let provider = provider(&sim);
+        // A first integration puts a master token into the shared cache.
+        let first = Run {
+            provider: &provider,
+            flow: partner("ACME"),
+            inputs: master(MASTER_ID, MASTER_SECRET),
+            identity: "uid-1",
+            retry: None,
+            recorded: None,
+        };
+        assert_eq!(reason(&first.on(&driver, &Secret::default()).await), "Issued");
+
+        // The master credentials are revoked: the cached token gets a 401
+        // at the POST, and fetching a new one fails.
+        sim.revoke_client(MASTER_ID);
+        let second = Run {
+            flow: partner("BETA"),
+            identity: "uid-2",
+            ..first
+        };
+        let secret = Secret::default();
+        assert_eq!(reason(&second.on(&driver, &secret).await), "ReauthRequired");
+        assert_eq!(
+            secret.get(POST_MARKER).unwrap_or_default(),
+            "",
+            "nothing was created, yet the marker says a request may have"
+        );
+
+        // Master credentials work again: the integration is created, not
+        // held back as "uncertain".
+        sim.add_master_client(MASTER_ID, MASTER_SECRET, &[APP]);
+        assert_eq!(reason(&second.on(&driver, &secret).await), "Issued");
+        assert_eq!(sim.integrations().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn new_master_credentials_never_recreate_an_integration_the_customer_disabled() {
+        let (sim, driver) = started().await;
+        let provider = provider(&sim);
+        let secret = Secret::default();
+        let mut run = Run {
+            provider: &provider,
+            flow: partner("ACME"),
+            inputs: master(MASTER_ID, MASTER_SECRET),
+            identity: "uid-1",
+            retry: None,
+            recorded: None,
+        };
+        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+        let iid = sim.integrations()[0].integration_id.clone();
+
+        // The customer switches it off; the partner rotates its master credentials.
+        sim.disable_integration(&iid);
+        sim.add_master_client("master-2", "master-secret-2", &[APP]);
+        run.inputs = master("master-2", "master-secret-2");
+        let outcome = run.on(&driver, &secret).await;
+        assert_eq!(reason(&outcome), "ReauthRequired");
+        let message = outcome.unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("integration-operator.io/retry={iid}")),
+            "{message}"
+        );
+        assert_eq!(
+            sim.integrations().len(),
+            1,
+            "the disabled integration was created again"
+        );
+
+        // A person asks for it.
+        let asked = Run {
+            retry: Some(&iid),
+            ..run
+        };
+        assert_eq!(reason(&asked.on(&driver, &secret).await), "Issued");
+        assert_eq!(sim.integrations().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn lost_customer_credentials_stop_the_flow_until_a_person_asks() {
+        let (sim, driver) = started().await;
+        let provider = provider(&sim);
+        let run = Run {
+            provider: &provider,
+            flow: partner("ACME"),
+            inputs: master(MASTER_ID, MASTER_SECRET),
+            identity: "uid-1",
+            retry: None,
+            recorded: None,
+        };
+        assert_eq!(reason(&run.on(&driver, &Secret::default()).await), "Issued");
+        let iid = sim.integrations()[0].integration_id.clone();
+
+        // The output Secret is deleted; status still records the integration.
+        let emptied = Secret::default();
+        let lost = Run {
+            recorded: Some(&iid),
+            ..run
+        };
+        let outcome = lost.on(&driver, &emptied).await;
+        assert_eq!(reason(&outcome), "PartnerCredentialsLost");
+        let message = outcome.unwrap_err().to_string();
+        assert!(
+            message.contains("shows them only once")
+                && message.contains(&format!("integration-operator.io/retry={iid}"))
+                && message.contains("disable"),
+            "{message}"
+        );
+        assert_eq!(sim.calls("integrations"), 1, "a second creation request was sent");
+
+        // The customer disabled the old one, a person asks: a new one.
+        sim.disable_integration(&iid);
+        let asked = Run {
+            retry: Some(&iid),
+            ..lost
+        };
+        assert_eq!(reason(&asked.on(&driver, &emptied).await), "Issued");
+        assert_eq!(sim.integrations().len(), 2);
+        assert_ne!(emptied.get(keys::INTEGRATION_ID), Some(iid));
+    }
 
     #[test]
     fn steps_are_named_in_messages() {
@@ -625,15 +977,5 @@ mod tests {
             e.to_string()
                 .contains("SmartRecruiters, creating the partner integration: HTTP 403")
         );
-    }
-
-    #[test]
-    fn master_fingerprint_changes_with_either_value_and_hides_them() {
-        let a = fields([(keys::CLIENT_ID, "id"), (keys::CLIENT_SECRET, "secret-value-1")]);
-        let b = fields([(keys::CLIENT_ID, "id"), (keys::CLIENT_SECRET, "secret-value-2")]);
-        let fa = master_fingerprint(&a).unwrap();
-        assert_ne!(fa, master_fingerprint(&b).unwrap());
-        assert_eq!(fa, master_fingerprint(&a).unwrap());
-        assert!(!fa.contains("secret-value"));
     }
 }

@@ -8,8 +8,12 @@
 //!
 //! Assumptions (UNKNOWN in providers.md 2.4/2.5; also in
 //! docs/providers/talentlink.md):
-//! - The validation read is `GET {baseUrl}/department?api_key=…` with Basic
-//!   (the minimal query is unknown; none is sent). A 2xx answer must be JSON.
+//! - The validation read is `GET {baseUrl}/department?api_key=…&query=…`
+//!   with Basic, asking for the smallest page: the GraphQL-style `query`
+//!   [`VALIDATION_QUERY`] (one department, its id only), the form a
+//!   third-party connector sends (providers.md 2.3). Without it the whole
+//!   department tree comes back, which in a large tenant outgrows the answer
+//!   cap. A 2xx answer must be JSON.
 //! - 401 means a wrong username, password or API key (`ReauthRequired`);
 //!   403 a key not approved yet or a user without the Webservices role
 //!   (`PermissionDenied`, retried slowly); 404 a wrong `baseUrl`.
@@ -34,6 +38,11 @@ use super::{
 const TALENTLINK: &str = "Cornerstone TalentLink";
 /// The validation step, as conditions name it.
 const STEP: &str = "validating the username, password and API key with a read of /department (GET /department)";
+
+/// The `query` of the validation read: the smallest page (one department,
+/// its id only), in the form nntthuy-axonivy/talentLink-connector sends
+/// (`{departments(first: 10, after: 0, where: …) {id, …}}`).
+pub const VALIDATION_QUERY: &str = "{departments(first: 1, after: 0) {id}}";
 
 /// The `cornerstone-talentlink` driver.
 #[derive(Debug)]
@@ -134,7 +143,9 @@ impl Driver for TalentLinkDriver {
         let api_key = req.inputs.require(keys::API_KEY)?;
         let base = base_url(req.provider)?;
         let mut url = endpoint(base, "department").map_err(in_step)?;
-        url.query_pairs_mut().append_pair("api_key", api_key.expose_secret());
+        url.query_pairs_mut()
+            .append_pair("api_key", api_key.expose_secret())
+            .append_pair("query", VALIDATION_QUERY);
         let basic = basic_header(username.expose_secret(), password.expose_secret());
         let request = self
             .http
@@ -161,6 +172,7 @@ impl Driver for TalentLinkDriver {
             expires_at: None,
             lifetime_defaulted: false,
             provider_id: None,
+            warning: None,
         }))
     }
 }

@@ -72,6 +72,15 @@ pub trait Case: Sized {
     /// values; the scenario writes them into the input Secret.
     fn rotate_input(&self) -> Vec<(String, String)>;
 
+    /// The value of the retry annotation (`integration-operator.io/retry`) a
+    /// person sets after new input credentials, where new credentials alone
+    /// must not recover the flow (a SmartRecruiters partner integration the
+    /// customer disabled is created again only when a person asks); `None`
+    /// when the new input is enough.
+    fn retry_after_rotation(&self) -> Option<String> {
+        None
+    }
+
     /// Objects the flow created on the provider's side that still exist
     /// (integrations, instances); 0 for flows that create none.
     fn provider_objects(&self) -> usize;
@@ -158,6 +167,7 @@ pub mod scenarios {
         case.revoke_input();
         let rotated = case.rotate_input();
         write_input(&cluster, &rotated).await;
+        ask_retry(&cluster, &case).await;
         eventually(
             Duration::from_secs(20),
             "credentials from the rotated input",
@@ -223,6 +233,7 @@ pub mod scenarios {
         assert_eq!(case.calls(), held_at, "the refused credentials were sent again");
         let rotated = case.rotate_input();
         write_input(&cluster, &rotated).await;
+        ask_retry(&cluster, &case).await;
         cluster.wait_ready(INTEGRATION, "True", None).await;
         assert!(case.works(&output(&cluster).await));
         operator.stop().await;
@@ -270,6 +281,7 @@ pub mod scenarios {
         case.revoke_input();
         cluster.wait_ready(INTEGRATION, "False", Some("ReauthRequired")).await;
         write_input(&cluster, &case.rotate_input()).await;
+        ask_retry(&cluster, &case).await;
         cluster.wait_ready(INTEGRATION, "True", None).await;
         let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics_addr))
             .await
@@ -303,6 +315,22 @@ pub mod scenarios {
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
             .cloned()
             .expect("a Ready condition")
+    }
+
+    /// Sets the retry annotation where the case says a person would.
+    async fn ask_retry<C: Case>(cluster: &Cluster, case: &C) {
+        let Some(value) = case.retry_after_rotation() else {
+            return;
+        };
+        cluster
+            .integrations()
+            .patch(
+                INTEGRATION,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/retry": value}}})),
+            )
+            .await
+            .expect("retry annotation set");
     }
 
     async fn write_input(cluster: &Cluster, values: &[(String, String)]) {

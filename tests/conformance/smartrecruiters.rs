@@ -198,8 +198,10 @@ const MASTER_SECRET: &str = "canary-sr-master-secret-77a1c4";
 /// "Revoking the input" here means SmartRecruiters revoked the partner's
 /// access: the master credentials and the customer-level credentials of the
 /// integrations they created (otherwise nothing the Integration uses any
-/// more would be refused). New master credentials then lead to a new
-/// integration.
+/// more would be refused). New master credentials alone do not create a new
+/// integration (the operator cannot tell this from a customer who disabled
+/// it on purpose): a person asks with the retry annotation, set to the
+/// integration id as the condition says.
 pub struct PartnerIntegration {
     sim: SmartRecruitersSim,
     rotations: AtomicU32,
@@ -266,6 +268,10 @@ impl Case for PartnerIntegration {
         let (id, secret) = master(self.rotations.fetch_add(1, Ordering::SeqCst) + 1);
         self.sim.add_master_client(&id, &secret, &[APP]);
         vec![("client_id".into(), id), ("client_secret".into(), secret)]
+    }
+
+    fn retry_after_rotation(&self) -> Option<String> {
+        self.sim.integrations().last().map(|i| i.integration_id.clone())
     }
 
     fn provider_objects(&self) -> usize {

@@ -5,7 +5,7 @@
 //! | route name (counters, faults) | request |
 //! | --- | --- |
 //! | `create-instance` | `POST /elements/api-v2/instances` |
-//! | `list-instances` | `GET /elements/api-v2/instances` |
+//! | `list-instances` | `GET /elements/api-v2/instances`, optionally filtered with `tags[]=<tag>` (repeatable: instances carrying every tag given) |
 //! | `get-instance` | `GET /elements/api-v2/instances/{id}` |
 //! | `update-instance` | `PUT /elements/api-v2/instances/{id}` |
 //! | `delete-instance` | `DELETE /elements/api-v2/instances/{id}` |
@@ -36,7 +36,9 @@
 //!   create or update: **400**, nothing created. A key revoked later turns
 //!   the instance's `valid` to false.
 //! - `GET /instances` returns every instance of the organization, tokens
-//!   included, in one page; tags are not filtered on the server.
+//!   included, in one page, unless filtered with `tags[]` (the filter Cloud
+//!   Elements' own test framework uses: `GET /instances?tags%5B%5D=…`; the
+//!   reference documents none). Other query parameters are ignored.
 //! - No rate limit is built in; 429s come only from injected faults.
 //!
 //! A [`Fault::Delay`] on `create-instance` creates the instance first and
@@ -54,7 +56,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
     response::Response,
     routing::get,
@@ -589,7 +591,7 @@ fn create(inner: &Inner, headers: &HeaderMap, body: &str) -> Response {
     json_response(StatusCode::OK, world.render(&world.instances[&id]).to_string())
 }
 
-async fn list_instances(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+async fn list_instances(State(inner): State<Arc<Inner>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     if let Some(r) = inner.enter(routes::LIST_INSTANCES, || "[]".to_string()).await {
         return r;
     }
@@ -597,11 +599,16 @@ async fn list_instances(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> 
         Ok(p) => p,
         Err(r) => return r,
     };
+    let wanted: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "tags[]")
+        .map(|(_, v)| v.into_owned())
+        .collect();
     let world = inner.world();
     let list: Vec<Value> = world
         .instances
         .values()
         .filter(|i| i.organization == org)
+        .filter(|i| wanted.iter().all(|t| i.tags.contains(t)))
         .map(|i| world.render(i))
         .collect();
     json_response(StatusCode::OK, Value::Array(list).to_string())

@@ -4,7 +4,7 @@
 //!
 //! | route name (counters, faults) | request |
 //! | --- | --- |
-//! | `department` | `GET /tlk/rest/department` (the operator's validation read) |
+//! | `department` | `GET /tlk/rest/department` (the operator's validation read): every department of the tenant ([`TalentLinkSim::set_departments`]), or the first N when the GraphQL-style `query` parameter says `departments(first: N …)` (the form of a third-party connector, providers.md 2.3) |
 //! | `position` | `GET /tlk/rest/position` (what an application does) |
 //!
 //! Every request needs HTTP Basic with the username and password of a user
@@ -40,7 +40,7 @@ use axum::{
     routing::get,
 };
 use base64::Engine;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::faults::{self, Fault, Faults, json_response};
 
@@ -71,6 +71,8 @@ struct World {
     users: HashMap<String, User>,
     keys: HashMap<String, ApiKey>,
     revoked_keys: HashSet<String>,
+    /// Departments of the tenant (0 counts as 1).
+    departments: usize,
 }
 
 #[derive(Default)]
@@ -149,6 +151,12 @@ impl TalentLinkSim {
     /// The REST base URL, as a ClusterProvider's `baseUrl` (`http://127.0.0.1:port/tlk/rest`).
     pub fn base_url(&self) -> String {
         self.server.url("/tlk/rest")
+    }
+
+    /// How many departments the tenant has: `GET /department` without a
+    /// `query` returns all of them, with `departments(first: N …)` the first N.
+    pub fn set_departments(&self, n: usize) {
+        self.inner.world().departments = n;
     }
 
     /// Adds (or replaces) an API user with the Webservices role.
@@ -259,13 +267,31 @@ async fn serve(
     json_response(StatusCode::OK, good())
 }
 
+/// The page size a GraphQL-style `query` asks for (`departments(first: N …)`);
+/// `None` without a query or a `first`.
+fn first_of(query: &HashMap<String, String>) -> Option<usize> {
+    let q = query.get("query")?;
+    let rest = &q[q.find("first:")? + "first:".len()..];
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 async fn department(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let good =
-        || json!({"departments": [{"id": 1001, "label": "Headquarters", "code": "HQ"}], "totalCount": 1}).to_string();
+    let total = inner.world().departments.max(1);
+    let shown = first_of(&query).map_or(total, |n| n.min(total));
+    let good = move || {
+        let departments: Vec<Value> = (0..shown)
+            .map(|i| json!({"id": 1001 + i, "label": format!("Department {i}"), "code": format!("D{i}")}))
+            .collect();
+        json!({"departments": departments, "totalCount": total}).to_string()
+    };
     serve(&inner, routes::DEPARTMENT, &headers, &query, good).await
 }
 
