@@ -739,6 +739,7 @@ mod tests {
             max_concurrency: 8,
             requests_per_second: 1000,
             revalidate_interval: Duration::from_secs(3600),
+            rate_limit_scope: super::super::RateLimitScope::Credential,
         }
     }
 
