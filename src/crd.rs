@@ -364,8 +364,8 @@ pub struct TargetSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RefreshSpec {
     /// How long before expiry to renew: a duration such as `10m` or `1h30m`, or
-    /// a percentage of the token lifetime such as `25%`. Default: 20% of the
-    /// lifetime, at most 10m. At most half the lifetime: a longer value is
+    /// a percentage of the token lifetime such as `25%`. Default: 30% of the
+    /// lifetime, at most 15m. At most half the lifetime: a longer value is
     /// capped, so a token is always used for at least half its life. The
     /// renewal falls inside this window, spread by a per-Integration jitter
     /// over its first half, so that tokens issued together are not all renewed
@@ -417,6 +417,13 @@ pub struct IntegrationStatus {
     /// value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_inputs: Option<String>,
+
+    /// A one-shot step that waits for someone outside the cluster (a Kombo
+    /// connect link, by its creation time). Kept here, outside the output
+    /// Secret, so that a deleted Secret never starts a second one: the
+    /// condition then says how to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<String>,
 }
 
 /// A ClusterProvider is an admin-owned provider endpoint set that Integrations

@@ -102,6 +102,8 @@ pub const ELEMENT_INSTANCE_DISABLED: &str = "ElementInstanceDisabled";
 pub const AWAITING_CONNECTION: &str = "AwaitingConnection";
 /// The connect link lapsed before the customer completed it.
 pub const CONNECT_LINK_EXPIRED: &str = "ConnectLinkExpired";
+/// The output Secret holding a waiting connect link was lost.
+pub const CONNECT_LINK_LOST: &str = "ConnectLinkLost";
 /// The integration does not exist in Kombo (any more).
 pub const INTEGRATION_NOT_FOUND: &str = "IntegrationNotFound";
 /// The customer's credentials for the tool stopped working (Kombo `INVALID`).
@@ -169,6 +171,7 @@ pub const READY: &[(&str, Health)] = &[
     (ELEMENT_INSTANCE_DISABLED, Health::Degraded),
     (AWAITING_CONNECTION, Health::Progressing),
     (CONNECT_LINK_EXPIRED, Health::Degraded),
+    (CONNECT_LINK_LOST, Health::Degraded),
     (INTEGRATION_NOT_FOUND, Health::Degraded),
     (INTEGRATION_INVALID, Health::Degraded),
     (INTEGRATION_INACTIVE, Health::Degraded),

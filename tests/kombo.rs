@@ -397,8 +397,14 @@ async fn refused_api_key_needs_reauth_naming_kombo_and_the_step() {
     assert_eq!(sim.calls(routes::CREATE_LINK), 0);
     assert!(cluster.events_with_reason("ReauthRequired").await >= 1);
 
-    // The key is fixed; the link is completed; then the key is revoked.
+    // The refused key is not sent again by itself...
+    let held = sim.total_calls();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.total_calls(), held, "the refused key was sent again");
+    // ...until a person, having fixed it in Kombo, asks for one more try;
+    // the link is completed; then the key is revoked.
     sim.add_api_key(API_KEY);
+    annotate_retry(&cluster, "key-fixed-in-kombo").await;
     connected_via_link(&cluster, &sim).await;
     sim.revoke_api_key(API_KEY);
     let i = cluster.wait_ready(NAME, "False", Some("ReauthRequired")).await;
@@ -762,5 +768,38 @@ async fn a_lost_secret_whose_integration_is_gone_waits_for_a_person() {
     assert_eq!(sim.links().len(), 1, "a second link without being asked");
     annotate_retry(&cluster, &retry_value(&message)).await;
     published_link(&cluster, &sim, 1).await;
+    operator.stop().await;
+}
+
+/// The output Secret is deleted while a link waits for the customer: the
+/// link cannot be recovered from Kombo (it has no way to list links), and
+/// the customer may still complete it, so no second link is minted until a
+/// person asks; status (outside the Secret) remembers that one was sent.
+#[tokio::test]
+async fn a_lost_secret_with_a_waiting_link_mints_no_second_link_until_asked() {
+    let (cluster, sim) = setup("1s").await;
+    let operator = cluster.start_operator().await;
+    cluster.integration(NAME, spec(json!({}))).await;
+    published_link(&cluster, &sim, 0).await;
+    let i = cluster.integrations().get(NAME).await.unwrap();
+    assert!(
+        i.status.as_ref().and_then(|s| s.awaiting.as_ref()).is_some(),
+        "status does not record the waiting link"
+    );
+
+    cluster
+        .secrets()
+        .delete(OUTPUT, &DeleteParams::default())
+        .await
+        .unwrap();
+    let i = cluster.wait_ready(NAME, "False", Some("ConnectLinkLost")).await;
+    let message = ready(&i).message;
+    assert!(message.contains("spec.connection.integrationId"), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.links().len(), 1, "a second link without being asked");
+
+    annotate_retry(&cluster, &retry_value(&message)).await;
+    published_link(&cluster, &sim, 1).await;
+    assert_eq!(sim.links().len(), 2);
     operator.stop().await;
 }

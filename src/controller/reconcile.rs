@@ -99,6 +99,7 @@ enum Ending {
         reason: &'static str,
         message: String,
         recheck_after: Duration,
+        started: Option<String>,
     },
 }
 
@@ -242,10 +243,12 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                     reason,
                     message,
                     recheck_after,
+                    started,
                 } => Ok(Ending::Pending {
                     reason,
                     message,
                     recheck_after,
+                    started,
                 }),
             }
         }
@@ -354,6 +357,7 @@ enum Exchanged {
         reason: &'static str,
         message: String,
         recheck_after: Duration,
+        started: Option<String>,
     },
 }
 
@@ -456,6 +460,7 @@ async fn exchange(
         identity: &identity,
         retry_requested: retry.as_deref(),
         recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
+        recorded_awaiting: integration.status.as_ref().and_then(|s| s.awaiting.as_deref()),
         now,
     };
     let started = std::time::Instant::now();
@@ -507,10 +512,12 @@ async fn exchange(
             reason,
             message,
             recheck_after,
+            started,
         } => Ok(Exchanged::Pending {
             reason,
             message,
             recheck_after,
+            started,
         }),
     }
 }
@@ -788,7 +795,11 @@ async fn finish(
             reason,
             message,
             recheck_after,
+            started,
         } => {
+            if started.is_some() {
+                new.awaiting = started;
+            }
             let event = match status::ready_condition(Some(&old)) {
                 Some(c) if c.reason == reason && c.message == message => None,
                 _ => Some((EventType::Normal, reason, message.clone())),
@@ -805,6 +816,8 @@ async fn finish(
             renew_at,
             written,
         } => {
+            // Whatever waited has completed.
+            new.awaiting = None;
             new.expires_at = issued.expires_at.map(status::rfc3339);
             new.renew_at = Some(status::rfc3339(renew_at));
             new.last_exchange_time = Some(status::rfc3339(now));
@@ -948,6 +961,11 @@ async fn patch_status_if_changed(
         && old.refused_inputs.is_some()
     {
         map.entry("refusedInputs").or_insert(serde_json::Value::Null);
+    }
+    if let Some(map) = body.as_object_mut()
+        && old.awaiting.is_some()
+    {
+        map.entry("awaiting").or_insert(serde_json::Value::Null);
     }
     if let Some(map) = body.as_object_mut().filter(|_| clear_empty) {
         for field in [

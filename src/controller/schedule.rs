@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-/// Renew-before when the spec says nothing: 20% of the lifetime, at most this.
-pub const DEFAULT_RENEW_BEFORE_CAP: Duration = Duration::from_secs(600);
+/// Renew-before when the spec says nothing: 30% of the lifetime, at most
+/// this. With the jitter inside the window, renewals fall between 70% and
+/// 85% of the lifetime (at most 15 to 7.5 minutes before expiry).
+pub const DEFAULT_RENEW_BEFORE_CAP: Duration = Duration::from_secs(900);
 /// Default share of the lifetime renewed early.
-pub const DEFAULT_RENEW_BEFORE_PERCENT: u32 = 20;
+pub const DEFAULT_RENEW_BEFORE_PERCENT: u32 = 30;
 /// Share of the renew-before window over which renewals are spread (its
 /// first part: a renewal is never later than this share into the window).
 const JITTER_SHARE: f64 = 0.5;
@@ -64,7 +66,7 @@ impl RenewBefore {
     }
 }
 
-/// The default renew-before: 20% of the lifetime, capped at 10 minutes.
+/// The default renew-before: 30% of the lifetime, capped at 15 minutes.
 pub fn default_window(lifetime: Duration) -> Duration {
     RenewBefore::Percent(DEFAULT_RENEW_BEFORE_PERCENT)
         .window(lifetime)
@@ -174,16 +176,16 @@ mod tests {
     }
 
     #[test]
-    fn default_is_twenty_percent_capped_at_ten_minutes() {
+    fn default_is_thirty_percent_capped_at_fifteen_minutes() {
         let issued = t("2026-01-01T00:00:00Z");
         let short = renew_at(issued, t("2026-01-01T00:00:10Z"), None, "u");
         assert!(
-            short >= t("2026-01-01T00:00:08Z") && short <= t("2026-01-01T00:00:09Z"),
+            short >= t("2026-01-01T00:00:07Z") && short <= t("2026-01-01T00:00:08.5Z"),
             "{short}"
         );
         let long = renew_at(issued, t("2026-01-02T00:00:00Z"), None, "u");
         assert!(
-            long >= t("2026-01-01T23:50:00Z") && long <= t("2026-01-01T23:55:00Z"),
+            long >= t("2026-01-01T23:45:00Z") && long <= t("2026-01-01T23:52:30Z"),
             "{long}"
         );
     }

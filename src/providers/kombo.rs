@@ -82,7 +82,7 @@ const EMBEDDED_LIFETIME: SignedDuration = SignedDuration::from_secs(3600);
 const MAGIC_LINK_LIFETIME: SignedDuration = SignedDuration::from_secs(365 * 24 * 3600);
 /// Header carrying the integration id on integration-scoped calls.
 pub const INTEGRATION_HEADER: &str = "X-Integration-Id";
-pub use crate::reasons::{AWAITING_CONNECTION, CONNECT_LINK_EXPIRED, INTEGRATION_NOT_FOUND};
+pub use crate::reasons::{AWAITING_CONNECTION, CONNECT_LINK_EXPIRED, CONNECT_LINK_LOST, INTEGRATION_NOT_FOUND};
 use crate::reasons::{
     INTEGRATION_INACTIVE, INTEGRATION_INVALID, INTEGRATION_SETUP_INCOMPLETE, INTEGRATION_SYNC_PENDING,
 };
@@ -552,6 +552,7 @@ impl KomboDriver {
                         "Kombo integration {integration_id} ({tool}) is connected and Kombo is running its first full sync (setup_status FINAL_SYNC_PENDING); the credentials are published when it finishes"
                     ),
                     recheck_after: recheck_cap(req.provider),
+                    started: None,
                 });
             }
             Some(other) => {
@@ -562,6 +563,7 @@ impl KomboDriver {
                         scrub(other, secrets)
                     ),
                     recheck_after: recheck_cap(req.provider),
+                    started: None,
                 });
             }
         }
@@ -708,6 +710,11 @@ fn recheck_cap(provider: &ProviderConfig) -> Duration {
 
 /// The Pending outcome while the customer has not completed the link. The
 /// message is the same on every look, so it makes one Event.
+/// The durable name of a link in status (`status.awaiting`).
+fn link_marker(created_at: Timestamp) -> String {
+    format!("link-created-{}", created_at.as_second())
+}
+
 fn awaiting(req: &ExchangeRequest<'_>, link: &str, created_at: Timestamp, link_type: KomboLinkType) -> Outcome {
     let (email, origin) = match req.flow {
         Flow::Connection {
@@ -734,6 +741,7 @@ fn awaiting(req: &ExchangeRequest<'_>, link: &str, created_at: Timestamp, link_t
         // Nothing is asked of Kombo while a link waits: looking again costs
         // no call, and reports the expiry (or a Secret edit) on time.
         recheck_after: left.min(recheck_cap(req.provider)).max(Duration::from_secs(1)),
+        started: Some(link_marker(created_at)),
     }
 }
 
@@ -974,6 +982,21 @@ impl Driver for KomboDriver {
                 .await?
         {
             return Ok(outcome);
+        }
+
+        // No state in the Secret, but status recorded a link still waiting:
+        // the Secret (and the link in it) was lost while the customer may
+        // still complete it. Kombo cannot list links, so it cannot be
+        // recovered; a second link could create a second integration.
+        if let Some(marker) = req.recorded_awaiting
+            && req.retry_requested != Some(marker)
+        {
+            return Err(DriverError::NeedsAttention {
+                reason: CONNECT_LINK_LOST,
+                message: format!(
+                    "the output Secret holding the Kombo connect link ({marker}) was deleted before the customer completed it; Kombo cannot list connect links, so it cannot be recovered, and the customer may still complete it. If they did, find the integration with origin id {end_user_origin_id} in the Kombo dashboard and set spec.connection.integrationId to its id; to create a new link instead, set the annotation integration-operator.io/retry={marker} on this Integration"
+                ),
+            });
         }
 
         self.create_link(req, &api_key, &secrets).await

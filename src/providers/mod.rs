@@ -271,6 +271,10 @@ pub struct ExchangeRequest<'a> {
     /// Secret, so a driver can find what an earlier one-shot flow created
     /// instead of creating a second one.
     pub recorded_id: Option<&'a str>,
+    /// The one-shot step that waits for someone outside the cluster, as the
+    /// driver named it in `Outcome::Pending::started` and the status
+    /// recorded it (`status.awaiting`); survives the loss of the Secret.
+    pub recorded_awaiting: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -285,6 +289,11 @@ pub enum Outcome {
         reason: &'static str,
         message: String,
         recheck_after: Duration,
+        /// A one-shot step the driver started that now waits for someone
+        /// outside the cluster (a Kombo connect link: `link created at T`).
+        /// Recorded in status, outside the output Secret, so that losing
+        /// the Secret never starts a second one.
+        started: Option<String>,
     },
 }
 

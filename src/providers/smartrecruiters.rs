@@ -780,6 +780,7 @@ mod tests {
                     identity: self.identity,
                     retry_requested: self.retry,
                     recorded_id: self.recorded,
+                    recorded_awaiting: None,
                     now: Timestamp::now(),
                 })
                 .await;
