@@ -11,12 +11,14 @@ export CLUSTER_KUBECONFIG
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-demo: ## run the operator end to end against the API emulator and every provider's simulator, applying examples/ (no cluster needed)
+demo: ## run the operator end to end against a real control plane started on 127.0.0.1 (built on first use) and every provider's simulator, applying examples/ (no cluster or account needed)
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: fmt-check lint oidc-deps chart-check ## the whole suite: format, lints, chart checks, unit, integration (emulator + simulators + oidc-provider), kubectl, CRD drift
-	$(CARGO) nextest run --workspace --no-fail-fast
+test: fmt-check lint oidc-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane + simulators + oidc-provider; a few fault tests on the emulator), kubectl, CRD drift
+	bash scripts/control-plane.sh start
+	trap 'bash scripts/control-plane.sh stop' EXIT; $(CARGO) nextest run --workspace --no-fail-fast && \
+	  KUBECONFIG="$$CLUSTER_KUBECONFIG" $(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
 
 control-plane: ## build kube-apiserver, etcd and kube-controller-manager from the Kubernetes Go modules (first time: minutes, with progress)
 	bash scripts/control-plane.sh build
