@@ -368,24 +368,27 @@ impl ControlPlane {
     }
 }
 
-/// `helm template io charts/integration-operator ARGS...` with the Helm that
-/// `scripts/install-helm.sh` installs into `.tools/`.
-pub fn render_chart(args: &[&str]) -> anyhow::Result<String> {
+/// The Helm that `scripts/install-helm.sh` installs into `.tools/` (on first use).
+pub fn helm() -> anyhow::Result<PathBuf> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let helm = HELM
-        .get_or_init(|| {
-            let out = Command::new("bash")
-                .arg(repo_root().join("scripts/install-helm.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("scripts/install-helm.sh failed ({})", out.status));
-            }
-            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)?;
+    HELM.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/install-helm.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("scripts/install-helm.sh failed ({})", out.status));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// `helm template io charts/integration-operator ARGS...`.
+pub fn render_chart(args: &[&str]) -> anyhow::Result<String> {
+    let helm = helm()?;
     let out = Command::new(helm)
         .args(["template", "io"])
         .arg(repo_root().join("charts/integration-operator"))
