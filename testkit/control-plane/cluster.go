@@ -245,6 +245,15 @@ func run(o options) int {
 		logf("error: %v", err)
 		return 1
 	}
+	logf("ready in %.1fs: kube-apiserver %s at %s (etcd %s, kube-controller-manager with %s)",
+		elapsed.Seconds(), kubernetesVersion, c.server, etcdVersion, controllers)
+	logf("admin kubeconfig: %s", o.kubeconfig)
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		out, _ := exec.Command(kubectl, "--kubeconfig", o.kubeconfig, "version").CombinedOutput()
+		fmt.Fprint(os.Stderr, string(out))
+	}
+	// Published last, so that whoever waits for it (cluster start) has the
+	// lines above in the log it shows.
 	st := state{
 		PID: os.Getpid(), Kubeconfig: o.kubeconfig, Server: c.server, Etcd: c.etcdURL,
 		Control: "http://" + control, DataDir: c.dir, StartSeconds: elapsed.Seconds(),
@@ -253,13 +262,6 @@ func run(o options) int {
 	if err := writeJSONAtomic(o.kubeconfig+".state.json", st); err != nil {
 		logf("error: %v", err)
 		return 1
-	}
-	logf("ready in %.1fs: kube-apiserver %s at %s (etcd %s, kube-controller-manager with %s)",
-		elapsed.Seconds(), kubernetesVersion, c.server, etcdVersion, controllers)
-	logf("admin kubeconfig: %s", o.kubeconfig)
-	if kubectl, err := exec.LookPath("kubectl"); err == nil {
-		out, _ := exec.Command(kubectl, "--kubeconfig", o.kubeconfig, "version").CombinedOutput()
-		fmt.Fprint(os.Stderr, string(out))
 	}
 	logf("running; Ctrl-C or SIGTERM stops every component")
 
