@@ -31,7 +31,7 @@ build() {
   local t0 t1 n=0 pkg
   t0=$(date +%s)
   say "building kube-apiserver, kube-controller-manager and etcd from source ($(sed -n 's/^\tk8s.io\/kubernetes \(v[^ ]*\)$/k8s.io\/kubernetes \1/p; s/^\tgo.etcd.io\/etcd\/server\/v3 \(v[^ ]*\)$/etcd \1/p' "$SRC/go.mod" | paste -sd, -), $(go version | cut -d' ' -f3))"
-  say "the first build on a machine downloads ~500 MB of Go modules and compiles ~2,000 packages: several minutes on 2 cores; later builds reuse Go's caches"
+  say "the first build on a machine downloads ~600 MB of Go modules and compiles ~2,400 packages (12 CPU-minutes: 6-16 minutes on 2 cores, depending on what else runs); later builds reuse Go's caches"
   say "phase 1/2: downloading modules into $(go env GOMODCACHE)"
   (cd "$SRC" && go mod download -x 2>&1) | { grep -E '^# get .*\.zip$' || true; } | while read -r _ _ url; do
     n=$((n + 1))
