@@ -764,7 +764,7 @@ async fn an_instance_made_for_another_name_is_never_published_as_ready() {
     cluster.integration(NAME, spec(json!({}))).await;
     cluster.wait_ready(NAME, "True", None).await;
     let data = cluster.secret_data(OUTPUT).await.unwrap();
-    assert_eq!(data["instance_name"], "team-a-acme");
+    assert_eq!(data["instance_name"], format!("{}-acme", cluster.namespace));
     assert_eq!(data["instance_element_key"], "smartrecruiters");
     // The Secret holds an instance made under another name: what an edit of
     // instanceName leaves behind where the CRD's rule did not apply.
@@ -775,7 +775,7 @@ async fn an_instance_made_for_another_name_is_never_published_as_ready() {
     let message = ready(&i).message;
     assert!(
         message.contains("\"team-a-old\"")
-            && message.contains("\"team-a-acme\"")
+            && message.contains(&format!("\"{}-acme\"", cluster.namespace))
             && message.contains("delete this Integration"),
         "{message}"
     );

@@ -70,7 +70,7 @@ pub enum Error {
     /// they are held, not sent again, until the inputs change or a person
     /// asks for a retry. `hold` is the [`Fingerprinter::refusal`] recorded
     /// in status.
-    #[error("{error}; {REFUSAL_HOLD}")]
+    #[error("{REFUSAL_HOLD}; {error}")]
     Refused { error: Box<DriverError>, hold: String },
     /// The same credentials were refused before and are not sent again;
     /// `message` is the condition's message as it stands.
@@ -78,9 +78,10 @@ pub enum Error {
     Held { message: String, hold: String },
 }
 
-/// What a refusal's condition message adds: why nothing happens next, and
-/// the two ways to go on.
-pub const REFUSAL_HOLD: &str = "these credentials are not sent again (repeated refused logins can lock the account) until the input Secret changes, or the annotation integration-operator.io/retry is set to a new value to try them once more";
+/// What a refusal's condition message starts with (first, so that cutting a
+/// long message to the Event note limit never drops it): why nothing happens
+/// next, and the two ways to go on.
+pub const REFUSAL_HOLD: &str = "refused credentials are not sent again (each refused login may count towards locking the account) until the input Secret changes or the annotation integration-operator.io/retry is set to a new value";
 
 impl Error {
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {

@@ -194,7 +194,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 debug!("the provider refused these inputs before; holding them");
                 return Err(Error::Held {
                     message: refusal_message(&state)
-                        .unwrap_or_else(|| format!("the provider refused the credentials; {}", super::REFUSAL_HOLD)),
+                        .unwrap_or_else(|| format!("{}; the provider refused them", super::REFUSAL_HOLD)),
                     hold: refusal,
                 });
             }
@@ -761,107 +761,115 @@ async fn finish(
         Ending::Issued { .. } => EndingKind::Issued,
         _ => EndingKind::Other,
     };
-    let (wanted, recheck_at, event) = match ending {
-        Ending::UpToDate { recheck_at, observed } => {
-            // The schedule recorded with the credentials is fresher than a
-            // status that may lag in the cache; the version the decision
-            // read from the API server is fresher still (after a failed
-            // status write, the cache can lag behind our own Secret write,
-            // and its catching up is filtered out as no news).
-            let recorded = observed.unwrap_or_else(|| current_schedule(integration, ctx));
-            if let Some(at) = recorded.expires_at {
-                new.expires_at = Some(status::rfc3339(at));
+    let (wanted, recheck_at, event) =
+        match ending {
+            Ending::UpToDate { recheck_at, observed } => {
+                // The schedule recorded with the credentials is fresher than a
+                // status that may lag in the cache; the version the decision
+                // read from the API server is fresher still (after a failed
+                // status write, the cache can lag behind our own Secret write,
+                // and its catching up is filtered out as no news).
+                let recorded = observed.unwrap_or_else(|| current_schedule(integration, ctx));
+                if let Some(at) = recorded.expires_at {
+                    new.expires_at = Some(status::rfc3339(at));
+                }
+                if let Some(at) = recorded.renew_at {
+                    new.renew_at = Some(status::rfc3339(at));
+                }
+                // Keep a Ready=True condition's reason (and, if its message
+                // still holds, the condition as it is); turn anything else Ready.
+                let message = ready_message(integration, &new);
+                let mut wanted = vec![match status::ready_condition(Some(&old)) {
+                    Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
+                    Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
+                    _ => Wanted::ready(reasons::ISSUED, message),
+                }];
+                if recorded.expiry_assumed {
+                    wanted.push(Wanted::warning(
+                        reasons::EXPIRY_NOT_PROVIDED,
+                        expiry_assumed_message(integration, &new),
+                    ));
+                } else if let Some(w) = old.conditions.iter().find(|c| {
+                    c.type_ == status::WARNING && c.status == "True" && c.reason != reasons::EXPIRY_NOT_PROVIDED
+                }) {
+                    // A warning the provider's answer raised at issue (e.g.
+                    // ApiKeyPermissionLimited) holds as long as the credentials
+                    // it was raised for: nothing was asked of the provider now.
+                    wanted.push(Wanted::from(w));
+                }
+                (wanted, recheck_at, None)
             }
-            if let Some(at) = recorded.renew_at {
-                new.renew_at = Some(status::rfc3339(at));
+            Ending::Pending {
+                reason,
+                message,
+                recheck_after,
+                started,
+            } => {
+                if started.is_some() {
+                    new.awaiting = started;
+                }
+                let event = match status::ready_condition(Some(&old)) {
+                    Some(c) if c.reason == reason && c.message == message => None,
+                    _ => Some((EventType::Normal, reason, message.clone())),
+                };
+                (
+                    vec![Wanted::not_ready(reason, message)],
+                    Some(now + jiff::SignedDuration::try_from(recheck_after).unwrap_or_default()),
+                    event,
+                )
             }
-            // Keep a Ready=True condition's reason (and, if its message
-            // still holds, the condition as it is); turn anything else Ready.
-            let message = ready_message(integration, &new);
-            let mut wanted = vec![match status::ready_condition(Some(&old)) {
-                Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
-                Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
-                _ => Wanted::ready(reasons::ISSUED, message),
-            }];
-            if recorded.expiry_assumed {
-                wanted.push(Wanted::warning(
-                    reasons::EXPIRY_NOT_PROVIDED,
-                    expiry_assumed_message(integration, &new),
-                ));
+            Ending::Issued {
+                issued,
+                reason,
+                renew_at,
+                written,
+            } => {
+                // Whatever waited has completed.
+                new.awaiting = None;
+                new.expires_at = issued.expires_at.map(status::rfc3339);
+                new.renew_at = Some(status::rfc3339(renew_at));
+                new.last_exchange_time = Some(status::rfc3339(now));
+                if issued.provider_id.is_some() {
+                    new.integration_id = issued.provider_id.clone();
+                }
+                let (condition_reason, event_reason, note) = match reason {
+                    ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
+                    ExchangeReason::Renewal => (
+                        reasons::RENEWED,
+                        reasons::RENEWED,
+                        "credentials renewed before expiry".to_string(),
+                    ),
+                    ExchangeReason::InputChanged => (
+                        reasons::ISSUED,
+                        reasons::REISSUED,
+                        "spec, input Secret or provider changed: credentials reissued".to_string(),
+                    ),
+                    ExchangeReason::Repair => (
+                        reasons::ISSUED,
+                        reasons::REPAIRED,
+                        "output Secret was missing or edited: credentials reissued".to_string(),
+                    ),
+                };
+                let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
+                if issued.lifetime_defaulted {
+                    wanted.push(Wanted::warning(
+                        reasons::EXPIRY_NOT_PROVIDED,
+                        expiry_assumed_message(integration, &new),
+                    ));
+                }
+                if let Some((reason, message)) = &issued.warning {
+                    wanted.push(Wanted::warning(reason, message.clone()));
+                }
+                let event = if previous_failure {
+                    Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
+                } else if written {
+                    Some((EventType::Normal, event_reason, note))
+                } else {
+                    None
+                };
+                (wanted, Some(renew_at), event)
             }
-            (wanted, recheck_at, None)
-        }
-        Ending::Pending {
-            reason,
-            message,
-            recheck_after,
-            started,
-        } => {
-            if started.is_some() {
-                new.awaiting = started;
-            }
-            let event = match status::ready_condition(Some(&old)) {
-                Some(c) if c.reason == reason && c.message == message => None,
-                _ => Some((EventType::Normal, reason, message.clone())),
-            };
-            (
-                vec![Wanted::not_ready(reason, message)],
-                Some(now + jiff::SignedDuration::try_from(recheck_after).unwrap_or_default()),
-                event,
-            )
-        }
-        Ending::Issued {
-            issued,
-            reason,
-            renew_at,
-            written,
-        } => {
-            // Whatever waited has completed.
-            new.awaiting = None;
-            new.expires_at = issued.expires_at.map(status::rfc3339);
-            new.renew_at = Some(status::rfc3339(renew_at));
-            new.last_exchange_time = Some(status::rfc3339(now));
-            if issued.provider_id.is_some() {
-                new.integration_id = issued.provider_id.clone();
-            }
-            let (condition_reason, event_reason, note) = match reason {
-                ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
-                ExchangeReason::Renewal => (
-                    reasons::RENEWED,
-                    reasons::RENEWED,
-                    "credentials renewed before expiry".to_string(),
-                ),
-                ExchangeReason::InputChanged => (
-                    reasons::ISSUED,
-                    reasons::REISSUED,
-                    "spec, input Secret or provider changed: credentials reissued".to_string(),
-                ),
-                ExchangeReason::Repair => (
-                    reasons::ISSUED,
-                    reasons::REPAIRED,
-                    "output Secret was missing or edited: credentials reissued".to_string(),
-                ),
-            };
-            let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
-            if issued.lifetime_defaulted {
-                wanted.push(Wanted::warning(
-                    reasons::EXPIRY_NOT_PROVIDED,
-                    expiry_assumed_message(integration, &new),
-                ));
-            }
-            if let Some((reason, message)) = &issued.warning {
-                wanted.push(Wanted::warning(reason, message.clone()));
-            }
-            let event = if previous_failure {
-                Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
-            } else if written {
-                Some((EventType::Normal, event_reason, note))
-            } else {
-                None
-            };
-            (wanted, Some(renew_at), event)
-        }
-    };
+        };
     new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);
     // Only an exchange knows that a field became empty; other endings never
     // null a field they did not compute.

@@ -613,12 +613,20 @@ fn blank_unsafe(text: &str) -> String {
 }
 
 /// A message for a condition or an Event: unsafe characters blanked and at
-/// most 1,024 characters (the backstop behind [`scrub`]).
+/// most 1,024 bytes, the limit the API server puts on an Event's note
+/// (`len(note) <= 1024`, counted in bytes: a longer note is refused with
+/// 422 and the Event is lost). The backstop behind [`scrub`].
 pub fn sanitize_message(text: &str) -> String {
-    const MAX: usize = 1024;
+    const MAX_BYTES: usize = 1024;
+    const ELLIPSIS: &str = "…";
     let mut out = blank_unsafe(text);
-    if out.chars().count() > MAX {
-        out = out.chars().take(MAX).collect::<String>() + "…";
+    if out.len() > MAX_BYTES {
+        let mut cut = MAX_BYTES - ELLIPSIS.len();
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(ELLIPSIS);
     }
     out
 }
@@ -926,6 +934,19 @@ mod tests {
             named.to_string(),
             "requesting a token (POST /t) at h:1 (ClusterProvider p): the provider is unavailable: HTTP 503"
         );
+    }
+
+    /// The real API server refuses an Event whose note is over 1,024 bytes
+    /// (the emulator did not): long messages, multi-byte ones included, are
+    /// cut to fit.
+    #[test]
+    fn messages_fit_an_event_note() {
+        for text in ["x".repeat(5000), "é".repeat(3000), "🔑".repeat(1000)] {
+            let out = sanitize_message(&text);
+            assert!(out.len() <= 1024, "{} bytes", out.len());
+            assert!(out.ends_with('…'));
+        }
+        assert_eq!(sanitize_message("short"), "short");
     }
 
     #[test]
