@@ -3,18 +3,28 @@ SHELL := bash
 CARGO ?= cargo
 EMULATOR_KUBECONFIG ?= $(CURDIR)/target/emulator/kubeconfig
 export EMULATOR_KUBECONFIG
+CLUSTER_KUBECONFIG ?= $(CURDIR)/target/control-plane/kubeconfig
+export CLUSTER_KUBECONFIG
 
-.PHONY: help demo test lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
+.PHONY: help demo test cluster control-plane lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-demo: ## run the operator end to end against the API emulator and every provider's simulator, applying examples/ (no cluster needed)
+demo: ## run the operator end to end against a real control plane started on 127.0.0.1 (built on first use) and every provider's simulator, applying examples/ (no cluster or account needed)
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: fmt-check lint oidc-deps kombo-sdk-deps chart-check ## the whole suite: format, lints, chart checks, unit, integration (emulator + simulators + oidc-provider + Kombo's SDK), kubectl, CRD drift
-	$(CARGO) nextest run --workspace --no-fail-fast
+test: fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane + simulators + oidc-provider + Kombo's SDK; a few fault tests on the emulator), kubectl, CRD drift
+	bash scripts/control-plane.sh start
+	trap 'bash scripts/control-plane.sh stop' EXIT; $(CARGO) nextest run --workspace --no-fail-fast && \
+	  KUBECONFIG="$$CLUSTER_KUBECONFIG" $(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
+
+control-plane: ## build kube-apiserver, etcd and kube-controller-manager from the Kubernetes Go modules (first time: minutes, with progress)
+	bash scripts/control-plane.sh build
+
+cluster: control-plane ## run a real Kubernetes control plane on 127.0.0.1 in the foreground (Ctrl-C stops it); admin kubeconfig at $CLUSTER_KUBECONFIG
+	bash scripts/control-plane.sh run
 
 oidc-deps: ## install the pinned oidc-provider used by the tests
 	@if [ ! -d tests/oidc/node_modules ] && [ -f tests/oidc/package-lock.json ]; then npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error; fi

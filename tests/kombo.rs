@@ -90,7 +90,14 @@ async fn published_link(cluster: &Cluster, sim: &KomboSim, nth: usize) -> String
     .await;
     let i = eventually(Duration::from_secs(20), "the link in the Ready condition", || async {
         let i = cluster.integrations().get(NAME).await.ok()?;
-        let c = ready(&i);
+        // The link can reach the simulator before the status that shows it is written.
+        let c = i
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .clone();
         (c.status == "False" && c.reason == "AwaitingConnection" && c.message.contains(&link)).then_some(i)
     })
     .await;

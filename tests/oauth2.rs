@@ -327,6 +327,8 @@ async fn only_provider_edits_that_change_what_is_sent_re_issue() {
 
 #[tokio::test]
 async fn a_lasting_failure_emits_one_warning_event_not_one_per_retry() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let mut spec = cc_spec();
     spec["secretRef"]["name"] = json!("absent");
@@ -336,7 +338,7 @@ async fn a_lasting_failure_emits_one_warning_event_not_one_per_retry() {
     sim.fail_next("token", 1000, testkit::sim::Fault::status(500));
     // Retries happen every few seconds (retry-invalid 3s in tests); each
     // would otherwise create an Event or patch its series.
-    let counters = cluster.emulator.counters();
+    let counters = cluster.emulator().counters();
     let before = counters.writes_to("events");
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
@@ -475,7 +477,7 @@ async fn deleting_the_input_secret_or_provider_sets_a_condition_and_keeps_the_ou
     cluster.wait_ready("api", "False", Some("SecretNotFound")).await;
     assert!(cluster.secret_data("out").await.is_some(), "the output Secret is kept");
     kube::Api::<integration_operator::crd::ClusterProvider>::all(cluster.client.clone())
-        .delete("auth", &DeleteParams::default())
+        .delete(&cluster.provider_name("auth"), &DeleteParams::default())
         .await
         .unwrap();
     cluster.wait_ready("api", "False", Some("ProviderNotFound")).await;
@@ -484,6 +486,8 @@ async fn deleting_the_input_secret_or_provider_sets_a_condition_and_keeps_the_ou
 
 #[tokio::test]
 async fn status_writes_and_resyncs_cause_no_exchange_and_no_write() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("api", cc_spec()).await;
@@ -491,7 +495,7 @@ async fn status_writes_and_resyncs_cause_no_exchange_and_no_write() {
     // Let the reconcile triggered by our own writes settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = sim.token_calls();
-    let counters = cluster.emulator.counters();
+    let counters = cluster.emulator().counters();
     let writes = counters.writes();
 
     // An unrelated metadata change and a foreign status-only change: the
@@ -517,6 +521,8 @@ async fn status_writes_and_resyncs_cause_no_exchange_and_no_write() {
 
 #[tokio::test]
 async fn a_restarted_operator_makes_no_provider_call_and_no_write_for_valid_credentials() {
+    // Needs the API emulator: its fault injection or request counters.
+    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     for n in 0..5 {
@@ -531,7 +537,7 @@ async fn a_restarted_operator_makes_no_provider_call_and_no_write_for_valid_cred
     operator.stop().await;
 
     let calls = sim.token_calls();
-    let counters = cluster.emulator.counters();
+    let counters = cluster.emulator().counters();
     let writes = counters.writes();
     let operator = cluster.start_operator().await;
     // Give the new instance time to list and re-evaluate everything.

@@ -50,7 +50,8 @@ impl Replica {
             ])
             .args(["--retry-base", "200ms", "--retry-max", "2s"])
             .arg("--kubeconfig")
-            .arg(cluster.emulator.kubeconfig_path())
+            .arg(cluster.operator_kubeconfig())
+            .envs(cluster.operator_env())
             .env("POD_NAME", name)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
@@ -72,7 +73,7 @@ impl Replica {
 }
 
 async fn holder(cluster: &Cluster) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.operator_namespace());
     leases
         .get_opt("integration-operator")
         .await
@@ -98,7 +99,7 @@ async fn two_replicas_exchange_once_and_the_standby_takes_over_when_the_leader_d
     dead.kill().await;
     let killed_at = jiff::Timestamp::now();
     let lease = eventually(Duration::from_secs(20), "the standby to take the Lease", || async {
-        let lease = Api::<Lease>::namespaced(cluster.client.clone(), "default")
+        let lease = Api::<Lease>::namespaced(cluster.client.clone(), &cluster.operator_namespace())
             .get("integration-operator")
             .await
             .ok()?;
@@ -171,16 +172,19 @@ async fn metrics_and_health_endpoints_report_what_happened() {
         }
     })
     .await;
+    let provider = cluster.provider_name("auth");
     for series in [
-        r#"integration_operator_exchanges_total{provider="auth",flow="clientCredentials",outcome="success"} 1"#,
-        r#"integration_operator_reconciles_total{result="success"}"#,
-        r#"integration_operator_provider_requests_total{provider="auth",outcome="answered"} 1"#,
-        r#"integration_operator_integrations{status="True"} 1"#,
-        "integration_operator_reconcile_duration_seconds_count",
-        "integration_operator_provider_request_duration_seconds_bucket",
-        "integration_operator_secret_writes_total 1",
+        format!(
+            r#"integration_operator_exchanges_total{{provider="{provider}",flow="clientCredentials",outcome="success"}} 1"#
+        ),
+        r#"integration_operator_reconciles_total{result="success"}"#.to_string(),
+        format!(r#"integration_operator_provider_requests_total{{provider="{provider}",outcome="answered"}} 1"#),
+        r#"integration_operator_integrations{status="True"} 1"#.to_string(),
+        "integration_operator_reconcile_duration_seconds_count".to_string(),
+        "integration_operator_provider_request_duration_seconds_bucket".to_string(),
+        "integration_operator_secret_writes_total 1".to_string(),
     ] {
-        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+        assert!(metrics.contains(&series), "missing {series} in\n{metrics}");
     }
     // The expiry series matches the status, so an alert can fire before an outage.
     let expires: jiff::Timestamp = ready.status.unwrap().expires_at.unwrap().parse().unwrap();
@@ -189,7 +193,7 @@ async fn metrics_and_health_endpoints_report_what_happened() {
         .find(|l| l.starts_with("integration_operator_credentials_expiry_timestamp_seconds{"))
         .expect("an expiry series");
     assert!(
-        line.contains(r#"namespace="team-a""#) && line.contains(r#"name="api""#),
+        line.contains(&format!(r#"namespace="{}""#, cluster.namespace)) && line.contains(r#"name="api""#),
         "{line}"
     );
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
@@ -201,22 +205,24 @@ async fn metrics_and_health_endpoints_report_what_happened() {
 #[tokio::test]
 async fn with_watch_namespaces_only_those_namespaces_are_managed() {
     let (cluster, sim) = setup(3600).await;
+    let team_b_name = format!("{}-b", cluster.namespace);
     let other: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": team_b_name}})).unwrap();
     Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
         .create(&Default::default(), &other)
         .await
         .unwrap();
-    let operator = cluster.start_operator_with(&["--watch-namespaces", "team-a"]).await;
+    // The harness starts the operator with `--watch-namespaces <this test's namespace>`.
+    let operator = cluster.start_operator().await;
     cluster.integration("api", spec()).await;
     cluster.wait_ready("api", "True", None).await;
     let elsewhere: integration_operator::crd::Integration = serde_json::from_value(json!({
         "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
-        "metadata": {"name": "ignored", "namespace": "team-b"},
+        "metadata": {"name": "ignored", "namespace": team_b_name},
         "spec": spec(),
     }))
     .unwrap();
-    let team_b: Api<integration_operator::crd::Integration> = Api::namespaced(cluster.client.clone(), "team-b");
+    let team_b: Api<integration_operator::crd::Integration> = Api::namespaced(cluster.client.clone(), &team_b_name);
     team_b.create(&Default::default(), &elsewhere).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

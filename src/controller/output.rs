@@ -176,7 +176,7 @@ pub fn desired_secret(
         annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
     }
     if let Some(at) = schedule.renew_at {
-        annotations.insert(RENEW_AT_ANNOTATION.into(), super::status::rfc3339(at));
+        annotations.insert(RENEW_AT_ANNOTATION.into(), super::status::rfc3339_millis(at));
     }
     if schedule.expiry_assumed {
         annotations.insert(EXPIRY_ASSUMED_ANNOTATION.into(), "true".into());

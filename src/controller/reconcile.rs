@@ -204,14 +204,18 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 ensure_finalizer(integration, ctx).await?;
             }
             let renew_before = renew_before(integration)?;
-            let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool| output::Schedule {
+            // `answered` is when the provider answered: a revalidation
+            // interval runs from the validation itself, not from the start
+            // of a reconcile whose API reads came before it.
+            let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool, answered: Timestamp| output::Schedule {
                 expires_at,
                 expiry_assumed,
                 renew_at: Some(match expires_at {
                     Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
                     None => {
-                        now + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
-                            .unwrap_or(jiff::SignedDuration::from_secs(3600))
+                        answered
+                            + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
+                                .unwrap_or(jiff::SignedDuration::from_secs(3600))
                     }
                 }),
             };
@@ -228,10 +232,12 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             )
             .await?;
             match exchanged {
-                Exchanged::Issued { issued, written } => {
-                    let renew_at = plan(issued.expires_at, issued.lifetime_defaulted)
-                        .renew_at
-                        .unwrap_or(now);
+                Exchanged::Issued {
+                    issued,
+                    written,
+                    renew_at,
+                } => {
+                    let renew_at = renew_at.unwrap_or(now);
                     Ok(Ending::Issued {
                         issued,
                         reason,
@@ -352,6 +358,8 @@ enum Exchanged {
     Issued {
         issued: Issued,
         written: bool,
+        /// As written with the credentials.
+        renew_at: Option<Timestamp>,
     },
     Pending {
         reason: &'static str,
@@ -433,7 +441,7 @@ async fn exchange(
     existing: &Observed,
     input_fingerprint: &str,
     now: Timestamp,
-    plan: &(dyn Fn(Option<Timestamp>, bool) -> output::Schedule + Sync),
+    plan: &(dyn Fn(Option<Timestamp>, bool, Timestamp) -> output::Schedule + Sync),
 ) -> Result<Exchanged, Error> {
     let persisted = match &existing.secret {
         Some(secret) => output::fields_of(secret),
@@ -483,6 +491,7 @@ async fn exchange(
             Error::Driver(error)
         }
     };
+    let answered = Timestamp::now();
     match outcome.map_err(located)? {
         Outcome::Issued(issued) => {
             // Never publish a header value that would inject headers.
@@ -493,19 +502,13 @@ async fn exchange(
             let persisted = checkpoint.persisted.into_inner();
             let fields = persisted.updated(&issued.fields, &[]);
             fail::fail_point!(failpoints::AFTER_EXCHANGE, |_| std::process::abort());
-            let written = write_secret(
-                integration,
-                ctx,
-                &fields,
-                input_fingerprint,
-                plan(issued.expires_at, issued.lifetime_defaulted),
-                seen_missing,
-            )
-            .await?;
+            let schedule = plan(issued.expires_at, issued.lifetime_defaulted, answered);
+            let written = write_secret(integration, ctx, &fields, input_fingerprint, schedule, seen_missing).await?;
             fail::fail_point!(failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
             Ok(Exchanged::Issued {
                 issued: Issued { fields, ..issued },
                 written,
+                renew_at: schedule.renew_at,
             })
         }
         Outcome::Pending {

@@ -112,6 +112,17 @@ pub fn rfc3339(t: Timestamp) -> String {
     t.round(whole).unwrap_or(t).to_string()
 }
 
+/// RFC 3339 with millisecond precision, the form of the renew-at
+/// annotation: the next look is scheduled from it, and a time cut to the
+/// second would make a one-second revalidation interval anything between
+/// nothing and one second.
+pub fn rfc3339_millis(t: Timestamp) -> String {
+    let millis = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Millisecond)
+        .mode(jiff::RoundMode::Trunc);
+    t.round(millis).unwrap_or(t).to_string()
+}
+
 /// Parses an RFC 3339 status field; a garbled value counts as absent.
 pub fn parse_time(s: Option<&String>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())

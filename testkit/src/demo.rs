@@ -1,5 +1,7 @@
 //! `make demo`: the operator's main job end to end on one machine, with no
-//! cluster and no provider account. Starts the Kubernetes API emulator and
+//! cluster and no provider account. Starts a real Kubernetes control plane
+//! (kube-apiserver, etcd and kube-controller-manager built from the
+//! Kubernetes Go modules, see `control_plane`; built on first use) and
 //! one simulator per provider on 127.0.0.1 (an OAuth 2.0 token server,
 //! SmartRecruiters, Cornerstone TalentLink, Cloud Elements, Kombo), runs the
 //! real operator binary, and applies the files in `examples/` with the real
@@ -20,7 +22,7 @@ use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
 use crate::{
-    emulator::Emulator,
+    control_plane::ControlPlane,
     sim::{
         cloud_elements::CloudElementsSim, kombo::KomboSim, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim,
         talentlink::TalentLinkSim,
@@ -87,7 +89,7 @@ impl Kubectl<'_> {
             .arg(&self.cache)
             .args(args);
         // kubectl blocks (`kubectl wait` for up to its timeout) while the
-        // emulator and the simulators must keep serving on this runtime.
+        // simulators must keep serving on this runtime.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let out = if multi_thread {
@@ -271,11 +273,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    step("starting the Kubernetes API emulator (in-process, 127.0.0.1; not a real cluster)");
-    let emulator = Emulator::start().await?;
+    step(
+        "starting a Kubernetes control plane on 127.0.0.1: kube-apiserver, etcd, kube-controller-manager (built from source on first use: minutes)",
+    );
+    let control_plane = tokio::task::spawn_blocking(ControlPlane::private).await??;
     let kubeconfig = workdir.join("kubeconfig");
-    std::fs::copy(emulator.kubeconfig_path(), &kubeconfig)?;
-    println!("  API at {}, kubeconfig at {}", emulator.url(), kubeconfig.display());
+    std::fs::copy(control_plane.kubeconfig(), &kubeconfig)?;
+    println!(
+        "  kube-apiserver {} (etcd {}) at {}, ready in {:.1}s; admin kubeconfig at {}",
+        control_plane.state.kubernetes,
+        control_plane.state.etcd_version,
+        control_plane.state.server,
+        control_plane.state.start_seconds,
+        kubeconfig.display()
+    );
     let cache = tempfile_dir(&workdir, "kubectl-cache")?;
     let kubectl = Kubectl {
         bin: &args.kubectl,
@@ -336,7 +347,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 println!("  {line}");
             }
             println!(
-                "  demo passed in {:.1}s — everything ran on 127.0.0.1 against the API emulator and provider simulators, not a real cluster or provider",
+                "  demo passed in {:.1}s — everything ran on 127.0.0.1 against a real kube-apiserver and provider simulators, not a provider's real service",
                 started.elapsed().as_secs_f64()
             );
             Ok(())

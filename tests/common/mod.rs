@@ -1,5 +1,7 @@
-//! Shared harness of the integration tests: an API emulator with the CRDs
-//! installed, provider simulators, the real operator (started through the
+//! Shared harness of the integration tests: a real Kubernetes control plane
+//! (kube-apiserver, etcd, kube-controller-manager; `testkit::control_plane`)
+//! with the CRDs installed and a namespace per test — or, for the fault tests
+//! that need its injections, the in-process API emulator — provider simulators, the real operator (started through the
 //! same `Operator::start` the binary uses), and a capture of every log line
 //! it writes, at trace level, for the no-secret-in-logs checks.
 
@@ -25,7 +27,35 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
-use testkit::emulator::Emulator;
+use testkit::{control_plane::ControlPlane, emulator::Emulator};
+
+/// Installs (or updates) the operator's CRDs and waits until they are served.
+pub async fn install_crds(client: &Client, emulated: bool) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [ClusterProvider::crd(), Integration::crd()] {
+        if emulated {
+            crds.create(&PostParams::default(), &crd).await.expect("CRD created");
+            continue;
+        }
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("integration-operator-tests").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD applied");
+        eventually(Duration::from_secs(30), &format!("CRD {name} Established"), || async {
+            let crd = crds.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
 
 /// Everything the operator logged in this test process.
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -89,39 +119,214 @@ where
     }
 }
 
-/// The emulator with the operator's CRDs installed and a test namespace.
+/// Where a test's cluster comes from.
+enum Backend {
+    /// The real control plane this test run shares; the test has its own namespace.
+    Shared(&'static ControlPlane),
+    /// A real control plane of this test's own (it restarts or compacts it).
+    Private(ControlPlane),
+    /// The in-process API emulator, for the fault injections that only it
+    /// offers so far (see `Cluster::emulated`).
+    Emulator(Emulator),
+}
+
+/// A cluster with the operator's CRDs installed and a namespace for this
+/// test. On the real control plane (the default) the operator started by
+/// [`Cluster::start_operator`] runs as the Helm chart's ServiceAccount with
+/// the chart's RBAC, watching only this test's namespace, and the
+/// ClusterProviders a test creates get a per-test name suffix.
 pub struct Cluster {
-    pub emulator: Emulator,
+    backend: Backend,
+    /// The admin client (system:masters on the real control plane).
     pub client: Client,
     pub namespace: String,
+    /// The client the operator runs with (the chart's ServiceAccount).
+    pub operator_client: Client,
+    /// Admin kubeconfig whose context namespace is this test's.
+    kubeconfig: std::path::PathBuf,
+    /// Kubeconfig of the operator's ServiceAccount (a TokenRequest token).
+    operator_kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    /// Appended to ClusterProvider names (cluster-scoped, shared by the run).
+    suffix: String,
+}
+
+thread_local! {
+    static USE_EMULATOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this test's [`Cluster::start`] use the in-process API emulator
+/// instead of the real control plane: for the tests that need the emulator's
+/// fault injection (dropped watches, chosen 409/429/5xx, latency) or its
+/// per-test request counters, which the real control plane does not offer yet.
+pub fn use_emulator() {
+    USE_EMULATOR.with(|u| u.set(true));
 }
 
 impl Cluster {
+    /// A namespace of this test's own on the shared real control plane (or
+    /// the emulator, after [`use_emulator`]).
     pub async fn start() -> Cluster {
+        if USE_EMULATOR.with(|u| u.get()) {
+            return Cluster::emulated().await;
+        }
+        let cp = ControlPlane::shared().expect("the shared control plane");
+        Cluster::on(Backend::Shared(cp)).await
+    }
+
+    /// A real control plane of this test's own, for tests that stop,
+    /// restart or compact its parts (see [`Cluster::control_plane`]).
+    pub async fn private() -> Cluster {
+        let cp = tokio::task::spawn_blocking(ControlPlane::private)
+            .await
+            .unwrap()
+            .expect("a private control plane");
+        Cluster::on(Backend::Private(cp)).await
+    }
+
+    /// The in-process API emulator (not Kubernetes), for tests that need its
+    /// fault injection or request counters.
+    pub async fn emulated() -> Cluster {
         Cluster::start_with(testkit::emulator::EmulatorOptions::default()).await
     }
 
-    /// As [`Cluster::start`], with emulator options (e.g. a short watch
+    /// As [`Cluster::emulated`], with emulator options (e.g. a short watch
     /// history, so that a resumed watch gets 410 Gone).
     pub async fn start_with(options: testkit::emulator::EmulatorOptions) -> Cluster {
-        capture_logs();
         let emulator = Emulator::start_with(options).await.expect("emulator starts");
-        let client = emulator.client().await;
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [ClusterProvider::crd(), Integration::crd()] {
-            crds.create(&PostParams::default(), &crd).await.expect("CRD created");
-        }
-        let namespace = "team-a".to_string();
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
+        Cluster::on(Backend::Emulator(emulator)).await
+    }
+
+    async fn on(backend: Backend) -> Cluster {
+        capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let client = match &backend {
+            Backend::Shared(cp) => cp.client().await,
+            Backend::Private(cp) => cp.client().await,
+            Backend::Emulator(e) => e.client().await,
+        };
+        install_crds(&client, matches!(backend, Backend::Emulator(_))).await;
+        let cp = match &backend {
+            Backend::Shared(cp) => Some(*cp),
+            Backend::Private(cp) => Some(cp),
+            Backend::Emulator(_) => None,
+        };
+        let Some(cp) = cp else {
+            let Backend::Emulator(e) = &backend else { unreachable!() };
+            let namespace = "team-a".to_string();
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &ns)
+                .await
+                .expect("namespace created");
+            let kubeconfig = e.kubeconfig_path().to_path_buf();
+            return Cluster {
+                client: client.clone(),
+                operator_client: client,
+                namespace,
+                operator_kubeconfig: kubeconfig.clone(),
+                kubeconfig,
+                _dir: dir,
+                suffix: String::new(),
+                backend,
+            };
+        };
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .rsplit("::")
+            .next()
+            .unwrap_or("test")
+            .to_string();
+        let namespace = cp.namespace(&client, &format!("t-{test}")).await;
+        let sa = cp
+            .install_chart_rbac(&client, &namespace, &format!("io-{namespace}"))
             .await
-            .expect("namespace created");
-        Cluster {
-            emulator,
-            client,
-            namespace,
+            .expect("the chart's RBAC installed");
+        let token = cp.service_account_token(&client, &namespace, &sa).await;
+        let mut admin = kube::config::Kubeconfig::read_from(cp.kubeconfig()).unwrap();
+        for ctx in &mut admin.contexts {
+            if let Some(c) = ctx.context.as_mut() {
+                c.namespace = Some(namespace.clone());
+            }
         }
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, serde_yaml::to_string(&admin).unwrap()).unwrap();
+        let mut operator = cp.token_kubeconfig(&token);
+        for ctx in &mut operator.contexts {
+            if let Some(c) = ctx.context.as_mut() {
+                c.namespace = Some(namespace.clone());
+            }
+        }
+        let operator_kubeconfig = dir.path().join("operator.kubeconfig");
+        std::fs::write(&operator_kubeconfig, serde_yaml::to_string(&operator).unwrap()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(operator, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let operator_client = Client::try_from(config).unwrap();
+        Cluster {
+            client,
+            operator_client,
+            suffix: format!("-{namespace}"),
+            namespace,
+            kubeconfig,
+            operator_kubeconfig,
+            _dir: dir,
+            backend,
+        }
+    }
+
+    /// The real control plane under this test (None on the emulator).
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        match &self.backend {
+            Backend::Shared(cp) => Some(cp),
+            Backend::Private(cp) => Some(cp),
+            Backend::Emulator(_) => None,
+        }
+    }
+
+    /// The emulator, for tests started with [`Cluster::emulated`].
+    pub fn emulator(&self) -> &Emulator {
+        match &self.backend {
+            Backend::Emulator(e) => e,
+            _ => panic!("this test runs on the real control plane, not the emulator"),
+        }
+    }
+
+    /// An admin kubeconfig whose default namespace is this test's (for kubectl).
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
+    /// The kubeconfig of the operator's identity (for the operator binary).
+    pub fn operator_kubeconfig(&self) -> &std::path::Path {
+        &self.operator_kubeconfig
+    }
+
+    /// Environment for an operator binary started by a test: its own
+    /// namespace and the namespaces it watches, as the chart sets them.
+    pub fn operator_env(&self) -> Vec<(&'static str, String)> {
+        match self.backend {
+            Backend::Emulator(_) => vec![],
+            _ => vec![
+                ("POD_NAMESPACE", self.namespace.clone()),
+                ("WATCH_NAMESPACES", self.namespace.clone()),
+            ],
+        }
+    }
+
+    /// The operator's own namespace (its Lease and fingerprint key): this
+    /// test's on the real control plane, the default one on the emulator.
+    pub fn operator_namespace(&self) -> String {
+        match self.backend {
+            Backend::Emulator(_) => "default".to_string(),
+            _ => self.namespace.clone(),
+        }
+    }
+
+    /// The cluster-wide name of this test's ClusterProvider `name`.
+    pub fn provider_name(&self, name: &str) -> String {
+        format!("{name}{}", self.suffix)
     }
 
     pub fn integrations(&self) -> Api<Integration> {
@@ -150,11 +355,14 @@ impl Cluster {
             "--retry-invalid",
             "3s",
         ];
+        if !matches!(self.backend, Backend::Emulator(_)) {
+            argv.extend_from_slice(&["--namespace", &self.namespace, "--watch-namespaces", &self.namespace]);
+        }
         argv.extend_from_slice(extra);
         let Command::Run(args) = Cli::parse_from(argv).command else {
             unreachable!("run subcommand")
         };
-        Operator::start(self.client.clone(), *args)
+        Operator::start(self.operator_client.clone(), *args)
             .await
             .expect("operator starts")
     }
@@ -182,10 +390,11 @@ impl Cluster {
         let cp: ClusterProvider = serde_json::from_value(json!({
             "apiVersion": "integration-operator.io/v1alpha1",
             "kind": "ClusterProvider",
-            "metadata": {"name": name},
+            "metadata": {"name": self.provider_name(name)},
             "spec": full,
         }))
         .expect("valid ClusterProvider");
+        let name = &self.provider_name(name);
         let api: Api<ClusterProvider> = Api::all(self.client.clone());
         let _ = api.delete(name, &DeleteParams::default()).await;
         api.create(&PostParams::default(), &cp)
@@ -209,7 +418,10 @@ impl Cluster {
     }
 
     /// Creates an Integration from a spec.
-    pub async fn integration(&self, name: &str, spec: serde_json::Value) -> Integration {
+    pub async fn integration(&self, name: &str, mut spec: serde_json::Value) -> Integration {
+        if let Some(provider) = spec.get("provider").and_then(|p| p.as_str()) {
+            spec["provider"] = json!(self.provider_name(provider));
+        }
         let i: Integration = serde_json::from_value(json!({
             "apiVersion": "integration-operator.io/v1alpha1",
             "kind": "Integration",
