@@ -6,7 +6,7 @@ export EMULATOR_KUBECONFIG
 CLUSTER_KUBECONFIG ?= $(CURDIR)/target/control-plane/kubeconfig
 export CLUSTER_KUBECONFIG
 
-.PHONY: help demo test cluster control-plane lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
+.PHONY: help nextest demo test cluster control-plane lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,10 +15,13 @@ demo: ## run the operator end to end against a real control plane started on 127
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane + simulators + oidc-provider + Kombo's SDK; a few fault tests on the emulator), kubectl, CRD drift
+test: nextest fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane + simulators + oidc-provider + Kombo's SDK; a few fault tests on the emulator), kubectl, CRD drift
 	bash scripts/control-plane.sh start
 	trap 'bash scripts/control-plane.sh stop' EXIT; $(CARGO) nextest run --workspace --no-fail-fast && \
 	  KUBECONFIG="$$CLUSTER_KUBECONFIG" $(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
+
+nextest: ## install cargo-nextest if this machine has none (the test runner of `make test`)
+	@command -v cargo-nextest >/dev/null || $(CARGO) install cargo-nextest --locked
 
 control-plane: ## build kube-apiserver, etcd and kube-controller-manager from the Kubernetes Go modules (first time: minutes, with progress)
 	bash scripts/control-plane.sh build
@@ -65,7 +68,7 @@ bench: ## scale figures at 100, 1,000 and 10,000 Integrations (release build; pr
 bench-emulator: ## the API emulator's own throughput with 10,000 objects (release build; prints a table)
 	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench-emulator $(BENCH_ARGS)
 
-e2e: ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
+e2e: nextest ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
 	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: KUBECONFIG is not set; no cluster to test against (nothing run)"; exit 0; fi
 	$(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
 

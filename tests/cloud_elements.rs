@@ -205,15 +205,13 @@ async fn a_failed_validation_after_the_post_never_creates_a_second_instance() {
 
 #[tokio::test]
 async fn a_failing_secret_write_after_the_post_never_creates_a_second_instance() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup("1h").await;
-    let faults = cluster.emulator().faults();
+    let faults = cluster.api().faults();
+    let operator = cluster.start_operator().await;
     // Every write that would store the new instance (the output Secret's
     // create) fails, more often than one attempt retries.
     let secrets_path = format!("namespaces/{}/secrets", cluster.namespace);
     faults.fail_next(Some(reqwest::Method::POST), &secrets_path, usize::MAX, 500, None);
-    let operator = cluster.start_operator().await;
     cluster.integration(NAME, spec(json!({}))).await;
     let i = cluster.wait_ready(NAME, "False", Some("SecretWriteFailed")).await;
     assert!(!ready(&i).message.is_empty());
@@ -535,13 +533,11 @@ async fn a_failing_delete_keeps_the_finalizer_is_retried_with_backoff_and_report
 
 #[tokio::test]
 async fn deleting_before_the_id_was_stored_still_deletes_the_instance() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup("1h").await;
-    let faults = cluster.emulator().faults();
+    let faults = cluster.api().faults();
+    let operator = cluster.start_operator().await;
     let secrets_path = format!("namespaces/{}/secrets", cluster.namespace);
     faults.fail_next(Some(reqwest::Method::POST), &secrets_path, usize::MAX, 500, None);
-    let operator = cluster.start_operator().await;
     cluster.integration(NAME, spec(json!({}))).await;
     cluster.wait_ready(NAME, "False", Some("SecretWriteFailed")).await;
     let id = only_instance(&sim).id;

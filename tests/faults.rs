@@ -1,12 +1,13 @@
-//! Nothing is lost under faults: the real controller against the Kubernetes
-//! API emulator and the OAuth 2.0 simulator, with faults injected into the
-//! API server (dropped watches, 409/429/5xx on writes, latency, 410 Gone on
+//! Nothing is lost under faults: the real controller against the real
+//! kube-apiserver and the OAuth 2.0 simulator, with faults injected into
+//! the API server (dropped watches, 409/429/5xx on writes, latency, 410 Gone on
 //! resumed watches), into the provider (timeouts, 5xx storms, 429 with
 //! Retry-After, broken JSON, odd `expires_in`), and into the operator process
 //! itself (the real binary aborted at each step of a flow, then restarted).
-//! The tests that inject API faults run on the emulator (`use_emulator`);
-//! the others run on the real control plane, and the last one uses real
-//! causes there: an apiserver restarted after an etcd compaction, and a
+//! Everything runs on the real control plane. API faults come from
+//! testkit's proxy between the operator and the apiserver (dropped watches,
+//! 409/410/429/5xx on chosen requests, latency), and the last test uses
+//! real causes: an apiserver restarted after an etcd compaction, and a
 //! restarted etcd.
 //!
 //! Every test says what a user ends up with: Ready, a token the provider
@@ -30,10 +31,7 @@ use kube::{
 };
 use reqwest::Method;
 use serde_json::json;
-use testkit::{
-    emulator::EmulatorOptions,
-    sim::{Fault, oauth2::OAuth2Sim},
-};
+use testkit::sim::{Fault, oauth2::OAuth2Sim};
 
 /// A canary: never in a log line, Event or status.
 const CLIENT_SECRET: &str = "faults-canary-secret-5d09e1";
@@ -147,7 +145,7 @@ fn no_secret_leaked(text: &str, what: &str) {
 // ---------------------------------------------------------------------------
 
 fn watch_count(cluster: &Cluster) -> u64 {
-    let c = cluster.emulator().counters();
+    let c = cluster.api().counters();
     c.count("watch", "integrations") + c.count("watch", "secrets") + c.count("watch", "clusterproviders")
 }
 
@@ -155,7 +153,7 @@ fn watch_count(cluster: &Cluster) -> u64 {
 /// (Integrations, ClusterProviders, owned Secrets, input Secrets) are back.
 async fn drop_watches_and_wait_back(cluster: &Cluster) {
     let before = watch_count(cluster);
-    cluster.emulator().faults().drop_watches();
+    cluster.api().faults().drop_watches();
     eventually(
         Duration::from_secs(15),
         "the operator's watches to reconnect",
@@ -166,11 +164,9 @@ async fn drop_watches_and_wait_back(cluster: &Cluster) {
 
 #[tokio::test]
 async fn watches_dropped_mid_stream_and_repeatedly_lose_no_work_and_duplicate_no_exchange() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator().faults();
+    let faults = cluster.api().faults();
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
 
@@ -214,13 +210,11 @@ async fn watches_dropped_mid_stream_and_repeatedly_lose_no_work_and_duplicate_no
 
 #[tokio::test]
 async fn conflicts_on_secret_and_status_writes_are_retried_and_converge_with_one_exchange_each() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator().faults();
-    let secrets = "/api/v1/namespaces/team-a/secrets";
-    let status = "/namespaces/team-a/integrations/api/status";
+    let faults = cluster.api().faults();
+    let secrets = &format!("/api/v1/namespaces/{}/secrets", cluster.namespace);
+    let status = &format!("/namespaces/{}/integrations/api/status", cluster.namespace);
     // First issue: the create of the Secret and the status write conflict.
     faults.fail_next(Some(Method::POST), secrets, 2, 409, None);
     faults.fail_next(Some(Method::PATCH), status, 2, 409, None);
@@ -244,13 +238,11 @@ async fn conflicts_on_secret_and_status_writes_are_retried_and_converge_with_one
 
 #[tokio::test]
 async fn server_errors_and_429_with_retry_after_on_writes_converge_with_one_exchange_each() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    let faults = cluster.emulator().faults();
-    let secrets = "/api/v1/namespaces/team-a/secrets";
-    let status = "/namespaces/team-a/integrations/api/status";
+    let faults = cluster.api().faults();
+    let secrets = &format!("/api/v1/namespaces/{}/secrets", cluster.namespace);
+    let status = &format!("/namespaces/{}/integrations/api/status", cluster.namespace);
     faults.fail_next(Some(Method::POST), secrets, 1, 500, None);
     faults.fail_next(Some(Method::POST), secrets, 1, 429, Some(1));
     faults.fail_next(Some(Method::PATCH), status, 2, 429, Some(1));
@@ -273,8 +265,6 @@ async fn server_errors_and_429_with_retry_after_on_writes_converge_with_one_exch
 
 #[tokio::test]
 async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_that_matches_the_secret() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("api", spec("out")).await;
@@ -285,11 +275,18 @@ async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_th
     // renewAt from the lagging cache; once the watches were back, their
     // catch-up was no news (the operator wrote that version itself), so the
     // status kept the old expiry until the next renewal.
-    let faults = cluster.emulator().faults();
-    faults.fail_next(Some(Method::GET), "/api/v1/secrets", 12, 503, None);
+    let faults = cluster.api().faults();
+    let ns = &cluster.namespace;
+    faults.fail_next(
+        Some(Method::GET),
+        &format!("/api/v1/namespaces/{ns}/secrets?"),
+        12,
+        503,
+        None,
+    );
     faults.fail_next(
         Some(Method::PATCH),
-        "/namespaces/team-a/integrations/api/status",
+        &format!("/namespaces/{ns}/integrations/api/status"),
         1,
         409,
         None,
@@ -320,19 +317,17 @@ async fn a_failed_status_write_while_the_secret_cache_lags_ends_with_a_status_th
 
 #[tokio::test]
 async fn a_watch_that_keeps_failing_for_one_kind_does_not_hold_up_work_on_the_others() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
     // The ClusterProvider watch breaks and cannot come back for a while.
-    let faults = cluster.emulator().faults();
-    let counters = cluster.emulator().counters();
+    let faults = cluster.api().faults();
+    let counters = cluster.api().counters();
     let attempts = counters.count("watch", "clusterproviders");
     faults.fail_next(
         Some(Method::GET),
-        "/apis/integration-operator.io/v1alpha1/clusterproviders",
+        "/apis/integration-operator.io/v1alpha1/clusterproviders?",
         1000,
         503,
         None,
@@ -367,11 +362,9 @@ async fn a_watch_that_keeps_failing_for_one_kind_does_not_hold_up_work_on_the_ot
 
 #[tokio::test]
 async fn a_slow_api_server_still_converges_with_one_exchange_per_integration() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
-    cluster.emulator().faults().set_latency(Duration::from_millis(250));
+    cluster.api().faults().set_latency(Duration::from_millis(250));
     for n in 0..3 {
         cluster
             .integration(&format!("api-{n}"), spec(&format!("out-{n}")))
@@ -386,41 +379,38 @@ async fn a_slow_api_server_still_converges_with_one_exchange_per_integration() {
 
 #[tokio::test]
 async fn an_expired_resource_version_makes_the_watchers_relist_without_losing_or_duplicating_work() {
-    // A short watch history: a watch resumed after more changes than that
-    // gets 410 Gone, and the watcher must relist.
-    let cluster = Cluster::start_with(EmulatorOptions {
-        watch_history: 3,
-        ..Default::default()
-    })
-    .await;
-    let (cluster, sim) = setup_with(cluster, Some(3600), json!({})).await;
+    // The apiserver answers a watch resumed from a compacted resource
+    // version with 410 Gone (the last test here makes etcd do it for real);
+    // the proxy answers the resumed watches so, and the watchers must relist.
+    let (cluster, sim) = setup(Some(3600)).await;
     let operator = cluster.start_operator().await;
     cluster.integration("a", spec("out-a")).await;
     cluster.wait_ready("a", "True", None).await;
-    let counters = cluster.emulator().counters();
+    let counters = cluster.api().counters();
     let lists = counters.count("list", "integrations") + counters.count("list", "secrets");
 
-    // Keep the operator's (cluster-wide) watches away for a moment, cut
-    // them, and change what it must act on while it is away, burying those
-    // changes under more than the history holds.
-    let faults = cluster.emulator().faults();
-    for path in [
-        "/apis/integration-operator.io/v1alpha1/integrations",
-        "/apis/integration-operator.io/v1alpha1/clusterproviders",
-        "/api/v1/secrets",
-        "/api/v1/secrets",
-    ] {
+    // Keep the operator's watches away for a moment, cut them, and change
+    // what it must act on while it is away; then each resumed watch is
+    // told its resource version is gone.
+    let faults = cluster.api().faults();
+    let ns = &cluster.namespace;
+    let watched = [
+        format!("/apis/integration-operator.io/v1alpha1/namespaces/{ns}/integrations?"),
+        "/apis/integration-operator.io/v1alpha1/clusterproviders?".to_string(),
+        format!("/api/v1/namespaces/{ns}/secrets?"),
+    ];
+    for path in &watched {
         faults.fail_next(Some(Method::GET), path, 1, 503, None);
     }
+    faults.fail_next(Some(Method::GET), &watched[2], 1, 503, None);
+    for path in &watched {
+        faults.expire_next_watches(path, 1);
+    }
+    faults.expire_next_watches(&watched[2], 1);
     faults.drop_watches();
     let dropped = tokio::time::Instant::now();
     rotate_input(&cluster).await;
     cluster.integration("b", spec("out-b")).await;
-    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    for n in 0..10 {
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("churn-{n}")}})).unwrap();
-        config_maps.create(&PostParams::default(), &cm).await.unwrap();
-    }
 
     wait_token_for(&cluster, &sim, "out-a", "client-b").await;
     wait_token_for(&cluster, &sim, "out-b", "client-b").await;

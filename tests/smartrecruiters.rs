@@ -389,15 +389,13 @@ async fn a_customer_token_failure_after_the_post_and_a_restart_never_post_again(
 
 #[tokio::test]
 async fn a_secret_write_failing_after_the_post_is_retried_without_a_second_post() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(1800)).await;
     master_secret(&cluster).await;
     // The first write (the "request sent" marker) creates the Secret; the
     // next one, which stores the answer, is a patch: make several fail,
     // more than one attempt's retries.
     cluster
-        .emulator()
+        .api()
         .faults()
         .fail_next(Some(reqwest::Method::PATCH), "secrets/out", 8, 500, None);
     let operator = cluster.start_operator().await;
@@ -417,11 +415,9 @@ async fn a_secret_write_failing_after_the_post_is_retried_without_a_second_post(
 
 #[tokio::test]
 async fn an_answer_lost_to_a_restart_stops_and_waits_for_a_person() {
-    // Needs the API emulator: its fault injection or request counters.
-    common::use_emulator();
     let (cluster, sim) = setup(Some(1800)).await;
     master_secret(&cluster).await;
-    let faults = cluster.emulator().faults();
+    let faults = cluster.api().faults();
     faults.fail_next(Some(reqwest::Method::PATCH), "secrets/out", usize::MAX, 500, None);
     let operator = cluster.start_operator().await;
     cluster.integration("acme", partner_spec("ACME", "out", false)).await;
@@ -442,9 +438,9 @@ async fn an_answer_lost_to_a_restart_stops_and_waits_for_a_person() {
         "the message says what happened and how to ask for a new request: {message}"
     );
     // Retries keep happening (retry-invalid is 3s in tests); none POSTs.
-    let reconciles_before = cluster.emulator().counters().count("get", "secrets");
+    let reconciles_before = cluster.api().counters().count("get", "secrets");
     eventually(Duration::from_secs(10), "a few more reconciles", || async {
-        (cluster.emulator().counters().count("get", "secrets") > reconciles_before + 1).then_some(())
+        (cluster.api().counters().count("get", "secrets") > reconciles_before + 1).then_some(())
     })
     .await;
     assert_eq!(sim.calls("integrations"), 1, "the integration was created again");

@@ -128,41 +128,75 @@ fn unshared(e: &kube::Error) -> kube::Error {
 
 #[cfg(test)]
 mod tests {
-    use kube::api::PostParams;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use serde_json::json;
-    use testkit::emulator::Emulator;
 
     use super::*;
-
-    async fn secret_with(client: &Client, value: &str) {
-        let api: Api<Secret> = Api::namespaced(client.clone(), "default");
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "shared"}, "stringData": {"client_id": value},
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &secret).await.unwrap();
-    }
 
     fn client_id(secret: &Option<Secret>) -> String {
         let data = secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
         String::from_utf8(data["client_id"].0.clone()).unwrap()
     }
 
+    fn secret(value: &str) -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": "shared"}, "data": {
+            "client_id": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value),
+        }}))
+        .unwrap()
+    }
+
+    /// A read that counts itself and takes a moment, as a request does.
+    fn counted(reads: &Arc<AtomicUsize>) -> Fetch {
+        let reads = reads.clone();
+        Box::new(move || {
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(Some(secret("one")))
+            }
+            .boxed()
+        })
+    }
+
     #[tokio::test]
     async fn many_readers_at_once_cost_two_reads_and_all_get_the_secret() {
-        let emulator = Emulator::start().await.unwrap();
-        let client = emulator.client().await;
-        secret_with(&client, "one").await;
-        emulator.counters().reset();
+        let key = || ("default".to_string(), "shared".to_string());
         let reads = SharedReads::default();
+        let sent = Arc::new(AtomicUsize::new(0));
 
-        let all = futures::future::join_all((0..50).map(|_| reads.get(&client, "default", "shared"))).await;
+        let all = futures::future::join_all((0..50).map(|_| reads.read(key(), counted(&sent)))).await;
 
         assert!(all.iter().all(|r| r.as_ref().is_ok_and(|s| client_id(s) == "one")));
         // The first is sent at once; the 49 that came while it was in flight
         // share the next one.
-        assert_eq!(emulator.counters().count("get", "secrets"), 2);
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
         assert!(reads.lock().latest.is_empty(), "finished reads are forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_fails_every_reader_that_shared_it() {
+        let key = || ("default".to_string(), "shared".to_string());
+        let reads = SharedReads::default();
+        let failing = || -> Fetch {
+            Box::new(|| {
+                async {
+                    let status =
+                        kube::core::Status::failure("secrets \"shared\" is forbidden", "Forbidden").with_code(403);
+                    Err(Arc::new(kube::Error::Api(status.boxed())))
+                }
+                .boxed()
+            })
+        };
+
+        let all = futures::future::join_all((0..5).map(|_| reads.read(key(), failing()))).await;
+
+        for r in all {
+            match r.map_err(|e| unshared(&e)) {
+                Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+                other => panic!("a reader got {other:?}"),
+            }
+        }
     }
 
     /// A read whose answer the test gives when it wants.
@@ -171,16 +205,7 @@ mod tests {
         Box::new(move || {
             let (answer, answered) = tokio::sync::oneshot::channel::<String>();
             sent.lock().unwrap().push(answer);
-            async move {
-                let value = answered.await.unwrap();
-                Ok(Some(
-                    serde_json::from_value(json!({"metadata": {"name": "shared"}, "data": {
-                        "client_id": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value),
-                    }}))
-                    .unwrap(),
-                ))
-            }
-            .boxed()
+            async move { Ok(Some(secret(&answered.await.unwrap()))) }.boxed()
         })
     }
 
@@ -219,16 +244,5 @@ mod tests {
         let answer = sent.lock().unwrap().remove(0);
         answer.send("new".into()).unwrap();
         assert_eq!(client_id(&second.await.unwrap().unwrap()), "new");
-    }
-
-    #[tokio::test]
-    async fn a_missing_secret_reads_as_none_for_every_reader() {
-        let emulator = Emulator::start().await.unwrap();
-        let client = emulator.client().await;
-        let reads = SharedReads::default();
-
-        let all = futures::future::join_all((0..5).map(|_| reads.get(&client, "default", "absent"))).await;
-
-        assert!(all.iter().all(|r| matches!(r, Ok(None))));
     }
 }

@@ -3,6 +3,8 @@
 //! - [`control_plane`]: a real Kubernetes control plane (kube-apiserver, etcd,
 //!   kube-controller-manager built from the Kubernetes Go modules in
 //!   `testkit/control-plane/`), shared by a test run, a namespace per test.
+//! - [`api_proxy`]: a thin fault-injecting, counting proxy in front of the
+//!   real kube-apiserver, which the operator under test talks through.
 //! - [`emulator`]: an in-process Kubernetes API emulator served over real HTTP on
 //!   127.0.0.1, which the operator, kube-rs clients and the real `kubectl` talk to
 //!   exactly as they would talk to a cluster. It is not Kubernetes: it implements
@@ -15,6 +17,7 @@
 //!
 //! Nothing here is linked into the shipped operator binary.
 
+pub mod api_proxy;
 pub mod bench;
 pub mod control_plane;
 pub mod demo;

@@ -147,6 +147,9 @@ pub struct Cluster {
     /// Kubeconfig of the operator's ServiceAccount (a TokenRequest token).
     operator_kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// The fault-injecting, counting proxy the operator's identity talks to
+    /// the real apiserver through (None on the emulator).
+    api_proxy: Option<testkit::api_proxy::ApiProxy>,
     /// Appended to ClusterProvider names (cluster-scoped, shared by the run).
     suffix: String,
 }
@@ -228,6 +231,7 @@ impl Cluster {
                 kubeconfig,
                 _dir: dir,
                 suffix: String::new(),
+                api_proxy: None,
                 backend,
             };
         };
@@ -252,7 +256,14 @@ impl Cluster {
         }
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, serde_yaml::to_string(&admin).unwrap()).unwrap();
-        let mut operator = cp.token_kubeconfig(&token);
+        let admin_config =
+            kube::Config::from_custom_kubeconfig(admin.clone(), &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        let api_proxy = testkit::api_proxy::ApiProxy::start(&admin_config)
+            .await
+            .expect("the API proxy starts");
+        let mut operator = api_proxy.kubeconfig(&cp.token_kubeconfig(&token));
         for ctx in &mut operator.contexts {
             if let Some(c) = ctx.context.as_mut() {
                 c.namespace = Some(namespace.clone());
@@ -272,6 +283,7 @@ impl Cluster {
             kubeconfig,
             operator_kubeconfig,
             _dir: dir,
+            api_proxy: Some(api_proxy),
             backend,
         }
     }
@@ -291,6 +303,14 @@ impl Cluster {
             Backend::Emulator(e) => e,
             _ => panic!("this test runs on the real control plane, not the emulator"),
         }
+    }
+
+    /// The proxy between the operator and the real apiserver: faults to
+    /// inject, and the operator's requests by verb and resource.
+    pub fn api(&self) -> &testkit::api_proxy::ApiProxy {
+        self.api_proxy
+            .as_ref()
+            .expect("the API proxy runs on the real control plane only")
     }
 
     /// An admin kubeconfig whose default namespace is this test's (for kubectl).
@@ -362,9 +382,21 @@ impl Cluster {
         let Command::Run(args) = Cli::parse_from(argv).command else {
             unreachable!("run subcommand")
         };
-        Operator::start(self.operator_client.clone(), *args)
-            .await
-            .expect("operator starts")
+        // A client of its own, as each operator process has: one shared by
+        // operators started one after another in a test kept the first's
+        // connections, and a restarted operator once waited on them forever.
+        let client = match self.backend {
+            Backend::Emulator(_) => self.operator_client.clone(),
+            _ => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(&self.operator_kubeconfig).unwrap();
+                let config =
+                    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                        .await
+                        .unwrap();
+                Client::try_from(config).unwrap()
+            }
+        };
+        Operator::start(client, *args).await.expect("operator starts")
     }
 
     /// Creates (or replaces) a ClusterProvider of type oauth2 at `token_url`.
