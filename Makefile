@@ -1,12 +1,10 @@
 # integration-operator — developer targets. `make help` lists them.
 SHELL := bash
 CARGO ?= cargo
-EMULATOR_KUBECONFIG ?= $(CURDIR)/target/emulator/kubeconfig
-export EMULATOR_KUBECONFIG
 CLUSTER_KUBECONFIG ?= $(CURDIR)/target/control-plane/kubeconfig
 export CLUSTER_KUBECONFIG
 
-.PHONY: help nextest demo test cluster control-plane lint fmt fmt-check crds chart-check emulator e2e run bench bench-emulator oidc-deps kombo-sdk-deps fuzz
+.PHONY: help nextest demo test cluster control-plane lint fmt fmt-check crds chart-check e2e run bench oidc-deps kombo-sdk-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,7 +13,7 @@ demo: ## run the operator end to end against a real control plane started on 127
 	$(CARGO) build --quiet --bins --workspace
 	$(CARGO) run --quiet -p testkit --bin testkit -- demo --operator target/debug/integration-operator
 
-test: nextest fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane + simulators + oidc-provider + Kombo's SDK; a few fault tests on the emulator), kubectl, CRD drift
+test: nextest fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane with the chart's RBAC, API faults through testkit's proxy, simulators, oidc-provider, Kombo's SDK), kubectl, CRD drift
 	bash scripts/control-plane.sh start
 	trap 'bash scripts/control-plane.sh stop' EXIT; $(CARGO) nextest run --workspace --no-fail-fast && \
 	  KUBECONFIG="$$CLUSTER_KUBECONFIG" $(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
@@ -55,18 +53,12 @@ crds: ## regenerate crds/ (and the chart's copy) from the Rust types
 chart-check: ## helm lint --strict, helm template for several value sets, kubernetes-validate --strict (installs helm and kubernetes-validate into .tools/)
 	bash scripts/chart-check.sh
 
-emulator: ## run the Kubernetes API emulator in the foreground (kubeconfig at $EMULATOR_KUBECONFIG)
-	$(CARGO) run --quiet -p testkit --bin testkit -- emulator --kubeconfig "$(EMULATOR_KUBECONFIG)"
-
 run: ## run the operator against the current kubeconfig with debug logs
 	$(CARGO) run --bin integration-operator -- run --log-level debug,kube=info --metrics-addr 127.0.0.1:8080
 
-bench: ## scale figures at 100, 1,000 and 10,000 Integrations (release build; prints a table, never fails on timing)
+bench: control-plane ## scale figures at 100, 1,000 and 10,000 Integrations on a fresh real control plane per scale (release build; prints a table, never fails on timing)
 	$(CARGO) build --release --quiet --bin integration-operator -p integration-operator
 	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench --operator target/release/integration-operator $(BENCH_ARGS)
-
-bench-emulator: ## the API emulator's own throughput with 10,000 objects (release build; prints a table)
-	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench-emulator $(BENCH_ARGS)
 
 e2e: nextest ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
 	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: KUBECONFIG is not set; no cluster to test against (nothing run)"; exit 0; fi

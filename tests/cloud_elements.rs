@@ -1,7 +1,7 @@
 //! The operator end to end with the `cloud-elements` driver's
 //! `elementInstance` flow: the real controller over real HTTP, against the
-//! Kubernetes API emulator and the Cloud Elements / SAP Open Connectors
-//! platform simulator.
+//! real kube-apiserver (testkit's control plane) and the Cloud Elements / SAP
+//! Open Connectors platform simulator.
 
 mod common;
 

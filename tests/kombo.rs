@@ -1,7 +1,8 @@
 //! The operator end to end with the `kombo` driver's `connection` flow: the
-//! real controller over real HTTP, against the Kubernetes API emulator and the
-//! Kombo simulator, with the test playing the customer who completes (or
-//! ignores) the connect link and the admin who finishes the connection.
+//! real controller over real HTTP, against the real kube-apiserver (testkit's
+//! control plane) and the Kombo simulator, with the test playing the customer
+//! who completes (or ignores) the connect link and the admin who finishes the
+//! connection.
 
 mod common;
 

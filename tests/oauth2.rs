@@ -1,6 +1,6 @@
 //! The operator end to end with the generic `oauth2` driver: the real
-//! controller over real HTTP, against the Kubernetes API emulator and the
-//! OAuth 2.0 token-server simulator.
+//! controller over real HTTP, against the real kube-apiserver (testkit's
+//! control plane) and the OAuth 2.0 token-server simulator.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The generic `oauth2` driver against a real OAuth 2.0 authorization server
 //! nobody here wrote: oidc-provider (npm, pinned in tests/oidc), running on
-//! 127.0.0.1 with 3-second tokens. The operator runs against the Kubernetes
-//! API emulator.
+//! 127.0.0.1 with 3-second tokens. The operator runs against the real
+//! kube-apiserver (testkit's control plane).
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Running the operator as a platform engineer would: the real binary as two
 //! replicas with leader election (kill -9 the leader, the other takes over),
-//! and the metrics and health endpoints. Against the Kubernetes API emulator
-//! and the OAuth 2.0 simulator.
+//! and the metrics and health endpoints. Against the real kube-apiserver
+//! (testkit's control plane) and the OAuth 2.0 simulator.
 
 mod common;
 

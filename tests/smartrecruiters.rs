@@ -1,8 +1,9 @@
 //! The operator end to end with the `smartrecruiters` driver: the real
-//! controller over real HTTP, against the Kubernetes API emulator and the
-//! SmartRecruiters simulator. What is specific to SmartRecruiters: the
-//! `X-SmartToken` API key, both client authentication methods at
-//! `/identity/oauth/token`, and the one-shot General Partner Integration.
+//! controller over real HTTP, against the real kube-apiserver (testkit's
+//! control plane) and the SmartRecruiters simulator. What is specific to
+//! SmartRecruiters: the `X-SmartToken` API key, both client authentication
+//! methods at `/identity/oauth/token`, and the one-shot General Partner
+//! Integration.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The operator end to end with the `cornerstone-talentlink` driver's
-//! `basicAuth` flow: the real controller over real HTTP, against the
-//! Kubernetes API emulator and TalentLink REST simulators (one per regional
-//! host).
+//! `basicAuth` flow: the real controller over real HTTP, against the real
+//! kube-apiserver (testkit's control plane) and TalentLink REST simulators
+//! (one per regional host).
 
 mod common;
 

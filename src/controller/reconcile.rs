@@ -881,7 +881,11 @@ async fn finish(
     if let Some((type_, reason, note)) = event {
         publish(ctx, integration, type_, reason, note).await;
     }
-    Ok(recheck_at.map(|at| until(now, at)))
+    // From the time the look ends, not the time it began: counted from the
+    // start, every second a look spent on the exchange and its writes was
+    // added to the next one (seen on the real apiserver as renewals a second
+    // late, tokens used past the end of their window).
+    Ok(recheck_at.map(|at| until(Timestamp::now(), at)))
 }
 
 fn expiry_assumed_message(integration: &Integration, status: &IntegrationStatus) -> String {

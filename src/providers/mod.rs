@@ -937,7 +937,7 @@ mod tests {
     }
 
     /// The real API server refuses an Event whose note is over 1,024 bytes
-    /// (the emulator did not): long messages, multi-byte ones included, are
+    /// (the project's former API emulator did not): long messages, multi-byte ones included, are
     /// cut to fit.
     #[test]
     fn messages_fit_an_event_note() {

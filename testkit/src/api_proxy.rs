@@ -48,6 +48,8 @@ struct Shared {
     http: reqwest::Client,
     faults: Faults,
     counters: Counters,
+    /// Requests the apiserver refused, by ("<verb> <status>", resource).
+    refusals: Counters,
 }
 
 impl ApiProxy {
@@ -67,6 +69,7 @@ impl ApiProxy {
             http: http.build()?,
             faults: Faults::default(),
             counters: Counters::default(),
+            refusals: Counters::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -97,6 +100,13 @@ impl ApiProxy {
 
     pub fn counters(&self) -> Counters {
         self.shared.counters.clone()
+    }
+
+    /// The requests the apiserver itself answered with 4xx/5xx, by
+    /// (`"<verb> <status>"`, resource): conflicts, mostly (injected faults
+    /// are not counted here).
+    pub fn refusals(&self) -> Counters {
+        self.shared.refusals.clone()
     }
 
     /// `kubeconfig` with its cluster's server replaced by this proxy (and
@@ -149,8 +159,9 @@ async fn forward(
     }
     let path = uri.path();
     let query = uri.query().unwrap_or_default();
-    if let Some((verb, resource)) = classify(&method, path, query) {
-        shared.counters.record(verb, &resource);
+    let classified = classify(&method, path, query);
+    if let Some((verb, resource)) = &classified {
+        shared.counters.record(verb, resource);
     }
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
     match shared.faults.take(&method, target) {
@@ -182,6 +193,13 @@ async fn forward(
             return (StatusCode::BAD_GATEWAY, message).into_response();
         }
     };
+    if let Some((verb, resource)) = &classified
+        && (answer.status().is_client_error() || answer.status().is_server_error())
+    {
+        shared
+            .refusals
+            .record(&format!("{verb} {}", answer.status().as_u16()), resource);
+    }
     let mut response = Response::builder().status(answer.status().as_u16());
     for (name, value) in answer.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {

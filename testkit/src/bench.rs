@@ -1,5 +1,9 @@
-//! `make bench`: the real operator binary against the Kubernetes API emulator
-//! and an OAuth 2.0 simulator with configurable latency, at several scales.
+//! `make bench`: the real operator binary against a real Kubernetes control
+//! plane (kube-apiserver, etcd, kube-controller-manager from
+//! `testkit/control-plane`, a fresh one per scale) and an OAuth 2.0
+//! simulator with configurable latency, at several scales. The operator
+//! talks to the apiserver through [`crate::api_proxy`], which counts its
+//! requests by verb and resource (the harness's own requests go around it).
 //! Prints one table of figures with their goals; it never fails on timing.
 //!
 //! Figures per scale N (Integrations spread over namespaces and ClusterProviders):
@@ -9,8 +13,8 @@
 //! operator RSS, RSS growth from unrelated 1 MiB Secrets, quiet steady state
 //! (writes and provider calls with nothing due), restart (provider calls,
 //! writes, time until every Integration was re-evaluated), time to Ready of
-//! new Integrations while N exist, and CPU seconds of the operator and of the
-//! emulator (this process).
+//! new Integrations while N exist, and CPU seconds of the operator, of the
+//! control plane (its processes), and of this harness with the simulator.
 
 use std::{
     collections::HashMap,
@@ -31,7 +35,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::{emulator::Emulator, sim::oauth2::OAuth2Sim};
+use crate::{api_proxy::ApiProxy, control_plane::ControlPlane, sim::oauth2::OAuth2Sim};
 
 /// Options of `testkit bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,7 +97,10 @@ pub struct Figures {
     pub restart_reevaluated: Duration,
     pub new_ready_p99: Duration,
     pub operator_cpu_s: f64,
-    pub emulator_cpu_s: f64,
+    /// The control plane's processes (etcd, apiserver, controller manager).
+    pub control_plane_cpu_s: f64,
+    /// This harness and the provider simulator.
+    pub bench_cpu_s: f64,
     pub all_ready: bool,
     pub wave: Option<Wave>,
 }
@@ -155,6 +162,52 @@ fn proc_stat(pid: u32) -> (f64, f64) {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat (11 and 12 after the name).
     (rss_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// CPU seconds (user + system) of `pid` and every process under it.
+fn tree_cpu(pid: u32) -> f64 {
+    let mut total = proc_stat(pid).1;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        // The parent pid is the second field after the command's ")".
+        let parent = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            total += tree_cpu(child);
+        }
+    }
+    total
+}
+
+/// The operator's identity on the bench's cluster: the Helm chart's
+/// ServiceAccount and RBAC for watching every namespace (in `default`),
+/// talking through a counting proxy. Returns the proxy, the operator's
+/// kubeconfig and the folder that holds it.
+async fn operator_identity(
+    cp: &ControlPlane,
+    client: &Client,
+) -> anyhow::Result<(ApiProxy, PathBuf, tempfile::TempDir)> {
+    let sa = cp.install_chart_rbac(client, "default", "bench-operator", &[]).await?;
+    let token = cp.service_account_token(client, "default", &sa).await;
+    let admin = kube::config::Kubeconfig::read_from(cp.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(admin, &kube::config::KubeConfigOptions::default()).await?;
+    let proxy = ApiProxy::start(&config).await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("operator.kubeconfig");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&proxy.kubeconfig(&cp.token_kubeconfig(&token)))?,
+    )?;
+    Ok((proxy, path, dir))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -366,7 +419,7 @@ fn cold_start_limit(
     )
 }
 
-/// The median time of one API request on the idle emulator.
+/// The median time of one API request on the idle apiserver.
 async fn idle_round_trip(client: &Client) -> anyhow::Result<Duration> {
     let api: Api<Namespace> = Api::all(client.clone());
     let mut times = Vec::with_capacity(21);
@@ -398,8 +451,12 @@ async fn wait_all(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], timeo
 
 /// Runs one scale and returns its figures.
 pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
-    let emulator = Emulator::start().await?;
-    let client = emulator.client().await;
+    let cp = tokio::task::spawn_blocking(ControlPlane::private).await??;
+    eprintln!(
+        "bench: N={n}: control plane {} (etcd {}) up in {:.1} s",
+        cp.state.kubernetes, cp.state.etcd_version, cp.state.start_seconds
+    );
+    let client = cp.client().await;
     let sim = OAuth2Sim::start().await?;
     sim.add_client("bench", "bench-secret-0123456789");
     sim.set_token_lifetime(Some(3600));
@@ -426,13 +483,18 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         ),
     );
     for p in 0..args.providers {
-        let cp: DynamicObject = serde_json::from_value(json!({
+        let provider: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "integration-operator.io/v1alpha1", "kind": "ClusterProvider",
             "metadata": {"name": format!("provider-{p}")},
             "spec": {"type": "oauth2", "tokenUrl": sim.token_url(), "allowInsecureHttp": true, "allowPrivateAddresses": true,
                      "maxConcurrency": args.concurrency, "requestsPerSecond": args.rate_limit},
         }))?;
-        cp_api.create(&PostParams::default(), &cp).await?;
+        // A new CRD is served a moment after it is created.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = cp_api.create(&PostParams::default(), &provider).await {
+            anyhow::ensure!(Instant::now() < deadline, "the ClusterProvider CRD was not served: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     for ns in 0..args.namespaces {
         let name = format!("bench-{ns}");
@@ -461,8 +523,9 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         .collect();
     let keys: Vec<String> = names.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
 
+    let (proxy, operator_kubeconfig, _kubeconfig_dir) = operator_identity(&cp, &client).await?;
     let port = free_port();
-    let operator = Operator::start(&args.operator, emulator.kubeconfig_path(), port).await?;
+    let operator = Operator::start(&args.operator, &operator_kubeconfig, port).await?;
     // Cold start measures applying N Integrations to a running operator;
     // its own start-up is the restart figure's business.
     operator.wait_ready().await?;
@@ -524,7 +587,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     let (rss_mib, _) = proc_stat(operator.pid());
 
     // Quiet steady state: nothing is due.
-    let counters = emulator.counters();
+    let counters = proxy.counters();
     counters.reset();
     let calls_before = sim.token_calls();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -587,7 +650,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     counters.reset();
     let calls_before = sim.token_calls();
     let total = (n + args.new_integrations) as f64;
-    let restarted = Operator::start(&args.operator, emulator.kubeconfig_path(), port).await?;
+    let restarted = Operator::start(&args.operator, &operator_kubeconfig, port).await?;
     let t_restart = Instant::now();
     let deadline = t_restart + Duration::from_secs(300);
     loop {
@@ -614,13 +677,15 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     let wave = if args.wave_lifetime > 0 {
         let mut all = names.clone();
         all.extend(fresh.iter().cloned());
-        Some(refresh_wave(args, &client, &emulator, &sim, &restarted, &seen, &all).await?)
+        Some(refresh_wave(args, &client, &proxy, &sim, &restarted, &seen, &all).await?)
     } else {
         None
     };
     restarted.stop().await;
-    let (_, emulator_cpu_s) = proc_stat(std::process::id());
-    emulator.shutdown().await;
+    let (_, bench_cpu_s) = proc_stat(std::process::id());
+    let control_plane_cpu_s = tree_cpu(cp.state.pid);
+    drop(proxy);
+    tokio::task::spawn_blocking(move || drop(cp)).await?;
     Ok(Figures {
         n,
         cold_start,
@@ -638,7 +703,8 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         restart_reevaluated,
         new_ready_p99: percentile(&fresh_times, 0.99),
         operator_cpu_s,
-        emulator_cpu_s,
+        control_plane_cpu_s,
+        bench_cpu_s,
         all_ready,
         wave,
     })
@@ -652,7 +718,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
 async fn refresh_wave(
     args: &BenchArgs,
     client: &Client,
-    emulator: &Emulator,
+    proxy: &ApiProxy,
     sim: &OAuth2Sim,
     operator: &Operator,
     seen: &Mutex<HashMap<String, Instant>>,
@@ -713,12 +779,17 @@ async fn refresh_wave(
         tokio::spawn(async move {
             while scanning.load(std::sync::atomic::Ordering::SeqCst) {
                 let now = jiff::Timestamp::now();
-                let expired = expiries
+                let expired: Vec<(String, jiff::Timestamp)> = expiries
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .filter(|e| **e <= now)
-                    .count() as u64;
+                    .iter()
+                    .filter(|(_, e)| **e <= now)
+                    .map(|(k, e)| (k.clone(), *e))
+                    .collect();
+                if !expired.is_empty() && std::env::var_os("BENCH_DEBUG").is_some() {
+                    eprintln!("bench: wave: at {now} expired in Secrets: {expired:?}");
+                }
+                let expired = expired.len() as u64;
                 expired_seen.fetch_add(expired, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -761,8 +832,9 @@ async fn refresh_wave(
     fresh_times.sort();
 
     // The rest of the wave, renewals only: requests and CPU per renewal.
-    let counters = emulator.counters();
+    let counters = proxy.counters();
     counters.reset();
+    proxy.refusals().reset();
     let (_, op_cpu0) = proc_stat(operator.pid());
     let (_, bench_cpu0) = proc_stat(std::process::id());
     let renew_calls0 = sim.token_calls();
@@ -782,6 +854,7 @@ async fn refresh_wave(
     let event_writes = counters.writes_to("events");
     if std::env::var_os("BENCH_DEBUG").is_some() {
         eprintln!("bench: wave requests by verb and resource: {:?}", counters.snapshot());
+        eprintln!("bench: wave requests refused: {:?}", proxy.refusals().snapshot());
     }
     let reads: u64 = counters
         .snapshot()
@@ -1003,7 +1076,7 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     row("wave: operator CPU s per 1,000 renewals", "", &|f| {
         wave(f, &|w| format!("{:.2}", w.operator_cpu_per_1000))
     });
-    row("wave: emulator+sims+bench CPU s per 1,000 renewals", "", &|f| {
+    row("wave: sim+bench CPU s per 1,000 renewals", "", &|f| {
         wave(f, &|w| format!("{:.2}", w.bench_cpu_per_1000))
     });
     row("429 Retry-After: token calls before it elapsed", "0", &|f| {
@@ -1018,8 +1091,13 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     row("operator CPU seconds (whole run)", "", &|f| {
         format!("{:.1}", f.operator_cpu_s)
     });
-    row("emulator + bench CPU seconds (cumulative)", "", &|f| {
-        format!("{:.1}", f.emulator_cpu_s)
+    row(
+        "control plane CPU seconds (etcd + apiserver + controller manager)",
+        "",
+        &|f| format!("{:.1}", f.control_plane_cpu_s),
+    );
+    row("sim + bench CPU seconds (cumulative)", "", &|f| {
+        format!("{:.1}", f.bench_cpu_s)
     });
     out
 }

@@ -268,16 +268,28 @@ impl ControlPlane {
     }
 
     /// Installs the operator's identity as the Helm chart defines it, for
-    /// an operator in `namespace` that watches only `namespace`: the chart's
-    /// ServiceAccount, ClusterRole, Roles and bindings, rendered by `helm
-    /// template` (release `io`, objects named `fullname`). Returns the
+    /// an operator in `namespace` that watches `watch` (none: every
+    /// namespace, with the chart's `rbac.clusterWideSecretAccess`): the
+    /// chart's ServiceAccount, ClusterRole, Roles and bindings, rendered by
+    /// `helm template` (release `io`, objects named `fullname`). Returns the
     /// ServiceAccount's name.
-    pub async fn install_chart_rbac(&self, admin: &Client, namespace: &str, fullname: &str) -> anyhow::Result<String> {
+    pub async fn install_chart_rbac(
+        &self,
+        admin: &Client,
+        namespace: &str,
+        fullname: &str,
+        watch: &[&str],
+    ) -> anyhow::Result<String> {
+        let scope = if watch.is_empty() {
+            "rbac.clusterWideSecretAccess=true".to_string()
+        } else {
+            format!("watchNamespaces={{{}}}", watch.join(","))
+        };
         let rendered = render_chart(&[
             "--namespace",
             namespace,
             "--set",
-            &format!("watchNamespaces={{{namespace}}}"),
+            &scope,
             "--set",
             &format!("fullnameOverride={fullname}"),
             "--show-only",

@@ -70,6 +70,9 @@ mod example {
     pub const KOMBO_EXISTING_ID: &str = "personio:8d1hpPsbjxUkoCoa1veLZGe5";
 }
 
+/// Where the operator runs (its Lease and fingerprint key), as the chart installs it.
+const OPERATOR_NS: &str = "integration-operator";
+
 /// The namespace of the ATS examples (none of them creates it).
 const NS: &str = "hiring";
 
@@ -316,12 +319,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "--timeout=30s",
     ])?;
 
+    step(
+        "giving the operator the Helm chart's identity: its ServiceAccount and RBAC (rendered by helm template), a TokenRequest token",
+    );
+    let admin = control_plane.client().await;
+    kubectl.show(&["create", "namespace", OPERATOR_NS])?;
+    let service_account = control_plane
+        .install_chart_rbac(&admin, OPERATOR_NS, "integration-operator", &[])
+        .await?;
+    let token = control_plane
+        .service_account_token(&admin, OPERATOR_NS, &service_account)
+        .await;
+    let operator_kubeconfig = workdir.join("operator.kubeconfig");
+    std::fs::write(
+        &operator_kubeconfig,
+        serde_yaml::to_string(&control_plane.token_kubeconfig(&token))?,
+    )?;
+    println!("  {OPERATOR_NS}/{service_account}: the chart's ClusterRole (cluster-wide Secret access), no more");
+
     step("starting the operator");
     let log_path = workdir.join("operator.log");
     let log = std::fs::File::create(&log_path)?;
     let mut operator = tokio::process::Command::new(&args.operator)
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--namespace",
+            OPERATOR_NS,
+            "--kubeconfig",
+        ])
+        .arg(&operator_kubeconfig)
         .env("LOG_LEVEL", "info,kube=warn")
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))

@@ -1,9 +1,11 @@
 //! Shared harness of the integration tests: a real Kubernetes control plane
 //! (kube-apiserver, etcd, kube-controller-manager; `testkit::control_plane`)
-//! with the CRDs installed and a namespace per test — or, for the fault tests
-//! that need its injections, the in-process API emulator — provider simulators, the real operator (started through the
-//! same `Operator::start` the binary uses), and a capture of every log line
-//! it writes, at trace level, for the no-secret-in-logs checks.
+//! with the CRDs installed and a namespace per test, a fault-injecting,
+//! counting proxy between the operator and the apiserver
+//! (`testkit::api_proxy`), provider simulators, the real operator (started
+//! through the same `Operator::start` the binary uses), and a capture of
+//! every log line it writes, at trace level, for the no-secret-in-logs
+//! checks.
 
 #![allow(dead_code)]
 
@@ -19,24 +21,19 @@ use integration_operator::{
     crd::{ClusterProvider, Integration},
 };
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Secret, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
-use testkit::{control_plane::ControlPlane, emulator::Emulator};
+use testkit::{api_proxy::ApiProxy, control_plane::ControlPlane};
 
 /// Installs (or updates) the operator's CRDs and waits until they are served.
-pub async fn install_crds(client: &Client, emulated: bool) {
+pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [ClusterProvider::crd(), Integration::crd()] {
-        if emulated {
-            crds.create(&PostParams::default(), &crd).await.expect("CRD created");
-            continue;
-        }
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(
             &name,
@@ -124,10 +121,16 @@ enum Backend {
     /// The real control plane this test run shares; the test has its own namespace.
     Shared(&'static ControlPlane),
     /// A real control plane of this test's own (it restarts or compacts it).
-    Private(ControlPlane),
-    /// The in-process API emulator, for the fault injections that only it
-    /// offers so far (see `Cluster::emulated`).
-    Emulator(Emulator),
+    Private(Box<ControlPlane>),
+}
+
+impl Backend {
+    fn control_plane(&self) -> &ControlPlane {
+        match self {
+            Backend::Shared(cp) => cp,
+            Backend::Private(cp) => cp,
+        }
+    }
 }
 
 /// A cluster with the operator's CRDs installed and a namespace for this
@@ -148,31 +151,15 @@ pub struct Cluster {
     operator_kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
     /// The fault-injecting, counting proxy the operator's identity talks to
-    /// the real apiserver through (None on the emulator).
-    api_proxy: Option<testkit::api_proxy::ApiProxy>,
+    /// the real apiserver through.
+    api_proxy: ApiProxy,
     /// Appended to ClusterProvider names (cluster-scoped, shared by the run).
     suffix: String,
 }
 
-thread_local! {
-    static USE_EMULATOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Makes this test's [`Cluster::start`] use the in-process API emulator
-/// instead of the real control plane: for the tests that need the emulator's
-/// fault injection (dropped watches, chosen 409/429/5xx, latency) or its
-/// per-test request counters, which the real control plane does not offer yet.
-pub fn use_emulator() {
-    USE_EMULATOR.with(|u| u.set(true));
-}
-
 impl Cluster {
-    /// A namespace of this test's own on the shared real control plane (or
-    /// the emulator, after [`use_emulator`]).
+    /// A namespace of this test's own on the shared real control plane.
     pub async fn start() -> Cluster {
-        if USE_EMULATOR.with(|u| u.get()) {
-            return Cluster::emulated().await;
-        }
         let cp = ControlPlane::shared().expect("the shared control plane");
         Cluster::on(Backend::Shared(cp)).await
     }
@@ -184,57 +171,15 @@ impl Cluster {
             .await
             .unwrap()
             .expect("a private control plane");
-        Cluster::on(Backend::Private(cp)).await
-    }
-
-    /// The in-process API emulator (not Kubernetes), for tests that need its
-    /// fault injection or request counters.
-    pub async fn emulated() -> Cluster {
-        Cluster::start_with(testkit::emulator::EmulatorOptions::default()).await
-    }
-
-    /// As [`Cluster::emulated`], with emulator options (e.g. a short watch
-    /// history, so that a resumed watch gets 410 Gone).
-    pub async fn start_with(options: testkit::emulator::EmulatorOptions) -> Cluster {
-        let emulator = Emulator::start_with(options).await.expect("emulator starts");
-        Cluster::on(Backend::Emulator(emulator)).await
+        Cluster::on(Backend::Private(Box::new(cp))).await
     }
 
     async fn on(backend: Backend) -> Cluster {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        let client = match &backend {
-            Backend::Shared(cp) => cp.client().await,
-            Backend::Private(cp) => cp.client().await,
-            Backend::Emulator(e) => e.client().await,
-        };
-        install_crds(&client, matches!(backend, Backend::Emulator(_))).await;
-        let cp = match &backend {
-            Backend::Shared(cp) => Some(*cp),
-            Backend::Private(cp) => Some(cp),
-            Backend::Emulator(_) => None,
-        };
-        let Some(cp) = cp else {
-            let Backend::Emulator(e) = &backend else { unreachable!() };
-            let namespace = "team-a".to_string();
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &ns)
-                .await
-                .expect("namespace created");
-            let kubeconfig = e.kubeconfig_path().to_path_buf();
-            return Cluster {
-                client: client.clone(),
-                operator_client: client,
-                namespace,
-                operator_kubeconfig: kubeconfig.clone(),
-                kubeconfig,
-                _dir: dir,
-                suffix: String::new(),
-                api_proxy: None,
-                backend,
-            };
-        };
+        let cp = backend.control_plane();
+        let client = cp.client().await;
+        install_crds(&client).await;
         let test = std::thread::current()
             .name()
             .unwrap_or("test")
@@ -244,7 +189,7 @@ impl Cluster {
             .to_string();
         let namespace = cp.namespace(&client, &format!("t-{test}")).await;
         let sa = cp
-            .install_chart_rbac(&client, &namespace, &format!("io-{namespace}"))
+            .install_chart_rbac(&client, &namespace, &format!("io-{namespace}"), &[&namespace])
             .await
             .expect("the chart's RBAC installed");
         let token = cp.service_account_token(&client, &namespace, &sa).await;
@@ -260,9 +205,7 @@ impl Cluster {
             kube::Config::from_custom_kubeconfig(admin.clone(), &kube::config::KubeConfigOptions::default())
                 .await
                 .unwrap();
-        let api_proxy = testkit::api_proxy::ApiProxy::start(&admin_config)
-            .await
-            .expect("the API proxy starts");
+        let api_proxy = ApiProxy::start(&admin_config).await.expect("the API proxy starts");
         let mut operator = api_proxy.kubeconfig(&cp.token_kubeconfig(&token));
         for ctx in &mut operator.contexts {
             if let Some(c) = ctx.context.as_mut() {
@@ -283,34 +226,20 @@ impl Cluster {
             kubeconfig,
             operator_kubeconfig,
             _dir: dir,
-            api_proxy: Some(api_proxy),
+            api_proxy,
             backend,
         }
     }
 
-    /// The real control plane under this test (None on the emulator).
-    pub fn control_plane(&self) -> Option<&ControlPlane> {
-        match &self.backend {
-            Backend::Shared(cp) => Some(cp),
-            Backend::Private(cp) => Some(cp),
-            Backend::Emulator(_) => None,
-        }
-    }
-
-    /// The emulator, for tests started with [`Cluster::emulated`].
-    pub fn emulator(&self) -> &Emulator {
-        match &self.backend {
-            Backend::Emulator(e) => e,
-            _ => panic!("this test runs on the real control plane, not the emulator"),
-        }
+    /// The real control plane under this test.
+    pub fn control_plane(&self) -> &ControlPlane {
+        self.backend.control_plane()
     }
 
     /// The proxy between the operator and the real apiserver: faults to
     /// inject, and the operator's requests by verb and resource.
-    pub fn api(&self) -> &testkit::api_proxy::ApiProxy {
-        self.api_proxy
-            .as_ref()
-            .expect("the API proxy runs on the real control plane only")
+    pub fn api(&self) -> &ApiProxy {
+        &self.api_proxy
     }
 
     /// An admin kubeconfig whose default namespace is this test's (for kubectl).
@@ -326,22 +255,16 @@ impl Cluster {
     /// Environment for an operator binary started by a test: its own
     /// namespace and the namespaces it watches, as the chart sets them.
     pub fn operator_env(&self) -> Vec<(&'static str, String)> {
-        match self.backend {
-            Backend::Emulator(_) => vec![],
-            _ => vec![
-                ("POD_NAMESPACE", self.namespace.clone()),
-                ("WATCH_NAMESPACES", self.namespace.clone()),
-            ],
-        }
+        vec![
+            ("POD_NAMESPACE", self.namespace.clone()),
+            ("WATCH_NAMESPACES", self.namespace.clone()),
+        ]
     }
 
     /// The operator's own namespace (its Lease and fingerprint key): this
-    /// test's on the real control plane, the default one on the emulator.
+    /// test's, as the chart installs it beside the Integrations it watches.
     pub fn operator_namespace(&self) -> String {
-        match self.backend {
-            Backend::Emulator(_) => "default".to_string(),
-            _ => self.namespace.clone(),
-        }
+        self.namespace.clone()
     }
 
     /// The cluster-wide name of this test's ClusterProvider `name`.
@@ -374,10 +297,11 @@ impl Cluster {
             "2s",
             "--retry-invalid",
             "3s",
+            "--namespace",
+            &self.namespace,
+            "--watch-namespaces",
+            &self.namespace,
         ];
-        if !matches!(self.backend, Backend::Emulator(_)) {
-            argv.extend_from_slice(&["--namespace", &self.namespace, "--watch-namespaces", &self.namespace]);
-        }
         argv.extend_from_slice(extra);
         let Command::Run(args) = Cli::parse_from(argv).command else {
             unreachable!("run subcommand")
@@ -385,17 +309,11 @@ impl Cluster {
         // A client of its own, as each operator process has: one shared by
         // operators started one after another in a test kept the first's
         // connections, and a restarted operator once waited on them forever.
-        let client = match self.backend {
-            Backend::Emulator(_) => self.operator_client.clone(),
-            _ => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(&self.operator_kubeconfig).unwrap();
-                let config =
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                        .await
-                        .unwrap();
-                Client::try_from(config).unwrap()
-            }
-        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.operator_kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
         Operator::start(client, *args).await.expect("operator starts")
     }
 

@@ -1,13 +1,13 @@
-//! One conformance suite that every provider driver runs: the same user-visible
-//! scenarios (issue, refresh or re-validate, rotate the input, provider down,
-//! credentials refused, delete, no secret anywhere), each against the real
-//! controller over real HTTP, the Kubernetes API emulator and the provider's
-//! protocol simulator.
+//! One conformance suite that every provider driver runs: the same
+//! user-visible scenarios (issue, refresh or re-validate, rotate the input,
+//! provider down, credentials refused, delete, no secret anywhere), each
+//! against the real controller over real HTTP, the real kube-apiserver
+//! (testkit's control plane) and the provider's protocol simulator.
 //!
 //! A provider joins by implementing [`Case`] in its own module and adding one
-//! `conformance!(module, CaseType);` line below. The scenarios know nothing of
-//! any provider's wire format: everything provider-specific goes through the
-//! case.
+//! `conformance!(module, CaseType);` line below. The scenarios know nothing
+//! of any provider's wire format: everything provider-specific goes through
+//! the case.
 
 #[path = "../common/mod.rs"]
 mod common;
