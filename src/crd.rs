@@ -424,6 +424,12 @@ pub struct IntegrationStatus {
     /// condition then says how to go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<String>,
+    /// The value of the `integration-operator.io/renew-now` annotation that
+    /// the last exchange answered. Setting the annotation to any other value
+    /// (a timestamp, say) makes the operator exchange again at once, at most
+    /// once per 10 seconds per Integration, without deleting anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_now_answered: Option<String>,
 }
 
 /// A ClusterProvider is an admin-owned provider endpoint set that Integrations

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -319,23 +319,40 @@ impl Drop for ReconcileTimer {
 /// leader-election loop runs (it must pass probes to be a usable standby).
 #[derive(Clone)]
 pub struct Health {
-    synced: Arc<AtomicBool>,
+    /// Controllers (one per watched namespace, or one) whose caches are not
+    /// synced yet.
+    unsynced: Arc<AtomicUsize>,
     standby: Arc<AtomicBool>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Self {
-            synced: Arc::new(AtomicBool::new(false)),
+            unsynced: Arc::new(AtomicUsize::new(1)),
             standby: Arc::new(AtomicBool::new(true)),
         }
     }
 }
 
 impl Health {
-    /// The controller's caches are synced (or, with `false`, the controller stopped).
+    /// The controllers' caches are synced (or, with `false`, the controllers stopped).
     pub fn set_ready(&self, ready: bool) {
-        self.synced.store(ready, Ordering::SeqCst);
+        self.unsynced.store(usize::from(!ready), Ordering::SeqCst);
+    }
+
+    /// `parts` controllers must each report [`Health::part_synced`] before
+    /// this replica is ready.
+    pub fn expect_parts(&self, parts: usize) {
+        self.unsynced.store(parts.max(1), Ordering::SeqCst);
+    }
+
+    /// One controller's caches are synced. Reported before that controller
+    /// reconciles anything, so nothing a probe could see happens while the
+    /// replica still reads as not ready.
+    pub fn part_synced(&self) {
+        let _ = self
+            .unsynced
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
     }
 
     /// This replica is standing by for the Lease rather than reconciling.
@@ -348,7 +365,7 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.is_standby() || self.synced.load(Ordering::SeqCst)
+        self.is_standby() || self.unsynced.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -403,5 +420,27 @@ pub fn init_logging(json: bool, filter: &str) {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn a_replica_is_ready_only_once_every_namespaces_controller_has_synced() {
+        let health = Health::default();
+        health.set_standby(false);
+        assert!(!health.is_ready(), "ready before anything synced");
+        health.expect_parts(2);
+        health.part_synced();
+        assert!(!health.is_ready(), "ready with one of two namespaces synced");
+        health.part_synced();
+        assert!(health.is_ready());
+        // A stopped controller (a lost Lease) is not ready again until synced.
+        health.set_ready(false);
+        assert!(!health.is_ready());
+        health.part_synced();
+        assert!(health.is_ready());
     }
 }

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Cluster, eventually, logs};
+use common::{Cluster, calls_during, eventually, logs};
 use integration_operator::{controller::reconcile::failpoints, crd::Integration};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -128,12 +128,6 @@ async fn assert_consistent(cluster: &Cluster, sim: &OAuth2Sim, name: &str, targe
 
 /// Watches the provider for `window` and returns the calls made meanwhile
 /// (to show that nothing more happens once the work is done).
-async fn calls_during(sim: &OAuth2Sim, window: Duration) -> u64 {
-    let before = sim.token_calls();
-    tokio::time::sleep(window).await;
-    sim.token_calls() - before
-}
-
 fn no_secret_leaked(text: &str, what: &str) {
     for secret in [CLIENT_SECRET, ROTATED_SECRET] {
         assert!(!text.contains(secret), "a client secret appeared in {what}");

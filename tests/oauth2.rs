@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, eventually, logs};
+use common::{Cluster, calls_during, eventually, logs};
 use integration_operator::crd::Integration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -639,4 +639,77 @@ async fn no_secret_value_reaches_logs_events_or_status() {
             assert!(!text.contains(token.as_str()), "an access token appeared in {what}");
         }
     }
+}
+
+/// Sets the renew-now annotation as a person would with `kubectl annotate
+/// --overwrite`.
+async fn ask_renew_now(cluster: &Cluster, value: &str) {
+    cluster
+        .integrations()
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/renew-now": value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn renew_now_exchanges_again_in_place_once_per_request_and_at_most_every_ten_seconds() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let before = cluster.secrets().get("out").await.unwrap();
+    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+    assert_eq!(sim.token_calls(), 1);
+
+    // Asked right after the first issue: answered once the 10 s cap from
+    // that issue has passed, with a new token in the same Secret.
+    let asked = tokio::time::Instant::now();
+    ask_renew_now(&cluster, "2026-12-02T10:00:00Z").await;
+    let second = eventually(Duration::from_secs(20), "a token issued on request", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (token != first).then_some(token)
+    })
+    .await;
+    assert!(sim.is_valid_token(&second));
+    assert!(
+        asked.elapsed() >= Duration::from_secs(5),
+        "answered {:?} after a request made right after an issue: no cap",
+        asked.elapsed()
+    );
+    assert_eq!(sim.token_calls(), 2, "one request, one exchange");
+    let after = cluster.secrets().get("out").await.unwrap();
+    assert_eq!(
+        after.metadata.uid, before.metadata.uid,
+        "the Secret was replaced, not updated in place"
+    );
+    let i = cluster.wait_ready("api", "True", Some("Renewed")).await;
+    assert_eq!(
+        i.status.unwrap().renew_now_answered.as_deref(),
+        Some("2026-12-02T10:00:00Z")
+    );
+    assert!(cluster.events_text().await.contains("renewed on request"));
+
+    // The same value again (a GitOps sync re-applying it) asks nothing.
+    ask_renew_now(&cluster, "2026-12-02T10:00:00Z").await;
+    assert_eq!(calls_during(&sim, Duration::from_secs(2)).await, 0);
+
+    // A new value soon after: waits for the cap, then one exchange.
+    ask_renew_now(&cluster, "2026-12-02T10:00:05Z").await;
+    assert_eq!(
+        calls_during(&sim, Duration::from_secs(3)).await,
+        0,
+        "a request inside the cap called the provider"
+    );
+    eventually(Duration::from_secs(15), "the capped request answered", || async {
+        (sim.token_calls() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(calls_during(&sim, Duration::from_secs(2)).await, 0);
+    let events = cluster.events_text().await;
+    assert!(!events.contains(CLIENT_SECRET) && !events.contains(second.as_str()));
+    operator.stop().await;
 }

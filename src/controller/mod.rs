@@ -318,30 +318,11 @@ pub async fn run(
     // namespaced RBAC), sharing drivers, rate limiters, metrics and the key.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scopes = settings.watch_namespaces.clone();
-    let all_synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Ready only when every namespace's caches are synced.
+    settings.health.expect_parts(scopes.len());
     let runs = scopes.into_iter().map(|ns| {
         let mut stop = stop_rx.clone();
-        let mut scoped = settings.clone();
-        // Ready only when every namespace's caches are synced.
-        scoped.health = Health::default();
-        scoped.health.set_standby(false);
-        let (overall, synced, total) = (
-            settings.health.clone(),
-            all_synced.clone(),
-            settings.watch_namespaces.len(),
-        );
-        let scope_health = scoped.health.clone();
-        tokio::spawn(async move {
-            loop {
-                if scope_health.is_ready() {
-                    if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == total {
-                        overall.set_ready(true);
-                    }
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        let scoped = settings.clone();
         run_scope(client.clone(), scoped, Some(ns), async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -477,8 +458,8 @@ async fn run_scope(
     tokio::spawn(async move {
         // The only waiter on the stores themselves (see Context::wait_for_caches).
         let _ = future::join(provider_store.wait_until_ready(), owned_store.wait_until_ready()).await;
+        health.part_synced();
         let _ = caches_ready_tx.send(true);
-        health.set_ready(true);
         info!("caches synced");
         // Keep the sender alive for the controller's lifetime.
         caches_ready_tx.closed().await;

@@ -17,6 +17,38 @@ pub struct Facts {
     /// Whether credentials were ever issued (status says so): a missing
     /// Secret is then a repair rather than a first issue.
     pub issued_before: bool,
+    /// A renew-now request not yet answered, if any.
+    pub renew_request: Option<RenewRequest>,
+}
+
+/// An unanswered renew-now request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewRequest {
+    /// The earliest time it may be acted on: requests are capped per
+    /// Integration (see [`RENEW_NOW_MIN_INTERVAL`]) so that an annotation
+    /// set in a loop cannot turn into a loop of provider calls.
+    pub not_before: Option<Timestamp>,
+}
+
+/// Shortest time between an exchange and one a renew-now request causes.
+pub const RENEW_NOW_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The renew-now request an Integration carries: its annotation's value
+/// differs from the last one answered (`answered`, from status), capped to
+/// [`RENEW_NOW_MIN_INTERVAL`] after the last exchange.
+pub fn renew_request(
+    asked: Option<&str>,
+    answered: Option<&str>,
+    last_exchange: Option<Timestamp>,
+) -> Option<RenewRequest> {
+    let asked = asked?;
+    if answered == Some(asked) {
+        return None;
+    }
+    let min = jiff::SignedDuration::try_from(RENEW_NOW_MIN_INTERVAL).unwrap_or_default();
+    Some(RenewRequest {
+        not_before: last_exchange.map(|t| t + min),
+    })
 }
 
 /// The output Secret as the reconcile found it.
@@ -49,6 +81,9 @@ pub enum ExchangeReason {
     Repair,
     /// The renewal time has come.
     Renewal,
+    /// A person or a consuming application asked, with the renew-now
+    /// annotation.
+    Requested,
 }
 
 impl ExchangeReason {
@@ -59,6 +94,7 @@ impl ExchangeReason {
             ExchangeReason::InputChanged => "input_changed",
             ExchangeReason::Repair => "repair",
             ExchangeReason::Renewal => "renewal",
+            ExchangeReason::Requested => "requested",
         }
     }
 }
@@ -94,13 +130,27 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
     if *fingerprint_written != facts.input_fingerprint {
         return Decision::Exchange(ExchangeReason::InputChanged);
     }
+    // A renew-now request inside the cap is looked at again when it ends.
+    let mut capped_until = None;
+    if let Some(request) = facts.renew_request {
+        match request.not_before {
+            Some(t) if t > now => capped_until = Some(t),
+            _ => return Decision::Exchange(ExchangeReason::Requested),
+        }
+    }
+    let recheck = |renew_at: Option<Timestamp>| match (renew_at, capped_until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     match (renew_at, expires_at) {
         (Some(renew_at), _) if renew_at <= now => Decision::Exchange(ExchangeReason::Renewal),
         (_, Some(expires_at)) if expires_at <= now => Decision::Exchange(ExchangeReason::Renewal),
         // No renewal time recorded (an older or hand-made Secret): renew
         // rather than trust credentials of unknown age.
         (None, _) => Decision::Exchange(ExchangeReason::Renewal),
-        (renew_at, _) => Decision::UpToDate { recheck_at: renew_at },
+        (renew_at, _) => Decision::UpToDate {
+            recheck_at: recheck(renew_at),
+        },
     }
 }
 
@@ -150,7 +200,7 @@ pub fn yields(reason: ExchangeReason, routine: bool, recorded: &Recorded, now: T
         ExchangeReason::InputChanged => {
             recorded.spec_observed && recorded.ready && recorded.expires_at.is_none_or(|at| at > now)
         }
-        ExchangeReason::Initial | ExchangeReason::Repair => false,
+        ExchangeReason::Initial | ExchangeReason::Repair | ExchangeReason::Requested => false,
     }
 }
 
@@ -171,6 +221,7 @@ mod tests {
                 expires_at: Some(t("2026-01-01T01:00:00Z")),
             },
             issued_before: true,
+            renew_request: None,
         }
     }
 
@@ -300,6 +351,7 @@ mod tests {
             input_fingerprint: "fp".into(),
             secret: SecretState::Missing,
             issued_before: false,
+            renew_request: None,
         };
         assert_eq!(
             decide(&f, t("2026-01-01T00:00:00Z")),
@@ -322,5 +374,52 @@ mod tests {
             decide(&f, t("2026-01-01T00:10:00Z")),
             Decision::Exchange(ExchangeReason::Renewal)
         );
+    }
+
+    #[test]
+    fn a_renew_now_request_exchanges_at_once_and_only_until_it_is_answered() {
+        let now = t("2026-01-01T00:10:00Z");
+        let issued = Some(t("2026-01-01T00:00:00Z"));
+        // Asked, never answered: exchange now, although nothing is due.
+        let asked = renew_request(Some("2026-01-01T00:09:59Z"), None, issued);
+        assert!(asked.is_some());
+        let f = Facts {
+            renew_request: asked,
+            ..current()
+        };
+        assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Requested));
+        // Answered (status records the value): nothing more.
+        assert_eq!(
+            renew_request(Some("2026-01-01T00:09:59Z"), Some("2026-01-01T00:09:59Z"), issued),
+            None
+        );
+        assert_eq!(renew_request(None, Some("x"), issued), None);
+        // A new value is a new request.
+        assert!(renew_request(Some("b"), Some("a"), issued).is_some());
+    }
+
+    #[test]
+    fn a_renew_now_request_right_after_an_exchange_waits_for_the_cap() {
+        let issued = t("2026-01-01T00:10:00Z");
+        let now = t("2026-01-01T00:10:03Z");
+        let f = Facts {
+            renew_request: renew_request(Some("again"), Some("before"), Some(issued)),
+            ..current()
+        };
+        let cap_end = t("2026-01-01T00:10:10Z");
+        // Not yet: look again when the cap ends (before the renewal time).
+        assert_eq!(
+            decide(&f, now),
+            Decision::UpToDate {
+                recheck_at: Some(cap_end)
+            }
+        );
+        assert_eq!(decide(&f, cap_end), Decision::Exchange(ExchangeReason::Requested));
+        // Missing or changed inputs still come first.
+        let missing = Facts {
+            secret: SecretState::Missing,
+            ..f.clone()
+        };
+        assert_eq!(decide(&missing, now), Decision::Exchange(ExchangeReason::Repair));
     }
 }

@@ -49,6 +49,9 @@ pub const CLEANUP_FINALIZER: &str = "integration-operator.io/cleanup";
 /// Annotation a person sets to allow a one-shot step to run again (its value
 /// must match what the condition message names).
 pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
+/// Annotation a person or a consuming application sets (to a new value, a
+/// timestamp say) to have the credentials exchanged again now.
+pub const RENEW_NOW_ANNOTATION: &str = "integration-operator.io/renew-now";
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
 const UNFINISHED: &str = "unfinished";
@@ -174,6 +177,11 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         input_fingerprint: input_fingerprint.clone(),
         secret: existing.state.clone(),
         issued_before: state.last_exchange_time.is_some(),
+        renew_request: plan::renew_request(
+            integration.annotations().get(RENEW_NOW_ANNOTATION).map(String::as_str),
+            state.renew_now_answered.as_deref(),
+            status::parse_time(state.last_exchange_time.as_ref()),
+        ),
     };
     match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
@@ -832,6 +840,8 @@ async fn finish(
                 new.expires_at = issued.expires_at.map(status::rfc3339);
                 new.renew_at = Some(status::rfc3339(renew_at));
                 new.last_exchange_time = Some(status::rfc3339(now));
+                // Any exchange answers a renew-now request made before it.
+                new.renew_now_answered = integration.annotations().get(RENEW_NOW_ANNOTATION).cloned();
                 if issued.provider_id.is_some() {
                     new.integration_id = issued.provider_id.clone();
                 }
@@ -851,6 +861,11 @@ async fn finish(
                         reasons::ISSUED,
                         reasons::REPAIRED,
                         "output Secret was missing or edited: credentials reissued".to_string(),
+                    ),
+                    ExchangeReason::Requested => (
+                        reasons::RENEWED,
+                        reasons::RENEWED,
+                        format!("credentials renewed on request ({RENEW_NOW_ANNOTATION})"),
                     ),
                 };
                 let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];

@@ -98,6 +98,13 @@ pub fn logs() -> String {
         .unwrap_or_default()
 }
 
+/// Token requests the OAuth 2.0 simulator answers during `window` from now.
+pub async fn calls_during(sim: &testkit::sim::oauth2::OAuth2Sim, window: Duration) -> u64 {
+    let before = sim.token_calls();
+    tokio::time::sleep(window).await;
+    sim.token_calls() - before
+}
+
 /// Polls `check` until it returns Some, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
