@@ -445,10 +445,7 @@ async fn a_provider_slower_than_the_request_timeout_times_out_and_the_retry_issu
     cluster.integration("api", spec("out")).await;
     let token = wait_token_for(&cluster, &sim, "out", "client-a").await;
     assert_eq!(assert_consistent(&cluster, &sim, "api", "out").await, token);
-    assert!(
-        cluster.events_with_reason("ProviderTimeout").await >= 1,
-        "no ProviderTimeout Event"
-    );
+    assert!(cluster.has_event("ProviderTimeout").await, "no ProviderTimeout Event");
     assert_eq!(calls_during(&sim, Duration::from_millis(500)).await, 0);
     assert_eq!(sim.token_calls(), 3, "two timed-out calls and one that answered");
     operator.stop().await;
@@ -491,7 +488,7 @@ async fn a_5xx_storm_backs_off_with_bounded_calls_and_recovers_when_it_ends() {
         1,
         "one Warning Event for the storm, not one per retry"
     );
-    assert!(cluster.events_with_reason("Recovered").await >= 1);
+    assert!(cluster.has_event("Recovered").await);
     operator.stop().await;
 }
 
@@ -527,7 +524,7 @@ async fn malformed_and_truncated_token_answers_are_retried_until_one_is_issued()
     cluster.integration("api", spec("out")).await;
     let token = wait_token_for(&cluster, &sim, "out", "client-a").await;
     assert_eq!(assert_consistent(&cluster, &sim, "api", "out").await, token);
-    assert!(cluster.events_with_reason("MalformedResponse").await >= 1);
+    assert!(cluster.has_event("MalformedResponse").await);
     assert_eq!(calls_during(&sim, Duration::from_millis(500)).await, 0);
     assert_eq!(sim.token_calls(), 3);
     assert_eq!(sim.issued_tokens(), vec![token]);

@@ -325,7 +325,7 @@ async fn expired_link_is_reported_and_only_the_retry_annotation_creates_a_new_on
     let value = retry_value(&message);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sim.links().len(), 1, "a new link was created without being asked");
-    assert!(cluster.events_with_reason("ConnectLinkExpired").await >= 1);
+    assert!(cluster.has_event("ConnectLinkExpired").await);
 
     annotate_retry(&cluster, &value).await;
     let new_link = published_link(&cluster, &sim, 1).await;
@@ -403,7 +403,7 @@ async fn refused_api_key_needs_reauth_naming_kombo_and_the_step() {
         assert!(message.contains(words), "{words:?} missing: {message}");
     }
     assert_eq!(sim.calls(routes::CREATE_LINK), 0);
-    assert!(cluster.events_with_reason("ReauthRequired").await >= 1);
+    assert!(cluster.has_event("ReauthRequired").await);
 
     // The refused key is not sent again by itself...
     let held = sim.total_calls();
@@ -511,7 +511,7 @@ async fn deleting_the_integration_deletes_the_kombo_integration_it_created() {
     cluster.delete_integration(NAME).await;
     assert!(sim.integrations().is_empty(), "the Kombo integration was left behind");
     assert_eq!(sim.deleted(), vec![id.clone()]);
-    assert!(cluster.events_with_reason("CleanedUp").await >= 1);
+    assert!(cluster.has_event("CleanedUp").await);
     // Checked before deleting, and deleted with the body Kombo documents.
     let requests = sim.requests();
     let delete = requests

@@ -187,7 +187,7 @@ async fn refused_credentials_need_reauth_naming_talentlink_and_the_step_and_reco
             && message.contains("password"),
         "the message names TalentLink, the step and what to fix: {message}"
     );
-    assert!(cluster.events_with_reason("ReauthRequired").await >= 1);
+    assert!(cluster.has_event("ReauthRequired").await);
     assert_eq!(
         cluster.secret_data(OUTPUT).await.unwrap(),
         good,

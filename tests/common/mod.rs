@@ -492,6 +492,22 @@ impl Cluster {
             .join("\n")
     }
 
+    /// Whether an Event with this reason exists, waiting up to 10 s for one:
+    /// an Event is published after the status it goes with, so a test that
+    /// saw the status may look before the Event is stored.
+    pub async fn has_event(&self, reason: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.events_with_reason(reason).await >= 1 {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Events with this reason for the named Integration.
     pub async fn events_with_reason(&self, reason: &str) -> usize {
         self.events_text()
