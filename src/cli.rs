@@ -81,6 +81,14 @@ pub struct RunArgs {
     /// Retry delay after a failure a person must fix (bad spec, missing Secret), e.g. 5m.
     #[arg(long, env = "RETRY_INVALID", default_value = "5m", value_parser = parse_duration)]
     pub retry_invalid: Duration,
+    /// How late a renewal may be (at most half the time left to expiry, at
+    /// least 5s) before it is RenewalOverdue; also how long renewals may be
+    /// overdue with no reconcile finishing before /livez fails.
+    #[arg(long, env = "RENEWAL_OVERDUE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub renewal_overdue_after: Duration,
+    /// How long in-flight reconciles may take to finish on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -124,6 +132,7 @@ pub struct Operator {
     stop: tokio::sync::oneshot::Sender<()>,
     controller: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
+    shutdown_grace: Duration,
 }
 
 impl Operator {
@@ -174,6 +183,7 @@ impl Operator {
                 .into_iter()
                 .filter(|n| !n.trim().is_empty())
                 .collect(),
+            stall_after: args.renewal_overdue_after,
         };
         let controller = if args.leader_elect {
             let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
@@ -196,6 +206,7 @@ impl Operator {
             stop,
             controller,
             server,
+            shutdown_grace: args.shutdown_grace,
         })
     }
 
@@ -208,10 +219,17 @@ impl Operator {
         self.stop().await;
     }
 
-    /// Stops gracefully: in-flight reconciles finish, no new ones start.
-    pub async fn stop(self) {
+    /// Stops gracefully: in-flight reconciles finish (within the shutdown
+    /// grace: a stuck one must not keep a replaced pod alive), no new ones start.
+    pub async fn stop(mut self) {
         let _ = self.stop.send(());
-        let _ = self.controller.await;
+        if tokio::time::timeout(self.shutdown_grace, &mut self.controller)
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.shutdown_grace, "in-flight reconciles did not finish; stopping anyway");
+            self.controller.abort();
+        }
         self.server.abort();
     }
 }

@@ -122,6 +122,10 @@ pub const EXPIRY_NOT_PROVIDED: &str = "ExpiryNotProvided";
 /// (403 on the check); published, with this warning.
 pub const API_KEY_PERMISSION_LIMITED: &str = "ApiKeyPermissionLimited";
 
+// RenewalOverdue=True (its own condition type, set by the stall watchdog).
+/// A renewal is overdue and nothing recorded a failure: the operator may be stalled.
+pub const RENEWAL_OVERDUE: &str = "RenewalOverdue";
+
 // Driver reasons shown only inside a CleanupFailed message.
 /// During deletion: the instance id in the Secret does not carry this
 /// Integration's tag, so it is not deleted.
@@ -182,6 +186,9 @@ pub const READY: &[(&str, Health)] = &[
 /// Every reason a `Warning` condition can carry.
 pub const WARNING: &[&str] = &[EXPIRY_NOT_PROVIDED, API_KEY_PERMISSION_LIMITED];
 
+/// Every reason a `RenewalOverdue` condition can carry.
+pub const OVERDUE: &[&str] = &[RENEWAL_OVERDUE];
+
 /// Driver reasons that never reach a condition themselves: a failure while
 /// deleting shows as [`CLEANUP_FAILED`], with the driver's message.
 pub const CLEANUP_DETAIL: &[&str] = &[ELEMENT_INSTANCE_NOT_OWNED];
@@ -219,6 +226,7 @@ mod tests {
     fn no_reason_is_listed_twice() {
         let mut all: Vec<&str> = READY.iter().map(|(r, _)| *r).collect();
         all.extend(WARNING);
+        all.extend(OVERDUE);
         all.extend(CLEANUP_DETAIL);
         all.extend(EVENT_ONLY);
         let unique: BTreeSet<&str> = all.iter().copied().collect();

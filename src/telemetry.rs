@@ -17,7 +17,13 @@ use kube::runtime::reflector::Store;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
-    metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram},
+    metrics::{
+        MetricType,
+        counter::Counter,
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -115,6 +121,7 @@ struct Inner {
     rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64>>,
     secret_writes: Counter,
     status_writes: Counter,
+    renewals_overdue: Gauge,
     integrations: IntegrationStores,
 }
 
@@ -152,6 +159,7 @@ impl Metrics {
             rate_limit_wait_seconds: Family::default(),
             secret_writes: Counter::default(),
             status_writes: Counter::default(),
+            renewals_overdue: Gauge::default(),
             integrations: IntegrationStores::default(),
         };
         {
@@ -201,6 +209,11 @@ impl Metrics {
                 "status_writes",
                 "Writes of Integration status",
                 inner.status_writes.clone(),
+            );
+            r.register(
+                "renewals_overdue",
+                "Renewals more than the grace period late with Ready still True (the stall watchdog's count)",
+                inner.renewals_overdue.clone(),
             );
             r.register_collector(Box::new(IntegrationCollector(inner.integrations.clone())));
         }
@@ -284,6 +297,11 @@ impl Metrics {
         self.0.secret_writes.inc();
     }
 
+    /// The stall watchdog's count over every controller.
+    pub fn set_renewals_overdue(&self, count: usize) {
+        self.0.renewals_overdue.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     pub fn status_written(&self) {
         self.0.status_writes.inc();
     }
@@ -323,6 +341,13 @@ pub struct Health {
     /// synced yet.
     unsynced: Arc<AtomicUsize>,
     standby: Arc<AtomicBool>,
+    /// Overdue renewals per controller, as its stall watchdog last counted.
+    overdue: Arc<Mutex<std::collections::BTreeMap<usize, usize>>>,
+    /// When a reconcile last finished (success or failure).
+    progressed: Arc<Mutex<std::time::Instant>>,
+    /// How long renewals may be overdue with no reconcile finishing before
+    /// the liveness probe fails.
+    stall_after: Arc<Mutex<std::time::Duration>>,
 }
 
 impl Default for Health {
@@ -330,6 +355,9 @@ impl Default for Health {
         Self {
             unsynced: Arc::new(AtomicUsize::new(1)),
             standby: Arc::new(AtomicBool::new(true)),
+            overdue: Arc::default(),
+            progressed: Arc::new(Mutex::new(std::time::Instant::now())),
+            stall_after: Arc::new(Mutex::new(std::time::Duration::from_secs(300))),
         }
     }
 }
@@ -367,6 +395,43 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.is_standby() || self.unsynced.load(Ordering::SeqCst) == 0
     }
+
+    /// The grace of the liveness probe (see [`crate::controller::watchdog`]).
+    pub fn set_stall_after(&self, after: std::time::Duration) {
+        *self.stall_after.lock().unwrap_or_else(|p| p.into_inner()) = after;
+    }
+
+    /// A reconcile finished: the workers are making progress.
+    pub fn progressed(&self) {
+        *self.progressed.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// The watchdog of controller `slot` counted `count` overdue renewals.
+    pub fn set_overdue(&self, slot: usize, count: usize) {
+        self.overdue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, count);
+    }
+
+    /// Overdue renewals over every controller.
+    pub fn overdue(&self) -> usize {
+        self.overdue.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// The controllers stopped (a lost leadership term): nothing they
+    /// counted holds any more.
+    pub fn clear_overdue(&self) {
+        self.overdue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Whether the liveness probe passes: not while renewals are overdue and
+    /// no reconcile has finished for the grace period.
+    pub fn is_live(&self) -> bool {
+        let since = self.progressed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        let grace = *self.stall_after.lock().unwrap_or_else(|p| p.into_inner());
+        crate::controller::watchdog::is_live(self.overdue(), since, grace)
+    }
 }
 
 #[derive(Clone)]
@@ -381,8 +446,8 @@ struct ServerState {
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, health: Health) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
+        .route("/healthz", get(live_handler))
+        .route("/livez", get(live_handler))
         .route("/readyz", get(ready_handler))
         .with_state(ServerState { metrics, health });
     axum::serve(listener, app).await
@@ -396,6 +461,20 @@ async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse 
         )],
         state.metrics.render(),
     )
+}
+
+async fn live_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.health.is_live() {
+        (StatusCode::OK, "ok".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: {} renewals overdue and no reconcile finished lately",
+                state.health.overdue()
+            ),
+        )
+    }
 }
 
 async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
@@ -415,7 +494,10 @@ pub fn init_logging(json: bool, filter: &str) {
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or a log
+        // collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         let _ = builder.json().try_init();
     } else {

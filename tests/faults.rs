@@ -597,6 +597,11 @@ struct Binary {
 impl Binary {
     /// Starts the binary; with `failpoint`, it aborts when it gets there.
     fn start(cluster: &Cluster, failpoint: Option<&str>) -> Binary {
+        Self::start_with(cluster, failpoint, &[])
+    }
+
+    /// Starts the binary with extra flags.
+    fn start_with(cluster: &Cluster, failpoint: Option<&str>, extra: &[&str]) -> Binary {
         let log = tempfile::Builder::new()
             .prefix("faults-operator-")
             .suffix(".log")
@@ -609,6 +614,7 @@ impl Binary {
         command
             .args(["run", "--metrics-addr", "127.0.0.1:0"])
             .args(["--retry-base", "200ms", "--retry-max", "2s"])
+            .args(extra)
             .arg("--kubeconfig")
             .arg(cluster.operator_kubeconfig())
             .envs(cluster.operator_env())
@@ -642,6 +648,23 @@ impl Binary {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Where it serves /metrics and /livez, from its start-up log line.
+    async fn metrics_url(&self) -> String {
+        eventually(Duration::from_secs(20), "the metrics address in the log", || async {
+            let log = self.log();
+            let rest = log.split("metrics_addr=").nth(1)?;
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            Some(format!("http://{}", addr.trim_matches('"')))
+        })
+        .await
+    }
+}
+
+/// GET on the operator's metrics port: status and body.
+async fn probe(url: &str) -> (u16, String) {
+    let answer = reqwest::get(url).await.expect("the metrics port answers");
+    (answer.status().as_u16(), answer.text().await.unwrap_or_default())
 }
 
 impl Drop for Binary {
@@ -764,4 +787,78 @@ async fn a_restarted_apiserver_after_an_etcd_compaction_and_a_restarted_etcd_los
     assert_eq!(calls_during(&sim, Duration::from_secs(1)).await, 0);
     assert_eq!(sim.token_calls(), exchanges + 3);
     operator.stop().await;
+}
+
+/// The stall watchdog, with a worker stalled for real: the binary's
+/// `stall-renewal` fail point makes every routine renewal hang forever (a
+/// stuck worker), so the renewal time passes with Ready still True and no
+/// failure recorded.
+#[tokio::test]
+async fn a_stalled_renewal_is_reported_overdue_fails_liveness_and_a_restart_renews() {
+    // 20-s tokens renewed at half their life: due ~10 s after issue,
+    // overdue 3 s later (--renewal-overdue-after).
+    let (cluster, sim) = setup(Some(20)).await;
+    let stuck = Binary::start_with(
+        &cluster,
+        Some(failpoints::STALL_RENEWAL),
+        &["--renewal-overdue-after", "3s"],
+    );
+    let mut with_refresh = spec("out");
+    with_refresh["refresh"] = json!({"renewBefore": "50%"});
+    cluster.integration("api", with_refresh.clone()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+    let url = stuck.metrics_url().await;
+    assert_eq!(
+        probe(&format!("{url}/livez")).await.0,
+        200,
+        "live before any renewal is due"
+    );
+
+    let overdue = eventually(Duration::from_secs(30), "a RenewalOverdue condition", || async {
+        let i = cluster.integrations().get("api").await.ok()?;
+        i.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "RenewalOverdue" && c.status == "True")
+    })
+    .await;
+    assert_eq!(overdue.reason, "RenewalOverdue");
+    assert!(overdue.message.contains("has not happened"), "{}", overdue.message);
+    assert!(cluster.has_event("RenewalOverdue").await, "no RenewalOverdue Event");
+    let (_, metrics) = probe(&format!("{url}/metrics")).await;
+    assert!(
+        metrics.contains("integration_operator_renewals_overdue 1"),
+        "the gauge does not count it:\n{metrics}"
+    );
+    // Nothing finishes any more: the liveness probe fails, so that
+    // Kubernetes would restart the process.
+    let (code, body) = eventually(Duration::from_secs(15), "/livez to fail", || async {
+        let (code, body) = probe(&format!("{url}/livez")).await;
+        (code == 503).then_some((code, body))
+    })
+    .await;
+    assert!(body.contains("1 renewals overdue"), "{code} {body}");
+    assert_eq!(sim.token_calls(), 1, "the stalled renewal never reached the provider");
+    let log = stuck.log();
+    assert!(log.contains("renewal overdue"), "{log}");
+    drop(stuck);
+
+    // What Kubernetes does next: a new process renews, and the condition goes.
+    let healthy = Binary::start_with(&cluster, None, &["--renewal-overdue-after", "3s"]);
+    eventually(Duration::from_secs(30), "a renewed token", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (token != first && sim.is_valid_token(&token)).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(15), "the condition cleared", || async {
+        let i = cluster.integrations().get("api").await.ok()?;
+        (!i.status?.conditions.iter().any(|c| c.type_ == "RenewalOverdue")).then_some(())
+    })
+    .await;
+    let url = healthy.metrics_url().await;
+    assert_eq!(probe(&format!("{url}/livez")).await.0, 200);
+    let logs = format!("{}\n{}", healthy.log(), cluster.events_text().await);
+    no_secret_leaked(&logs, "the log and Events");
+    assert!(!logs.contains(&first), "the token appeared in the log or an Event");
 }

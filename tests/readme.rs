@@ -113,10 +113,17 @@ fn the_conditions_table_lists_every_reason_the_code_sets_and_no_other() {
             .unwrap_or_else(|| panic!("no row for Warning reason {reason}"));
         assert_eq!(row.condition, "Warning=True", "{reason}");
     }
+    for reason in reasons::OVERDUE {
+        let row = by_reason
+            .get(reason)
+            .unwrap_or_else(|| panic!("no row for RenewalOverdue reason {reason}"));
+        assert_eq!(row.condition, "RenewalOverdue=True", "{reason}");
+    }
     let expected: BTreeSet<&str> = reasons::READY
         .iter()
         .map(|(r, _)| *r)
         .chain(reasons::WARNING.iter().copied())
+        .chain(reasons::OVERDUE.iter().copied())
         .collect();
     let stale: Vec<&&str> = by_reason.keys().filter(|r| !expected.contains(**r)).collect();
     assert!(stale.is_empty(), "README lists reasons the code never sets: {stale:?}");
@@ -197,6 +204,7 @@ fn reasons_in_the_source_are_the_listed_ones() {
         .iter()
         .map(|(r, _)| *r)
         .chain(reasons::WARNING.iter().copied())
+        .chain(reasons::OVERDUE.iter().copied())
         .chain(reasons::CLEANUP_DETAIL.iter().copied())
         .chain(reasons::EVENT_ONLY.iter().copied())
         .collect();

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod shared_reads;
 pub mod status;
 pub mod timetable;
+pub mod watchdog;
 
 use std::{
     collections::HashMap,
@@ -217,6 +218,10 @@ pub struct Context {
     pub input_reads: shared_reads::SharedReads,
     /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// Liveness: every finished look is progress.
+    pub health: Health,
+    /// How late a renewal may be before it is overdue (see [`watchdog`]).
+    pub stall_after: Duration,
 }
 
 impl Context {
@@ -249,6 +254,8 @@ pub struct Settings {
     pub instance: String,
     /// Namespaces to manage; empty: all.
     pub watch_namespaces: Vec<String>,
+    /// How late a renewal may be before it is overdue (see [`watchdog`]).
+    pub stall_after: Duration,
 }
 
 /// The error policy: exponential backoff with jitter for transient failures,
@@ -310,8 +317,12 @@ pub async fn run(
     shutdown: impl future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     settings.metrics.clear_integration_stores();
+    settings.health.set_stall_after(settings.stall_after);
+    settings.health.clear_overdue();
     if settings.watch_namespaces.is_empty() {
-        run_scope(client, settings, None, shutdown).await;
+        let health = settings.health.clone();
+        run_scope(client, settings, None, 0, shutdown).await;
+        health.clear_overdue();
         return;
     }
     // One controller per watched namespace (namespaced watches need only
@@ -320,10 +331,10 @@ pub async fn run(
     let scopes = settings.watch_namespaces.clone();
     // Ready only when every namespace's caches are synced.
     settings.health.expect_parts(scopes.len());
-    let runs = scopes.into_iter().map(|ns| {
+    let runs = scopes.into_iter().enumerate().map(|(slot, ns)| {
         let mut stop = stop_rx.clone();
         let scoped = settings.clone();
-        run_scope(client.clone(), scoped, Some(ns), async move {
+        run_scope(client.clone(), scoped, Some(ns), slot, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
     });
@@ -337,6 +348,7 @@ pub async fn run(
         }
     }
     settings.health.set_ready(false);
+    settings.health.clear_overdue();
 }
 
 /// Drops what no reconcile reads from cached objects: field ownership and
@@ -391,6 +403,7 @@ async fn run_scope(
     client: Client,
     settings: Settings,
     namespace: Option<String>,
+    slot: usize,
     shutdown: impl future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (integrations, secrets): (Api<Integration>, Api<PartialObjectMeta<Secret>>) = match &namespace {
@@ -451,6 +464,8 @@ async fn run_scope(
         timetable: Arc::default(),
         input_reads: shared_reads::SharedReads::default(),
         caches_ready,
+        health: settings.health.clone(),
+        stall_after: settings.stall_after,
     });
 
     let health = settings.health.clone();
@@ -515,7 +530,14 @@ async fn run_scope(
         .clone()
         .due()
         .filter(move |integration| future::ready(present.get(integration).is_some()));
-    ctx.metrics.add_integration_store(store);
+    ctx.metrics.add_integration_store(store.clone());
+    // Stops with this controller (dropped at the end of this function).
+    let watchdog = AbortOnDrop(tokio::spawn(watchdog::run(
+        store,
+        ctx.clone(),
+        settings.health.clone(),
+        slot,
+    )));
 
     controller
         .owns_stream(owned_events)
@@ -553,7 +575,17 @@ async fn run_scope(
             future::ready(())
         })
         .await;
+    drop(watchdog);
     info!("controller stopped");
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub mod failpoints {
     pub const AFTER_SECRET_WRITE: &str = "after-secret-write";
     /// Every fail point above.
     pub const ALL: &[&str] = &[BEFORE_EXCHANGE, AFTER_EXCHANGE, AFTER_SECRET_WRITE];
+    /// A routine renewal that never ends (set to `return`): a stuck worker,
+    /// for the stall watchdog's test. Not in [`ALL`]: it stalls, not aborts.
+    pub const STALL_RENEWAL: &str = "stall-renewal";
 }
 
 enum EndingKind {
@@ -112,6 +115,7 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
     ctx.wait_for_caches().await;
     let key = ObjectRef::from_obj(&*integration);
     let next_look = look(&integration, &ctx, &key).await;
+    ctx.health.progressed();
     // The next look is kept in the compact timetable, not kube-runtime's
     // scheduler (see timetable.rs); after a failure the error policy decides.
     match next_look {
@@ -207,6 +211,15 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 });
             }
             info!(reason = reason.as_str(), "exchanging credentials");
+            if reason == ExchangeReason::Renewal {
+                let stall = (|| {
+                    fail::fail_point!(failpoints::STALL_RENEWAL, |_| true);
+                    false
+                })();
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+            }
             if resolved.driver.needs_cleanup(&resolved.flow) {
                 // Before anything is created at the provider.
                 ensure_finalizer(integration, ctx).await?;
@@ -772,7 +785,7 @@ async fn finish(
         Ending::Issued { .. } => EndingKind::Issued,
         _ => EndingKind::Other,
     };
-    let (wanted, recheck_at, event) =
+    let (mut wanted, recheck_at, event) =
         match ending {
             Ending::UpToDate { recheck_at, observed } => {
                 // The schedule recorded with the credentials is fresher than a
@@ -888,6 +901,11 @@ async fn finish(
                 (wanted, Some(renew_at), event)
             }
         };
+    // A look that did not renew leaves an overdue renewal overdue: its
+    // condition stays until a renewal moves the renewal time.
+    if let Some(c) = super::watchdog::still_overdue(&old, &new, now, ctx.stall_after) {
+        wanted.push(Wanted::from(c));
+    }
     new.conditions = status::merge_conditions(&old.conditions, &wanted, generation, now);
     // Only an exchange knows that a field became empty; other endings never
     // null a field they did not compute.
@@ -1055,7 +1073,7 @@ fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedul
         .unwrap_or_default()
 }
 
-async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {
     let note = crate::providers::sanitize_message(&note);
     if let Err(e) = ctx
         .events

@@ -11,6 +11,8 @@ use crate::{crd::IntegrationStatus, providers::sanitize_message};
 pub const READY: &str = "Ready";
 /// Condition type: something needs attention although credentials may work.
 pub const WARNING: &str = "Warning";
+/// Condition type: a renewal is overdue and nothing says why (the watchdog).
+pub const RENEWAL_OVERDUE: &str = crate::reasons::RENEWAL_OVERDUE;
 
 /// A condition as the reconcile wants it, before transition times. Its
 /// message is sanitised (no control characters, bounded): whatever a driver
@@ -42,6 +44,16 @@ impl Wanted {
         }
     }
 
+    /// `RenewalOverdue=True`, set by the stall watchdog.
+    pub fn overdue(message: String) -> Self {
+        Self {
+            type_: RENEWAL_OVERDUE,
+            status: true,
+            reason: RENEWAL_OVERDUE.to_string(),
+            message: sanitize_message(&message),
+        }
+    }
+
     pub fn warning(reason: &str, message: impl Into<String>) -> Self {
         Self {
             type_: WARNING,
@@ -56,7 +68,11 @@ impl From<&Condition> for Wanted {
     /// An existing condition, kept as it is.
     fn from(c: &Condition) -> Self {
         Self {
-            type_: if c.type_ == READY { READY } else { WARNING },
+            type_: match c.type_.as_str() {
+                READY => READY,
+                RENEWAL_OVERDUE => RENEWAL_OVERDUE,
+                _ => WARNING,
+            },
             status: c.status == "True",
             reason: c.reason.clone(),
             message: c.message.clone(),
