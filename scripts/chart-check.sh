@@ -35,6 +35,7 @@ render minimal --set rbac.create=false --set serviceAccount.create=false --set s
   --set clusterProviders.kombo.enabled=false --set clusterProviders.cloud-elements.enabled=false \
   --set metrics.service.enabled=false --set leaderElection.enabled=false
 render scoped --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecretAccess=false
+render feedback --set feedback.enabled=true
 render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.sandbox.smartrecruiters.com/ \
   --set clusterProviders.smartrecruiters.spec.tokenUrl=https://api.sandbox.smartrecruiters.com/identity/oauth/token
 
@@ -54,6 +55,9 @@ PY
 grep -q 'value: "team-a,team-b"' "$out/scoped.yaml" || { echo "WATCH_NAMESPACES not passed to the operator"; exit 1; }
 grep -q 'kind: PodDisruptionBudget' "$out/ha.yaml" || { echo "no PDB with 3 replicas"; exit 1; }
 if grep -q 'kind: PodDisruptionBudget' "$out/default.yaml"; then echo "PDB with 1 replica"; exit 1; fi
+# Rejected-credential feedback grants nothing unless enabled.
+if grep -q 'report-rejected' "$out/default.yaml"; then echo "feedback RBAC rendered without feedback.enabled"; exit 1; fi
+grep -q 'kind: ValidatingAdmissionPolicy$' "$out/feedback.yaml" || { echo "no admission policy with feedback.enabled"; exit 1; }
 if grep -q 'kind: CustomResourceDefinition' "$out/no-crds.yaml"; then echo "CRDs rendered with crds.install=false"; exit 1; fi
 
 # kubernetes-validate knows built-in kinds; our own kinds are checked

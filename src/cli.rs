@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// overdue with no reconcile finishing before /livez fails.
     #[arg(long, env = "RENEWAL_OVERDUE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub renewal_overdue_after: Duration,
+    /// Shortest time from an exchange to one that a consumer's rejection
+    /// report (the credentials-rejected annotation) causes, per Integration.
+    #[arg(long, env = "REJECTION_REPORT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub rejection_report_interval: Duration,
     /// How long in-flight reconciles may take to finish on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -184,6 +188,7 @@ impl Operator {
                 .filter(|n| !n.trim().is_empty())
                 .collect(),
             stall_after: args.renewal_overdue_after,
+            report_interval: args.rejection_report_interval,
         };
         let controller = if args.leader_elect {
             let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)

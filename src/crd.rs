@@ -430,6 +430,13 @@ pub struct IntegrationStatus {
     /// once per 10 seconds per Integration, without deleting anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_now_answered: Option<String>,
+    /// The value of the `integration-operator.io/credentials-rejected`
+    /// annotation that the last exchange answered. A consuming application
+    /// that gets a 401 with the published credentials sets the annotation
+    /// to a new value; the operator re-validates or renews them, at most
+    /// once per 30 seconds per Integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_answered: Option<String>,
 }
 
 /// A ClusterProvider is an admin-owned provider endpoint set that Integrations

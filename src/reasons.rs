@@ -140,6 +140,9 @@ pub const REPAIRED: &str = "Repaired";
 pub const RECOVERED: &str = "Recovered";
 /// Provider-side state deleted with the Integration.
 pub const CLEANED_UP: &str = "CleanedUp";
+/// A consumer reported the credentials rejected, and the provider still
+/// accepts them as they are: nothing was changed.
+pub const STILL_ACCEPTED: &str = "StillAccepted";
 
 /// Every reason a `Ready` condition can carry, with how it reads for a GitOps tool.
 pub const READY: &[(&str, Health)] = &[
@@ -194,7 +197,7 @@ pub const OVERDUE: &[&str] = &[RENEWAL_OVERDUE];
 pub const CLEANUP_DETAIL: &[&str] = &[ELEMENT_INSTANCE_NOT_OWNED];
 
 /// Reasons used only on Events (besides every Ready reason above).
-pub const EVENT_ONLY: &[&str] = &[REISSUED, REPAIRED, RECOVERED, CLEANED_UP];
+pub const EVENT_ONLY: &[&str] = &[REISSUED, REPAIRED, RECOVERED, CLEANED_UP, STILL_ACCEPTED];
 
 /// How a GitOps tool should read a Ready condition with `reason` and
 /// `status` (`True`, `False`, `Unknown`). An unknown reason reads Degraded.

@@ -716,3 +716,48 @@ async fn renew_now_exchanges_again_in_place_once_per_request_and_at_most_every_t
     assert!(!events.contains(CLIENT_SECRET) && !events.contains(second.as_str()));
     operator.stop().await;
 }
+
+/// Rejected-credential feedback on a token flow: a consumer's report gets a
+/// new token in place (after the report cap), with an Event saying why.
+#[tokio::test]
+async fn a_consumers_rejection_report_renews_the_token_in_place_once() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    let operator = cluster
+        .start_operator_with(&["--rejection-report-interval", "2s"])
+        .await;
+    cluster.integration("api", cc_spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+    cluster
+        .integrations()
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"integration-operator.io/credentials-rejected": "401 at 10:00"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let second = eventually(Duration::from_secs(15), "a token issued after the report", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (token != first).then_some(token)
+    })
+    .await;
+    assert!(sim.is_valid_token(&second));
+    eventually(Duration::from_secs(10), "an Event naming the report", || async {
+        cluster
+            .events_text()
+            .await
+            .contains("reported the credentials rejected")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        calls_during(&sim, Duration::from_secs(3)).await,
+        0,
+        "one report, one exchange"
+    );
+    assert_eq!(sim.token_calls(), 2);
+    operator.stop().await;
+}

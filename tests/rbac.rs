@@ -234,3 +234,178 @@ async fn the_charts_rbac_allows_every_verb_the_operator_uses_and_nothing_it_must
         "delete integration",
     );
 }
+
+/// Denied by admission (the chart's ValidatingAdmissionPolicy) or by RBAC.
+fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) -> String {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => status.message,
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// Rejected-credential feedback, as the chart grants it when
+/// `feedback.enabled`: an application's ServiceAccount bound to the
+/// report-rejected role may set the credentials-rejected annotation on an
+/// Integration, and the real apiserver (RBAC plus the chart's
+/// ValidatingAdmissionPolicy, evaluated by its CEL admission plugin) refuses
+/// everything else it tries.
+#[tokio::test]
+async fn the_feedback_role_lets_an_application_report_a_rejection_and_change_nothing_else() {
+    use k8s_openapi::api::{core::v1::ServiceAccount, rbac::v1::RoleBinding};
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace.clone();
+    let fullname = format!("fb-{ns}");
+    let rendered = testkit::control_plane::render_chart(&[
+        "--set",
+        "feedback.enabled=true",
+        "--set",
+        &format!("fullnameOverride={fullname}"),
+        "--show-only",
+        "templates/feedback.yaml",
+    ])
+    .expect("the chart renders with feedback enabled");
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["apply", "--server-side", "-f", "-", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    std::io::Write::write_all(&mut apply.stdin.take().unwrap(), rendered.as_bytes()).unwrap();
+    let out = apply.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The application's identity, bound in its own namespace.
+    let pp = PostParams::default();
+    let admin = cluster.client.clone();
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "metadata": {"name": "app-reports-rejections"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{fullname}-report-rejected")},
+                "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}],
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let app = cluster.control_plane().service_account_client(&admin, &ns, "app").await;
+    cluster
+        .input_secret("creds", &[("client_id", "a"), ("client_secret", "b")])
+        .await;
+    cluster
+        .oauth2_provider("auth", "http://127.0.0.1:9/token", json!({}))
+        .await;
+    cluster
+        .integration(
+            "api",
+            json!({"provider": "auth", "secretRef": {"name": "creds"}, "clientCredentials": {}}),
+        )
+        .await;
+    let integrations: Api<Integration> = Api::namespaced(app.clone(), &ns);
+    let pp = PatchParams::default();
+    let annotate = |key: &str, value: &str| Patch::Merge(json!({"metadata": {"annotations": {key: value}}}));
+
+    // The policy takes effect once the apiserver has loaded it: until a
+    // spec edit is refused, it has not.
+    let message = common::eventually(
+        std::time::Duration::from_secs(20),
+        "the admission policy in force",
+        || async {
+            match integrations
+                .patch(
+                    "api",
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"target": {"name": "elsewhere"}}})),
+                )
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Some(s.message),
+                Ok(_) => {
+                    // Admitted before the policy was loaded: put it back.
+                    let _ = cluster
+                        .integrations()
+                        .patch("api", &pp, &Patch::Merge(json!({"spec": {"target": null}})))
+                        .await;
+                    None
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        },
+    )
+    .await;
+    assert!(message.contains("may only set the annotation"), "{message}");
+
+    // Reporting works.
+    let reported = allowed(
+        integrations
+            .patch(
+                "api",
+                &pp,
+                &annotate("integration-operator.io/credentials-rejected", "2026-12-02T10:00:00Z"),
+            )
+            .await,
+        "set the credentials-rejected annotation",
+    );
+    assert_eq!(
+        reported.metadata.annotations.unwrap()["integration-operator.io/credentials-rejected"],
+        "2026-12-02T10:00:00Z"
+    );
+    // Nothing else: another annotation, a label, a finalizer, deletion,
+    // status, Secrets.
+    refused(
+        integrations
+            .patch("api", &pp, &annotate("integration-operator.io/renew-now", "now"))
+            .await,
+        "another annotation",
+    );
+    refused(
+        integrations
+            .patch("api", &pp, &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+            .await,
+        "a label",
+    );
+    refused(
+        integrations
+            .patch("api", &pp, &Patch::Merge(json!({"metadata": {"finalizers": ["x/y"]}})))
+            .await,
+        "a finalizer",
+    );
+    forbidden(
+        integrations.delete("api", &DeleteParams::default()).await,
+        "delete the Integration",
+    );
+    forbidden(
+        integrations
+            .patch_status(
+                "api",
+                &pp,
+                &Patch::Merge(json!({"status": {"renewAt": "2030-01-01T00:00:00Z"}})),
+            )
+            .await,
+        "write status",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(app.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+        "list Secrets",
+    );
+    // People with update rights are not affected by the policy.
+    allowed(
+        cluster
+            .integrations()
+            .patch("api", &pp, &annotate("integration-operator.io/renew-now", "now"))
+            .await,
+        "an admin annotates",
+    );
+}

@@ -779,3 +779,68 @@ async fn refused_customer_credentials_need_reauth_and_are_recreated_when_asked()
     assert_eq!(cluster.secret_data("out").await.unwrap()["client_id"], second.client_id);
     operator.stop().await;
 }
+
+/// Rejected-credential feedback: an application that got a 401 with the
+/// published key says so with the credentials-rejected annotation, and the
+/// key is checked again at once instead of at the next revalidation (an
+/// hour away here).
+#[tokio::test]
+async fn a_rejection_report_checks_the_key_at_once_and_a_revoked_key_needs_reauth_before_the_next_check() {
+    let (cluster, sim) = setup(None).await;
+    provider(&cluster, &sim, "sr-hourly", json!({"revalidateInterval": "1h"})).await;
+    sim.add_api_key(API_KEY, "ACME");
+    cluster.input_secret("key", &[("api_key", API_KEY)]).await;
+    let operator = cluster
+        .start_operator_with(&["--rejection-report-interval", "2s"])
+        .await;
+    cluster
+        .integration(
+            "key",
+            json!({"provider": "sr-hourly", "secretRef": {"name": "key"}, "apiKey": {}, "target": {"name": "out"}}),
+        )
+        .await;
+    cluster.wait_ready("key", "True", None).await;
+    let checks = sim.calls("company");
+    let report = |value: &'static str| {
+        let api = cluster.integrations();
+        async move {
+            api.patch(
+                "key",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"integration-operator.io/credentials-rejected": value}}}),
+                ),
+            )
+            .await
+            .expect("annotated")
+        }
+    };
+
+    // The key still works: checked once, nothing changed, and the Event
+    // tells the application's team to look elsewhere.
+    report("2026-12-02T10:00:00Z").await;
+    eventually(Duration::from_secs(15), "a StillAccepted Event", || async {
+        (cluster.events_with_reason("StillAccepted").await >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls("company"), checks + 1, "one check per report");
+    let i = cluster.wait_ready("key", "True", None).await;
+    assert_eq!(
+        i.status.unwrap().rejection_answered.as_deref(),
+        Some("2026-12-02T10:00:00Z")
+    );
+    // The same value again (a re-applied manifest) reports nothing.
+    report("2026-12-02T10:00:00Z").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.calls("company"), checks + 1, "an answered report checked again");
+
+    // Revoked at SmartRecruiters: the next report finds out at once.
+    sim.revoke_api_key(API_KEY);
+    report("2026-12-02T10:05:00Z").await;
+    let i = cluster.wait_ready("key", "False", Some("ReauthRequired")).await;
+    let (_, message) = ready(&i);
+    assert!(!message.contains(API_KEY));
+    operator.stop().await;
+    let text = format!("{}\n{}", logs(), cluster.events_text().await);
+    assert!(!text.contains(API_KEY), "the API key appeared in the log or an Event");
+}

@@ -222,6 +222,8 @@ pub struct Context {
     pub health: Health,
     /// How late a renewal may be before it is overdue (see [`watchdog`]).
     pub stall_after: Duration,
+    /// Shortest time from an exchange to one a rejection report causes.
+    pub report_interval: Duration,
 }
 
 impl Context {
@@ -256,6 +258,8 @@ pub struct Settings {
     pub watch_namespaces: Vec<String>,
     /// How late a renewal may be before it is overdue (see [`watchdog`]).
     pub stall_after: Duration,
+    /// Shortest time from an exchange to one a rejection report causes.
+    pub report_interval: Duration,
 }
 
 /// The error policy: exponential backoff with jitter for transient failures,
@@ -466,6 +470,7 @@ async fn run_scope(
         caches_ready,
         health: settings.health.clone(),
         stall_after: settings.stall_after,
+        report_interval: settings.report_interval,
     });
 
     let health = settings.health.clone();

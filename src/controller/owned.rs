@@ -37,6 +37,8 @@ pub struct OwnedSecret {
     pub schedule: Schedule,
     /// [`metadata_digest`] of the labels and annotations.
     pub metadata_digest: u64,
+    /// [`content_digest`]: tells whether the data changed without keeping it.
+    pub content_digest: u64,
 }
 
 impl OwnedSecret {
@@ -55,6 +57,7 @@ impl OwnedSecret {
                 .map(|v| v.as_str().into()),
             schedule: annotations.map(Schedule::from_annotations).unwrap_or_default(),
             metadata_digest: metadata_digest(meta),
+            content_digest: content_digest(meta),
         }
     }
 
@@ -84,6 +87,17 @@ pub fn metadata_digest(meta: &ObjectMeta) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     map(&mut h, meta.labels.as_ref());
     map(&mut h, meta.annotations.as_ref());
+    h.finish()
+}
+
+/// A digest of the content-hash annotation (the keyed hash of the data the
+/// operator wrote): equal digests, equal data.
+pub fn content_digest(meta: &ObjectMeta) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(output::CONTENT_HASH_ANNOTATION))
+        .hash(&mut h);
     h.finish()
 }
 

@@ -17,21 +17,50 @@ pub struct Facts {
     /// Whether credentials were ever issued (status says so): a missing
     /// Secret is then a repair rather than a first issue.
     pub issued_before: bool,
-    /// A renew-now request not yet answered, if any.
+    /// A renew-now request or a rejection report not yet answered, if any.
     pub renew_request: Option<RenewRequest>,
 }
 
-/// An unanswered renew-now request.
+/// An unanswered renew-now request or rejection report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewRequest {
     /// The earliest time it may be acted on: requests are capped per
     /// Integration (see [`RENEW_NOW_MIN_INTERVAL`]) so that an annotation
     /// set in a loop cannot turn into a loop of provider calls.
     pub not_before: Option<Timestamp>,
+    /// A consumer reported the credentials rejected (the
+    /// credentials-rejected annotation), rather than a person asking.
+    pub reported: bool,
 }
 
 /// Shortest time between an exchange and one a renew-now request causes.
 pub const RENEW_NOW_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Default shortest time between an exchange and one a rejection report
+/// causes (`--rejection-report-interval`): longer than a person's
+/// renew-now, because an application that reports every 401 it gets would
+/// otherwise hold its provider at one exchange every few seconds.
+pub const REJECTION_REPORT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The rejection report an Integration carries: the credentials-rejected
+/// annotation's value differs from the last one answered, capped to
+/// `min_interval` after the last exchange.
+pub fn rejection_report(
+    reported: Option<&str>,
+    answered: Option<&str>,
+    last_exchange: Option<Timestamp>,
+    min_interval: std::time::Duration,
+) -> Option<RenewRequest> {
+    let reported = reported?;
+    if answered == Some(reported) {
+        return None;
+    }
+    let min = jiff::SignedDuration::try_from(min_interval).unwrap_or_default();
+    Some(RenewRequest {
+        not_before: last_exchange.map(|t| t + min),
+        reported: true,
+    })
+}
 
 /// The renew-now request an Integration carries: its annotation's value
 /// differs from the last one answered (`answered`, from status), capped to
@@ -48,6 +77,7 @@ pub fn renew_request(
     let min = jiff::SignedDuration::try_from(RENEW_NOW_MIN_INTERVAL).unwrap_or_default();
     Some(RenewRequest {
         not_before: last_exchange.map(|t| t + min),
+        reported: false,
     })
 }
 
@@ -84,6 +114,9 @@ pub enum ExchangeReason {
     /// A person or a consuming application asked, with the renew-now
     /// annotation.
     Requested,
+    /// A consuming application reported the credentials rejected, with the
+    /// credentials-rejected annotation.
+    Reported,
 }
 
 impl ExchangeReason {
@@ -95,6 +128,7 @@ impl ExchangeReason {
             ExchangeReason::Repair => "repair",
             ExchangeReason::Renewal => "renewal",
             ExchangeReason::Requested => "requested",
+            ExchangeReason::Reported => "reported",
         }
     }
 }
@@ -135,6 +169,7 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
     if let Some(request) = facts.renew_request {
         match request.not_before {
             Some(t) if t > now => capped_until = Some(t),
+            _ if request.reported => return Decision::Exchange(ExchangeReason::Reported),
             _ => return Decision::Exchange(ExchangeReason::Requested),
         }
     }
@@ -200,7 +235,9 @@ pub fn yields(reason: ExchangeReason, routine: bool, recorded: &Recorded, now: T
         ExchangeReason::InputChanged => {
             recorded.spec_observed && recorded.ready && recorded.expires_at.is_none_or(|at| at > now)
         }
-        ExchangeReason::Initial | ExchangeReason::Repair | ExchangeReason::Requested => false,
+        ExchangeReason::Initial | ExchangeReason::Repair | ExchangeReason::Requested | ExchangeReason::Reported => {
+            false
+        }
     }
 }
 
@@ -421,5 +458,31 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(decide(&missing, now), Decision::Exchange(ExchangeReason::Repair));
+    }
+
+    #[test]
+    fn a_rejection_report_is_answered_once_and_capped_at_thirty_seconds() {
+        let issued = t("2026-01-01T00:10:00Z");
+        let cap = REJECTION_REPORT_MIN_INTERVAL;
+        let report = rejection_report(Some("401 at 00:10:05"), None, Some(issued), cap);
+        let f = Facts {
+            renew_request: report,
+            ..current()
+        };
+        // Inside the cap: look again when it ends.
+        assert_eq!(
+            decide(&f, t("2026-01-01T00:10:20Z")),
+            Decision::UpToDate {
+                recheck_at: Some(t("2026-01-01T00:10:30Z"))
+            }
+        );
+        assert_eq!(
+            decide(&f, t("2026-01-01T00:10:30Z")),
+            Decision::Exchange(ExchangeReason::Reported)
+        );
+        // Answered: nothing more; a new value is a new report.
+        assert_eq!(rejection_report(Some("a"), Some("a"), Some(issued), cap), None);
+        assert!(rejection_report(Some("b"), Some("a"), Some(issued), cap).is_some_and(|r| r.reported));
+        assert_eq!(rejection_report(None, None, Some(issued), cap), None);
     }
 }

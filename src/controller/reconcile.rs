@@ -52,6 +52,11 @@ pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
 /// Annotation a person or a consuming application sets (to a new value, a
 /// timestamp say) to have the credentials exchanged again now.
 pub const RENEW_NOW_ANNOTATION: &str = "integration-operator.io/renew-now";
+/// Annotation a consuming application sets (to a new value) when the
+/// provider rejected the published credentials: the operator re-validates
+/// or renews them. The chart's opt-in `feedback` role lets an application's
+/// ServiceAccount set this annotation and nothing else.
+pub const REJECTED_ANNOTATION: &str = "integration-operator.io/credentials-rejected";
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
 const UNFINISHED: &str = "unfinished";
@@ -97,9 +102,11 @@ enum Ending {
         issued: Issued,
         reason: ExchangeReason,
         renew_at: Timestamp,
-        /// The Secret's content changed (false for a re-validation that
-        /// found everything as it was).
+        /// The Secret was written (a re-validation writes its new
+        /// schedule; one that found everything as it was writes nothing).
         written: bool,
+        /// The credentials themselves changed.
+        changed: bool,
     },
     Pending {
         reason: &'static str,
@@ -185,7 +192,15 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             integration.annotations().get(RENEW_NOW_ANNOTATION).map(String::as_str),
             state.renew_now_answered.as_deref(),
             status::parse_time(state.last_exchange_time.as_ref()),
-        ),
+        )
+        .or_else(|| {
+            plan::rejection_report(
+                integration.annotations().get(REJECTED_ANNOTATION).map(String::as_str),
+                state.rejection_answered.as_deref(),
+                status::parse_time(state.last_exchange_time.as_ref()),
+                ctx.report_interval,
+            )
+        }),
     };
     match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
@@ -256,6 +271,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 Exchanged::Issued {
                     issued,
                     written,
+                    changed,
                     renew_at,
                 } => {
                     let renew_at = renew_at.unwrap_or(now);
@@ -264,6 +280,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                         reason,
                         renew_at,
                         written,
+                        changed,
                     })
                 }
                 Exchanged::Pending {
@@ -379,6 +396,9 @@ enum Exchanged {
     Issued {
         issued: Issued,
         written: bool,
+        /// The credentials differ from those the Secret held (not only
+        /// their schedule).
+        changed: bool,
         /// As written with the credentials.
         renew_at: Option<Timestamp>,
     },
@@ -524,11 +544,13 @@ async fn exchange(
             let fields = persisted.updated(&issued.fields, &[]);
             fail::fail_point!(failpoints::AFTER_EXCHANGE, |_| std::process::abort());
             let schedule = plan(issued.expires_at, issued.lifetime_defaulted, answered);
-            let written = write_secret(integration, ctx, &fields, input_fingerprint, schedule, seen_missing).await?;
+            let (written, changed) =
+                write_secret(integration, ctx, &fields, input_fingerprint, schedule, seen_missing).await?;
             fail::fail_point!(failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
             Ok(Exchanged::Issued {
                 issued: Issued { fields, ..issued },
                 written,
+                changed,
                 renew_at: schedule.renew_at,
             })
         }
@@ -655,7 +677,8 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
 /// Writes the output Secret: created the first time (so that a Secret of the
 /// same name made by someone else is never overwritten), server-side applied
 /// after that. `seen_missing`: this reconcile found no Secret and has not
-/// written one since.
+/// written one since. Returns whether it wrote, and whether the credentials
+/// differ from those the Secret held.
 async fn write_secret(
     integration: &Integration,
     ctx: &Context,
@@ -663,8 +686,25 @@ async fn write_secret(
     input_fingerprint: &str,
     schedule: output::Schedule,
     seen_missing: bool,
-) -> Result<bool, Error> {
+) -> Result<(bool, bool), Error> {
     let desired = output::desired_secret(integration, fields, input_fingerprint, schedule, &ctx.fingerprinter);
+    let name = output::target_name(integration);
+    let namespace = integration.namespace().unwrap_or_default();
+    let changed = ctx
+        .owned_secrets
+        .get(&namespace, &name)
+        .is_none_or(|cached| cached.content_digest != owned::content_digest(&desired.metadata));
+    written_secret(integration, ctx, desired, seen_missing)
+        .await
+        .map(|written| (written, changed))
+}
+
+async fn written_secret(
+    integration: &Integration,
+    ctx: &Context,
+    desired: Secret,
+    seen_missing: bool,
+) -> Result<bool, Error> {
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -785,122 +825,138 @@ async fn finish(
         Ending::Issued { .. } => EndingKind::Issued,
         _ => EndingKind::Other,
     };
-    let (mut wanted, recheck_at, event) =
-        match ending {
-            Ending::UpToDate { recheck_at, observed } => {
-                // The schedule recorded with the credentials is fresher than a
-                // status that may lag in the cache; the version the decision
-                // read from the API server is fresher still (after a failed
-                // status write, the cache can lag behind our own Secret write,
-                // and its catching up is filtered out as no news).
-                let recorded = observed.unwrap_or_else(|| current_schedule(integration, ctx));
-                if let Some(at) = recorded.expires_at {
-                    new.expires_at = Some(status::rfc3339(at));
-                }
-                if let Some(at) = recorded.renew_at {
-                    new.renew_at = Some(status::rfc3339(at));
-                }
-                // Keep a Ready=True condition's reason (and, if its message
-                // still holds, the condition as it is); turn anything else Ready.
-                let message = ready_message(integration, &new);
-                let mut wanted = vec![match status::ready_condition(Some(&old)) {
-                    Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
-                    Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
-                    _ => Wanted::ready(reasons::ISSUED, message),
-                }];
-                if recorded.expiry_assumed {
-                    wanted.push(Wanted::warning(
-                        reasons::EXPIRY_NOT_PROVIDED,
-                        expiry_assumed_message(integration, &new),
-                    ));
-                } else if let Some(w) = old.conditions.iter().find(|c| {
-                    c.type_ == status::WARNING && c.status == "True" && c.reason != reasons::EXPIRY_NOT_PROVIDED
-                }) {
-                    // A warning the provider's answer raised at issue (e.g.
-                    // ApiKeyPermissionLimited) holds as long as the credentials
-                    // it was raised for: nothing was asked of the provider now.
-                    wanted.push(Wanted::from(w));
-                }
-                (wanted, recheck_at, None)
+    let (mut wanted, recheck_at, event) = match ending {
+        Ending::UpToDate { recheck_at, observed } => {
+            // The schedule recorded with the credentials is fresher than a
+            // status that may lag in the cache; the version the decision
+            // read from the API server is fresher still (after a failed
+            // status write, the cache can lag behind our own Secret write,
+            // and its catching up is filtered out as no news).
+            let recorded = observed.unwrap_or_else(|| current_schedule(integration, ctx));
+            if let Some(at) = recorded.expires_at {
+                new.expires_at = Some(status::rfc3339(at));
             }
-            Ending::Pending {
-                reason,
-                message,
-                recheck_after,
-                started,
-            } => {
-                if started.is_some() {
-                    new.awaiting = started;
-                }
-                let event = match status::ready_condition(Some(&old)) {
-                    Some(c) if c.reason == reason && c.message == message => None,
-                    _ => Some((EventType::Normal, reason, message.clone())),
-                };
-                (
-                    vec![Wanted::not_ready(reason, message)],
-                    Some(now + jiff::SignedDuration::try_from(recheck_after).unwrap_or_default()),
-                    event,
-                )
+            if let Some(at) = recorded.renew_at {
+                new.renew_at = Some(status::rfc3339(at));
             }
-            Ending::Issued {
-                issued,
-                reason,
-                renew_at,
-                written,
-            } => {
-                // Whatever waited has completed.
-                new.awaiting = None;
-                new.expires_at = issued.expires_at.map(status::rfc3339);
-                new.renew_at = Some(status::rfc3339(renew_at));
-                new.last_exchange_time = Some(status::rfc3339(now));
-                // Any exchange answers a renew-now request made before it.
-                new.renew_now_answered = integration.annotations().get(RENEW_NOW_ANNOTATION).cloned();
-                if issued.provider_id.is_some() {
-                    new.integration_id = issued.provider_id.clone();
-                }
-                let (condition_reason, event_reason, note) = match reason {
-                    ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
-                    ExchangeReason::Renewal => (
-                        reasons::RENEWED,
-                        reasons::RENEWED,
-                        "credentials renewed before expiry".to_string(),
-                    ),
-                    ExchangeReason::InputChanged => (
-                        reasons::ISSUED,
-                        reasons::REISSUED,
-                        "spec, input Secret or provider changed: credentials reissued".to_string(),
-                    ),
-                    ExchangeReason::Repair => (
-                        reasons::ISSUED,
-                        reasons::REPAIRED,
-                        "output Secret was missing or edited: credentials reissued".to_string(),
-                    ),
-                    ExchangeReason::Requested => (
-                        reasons::RENEWED,
-                        reasons::RENEWED,
-                        format!("credentials renewed on request ({RENEW_NOW_ANNOTATION})"),
-                    ),
-                };
-                let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
-                if issued.lifetime_defaulted {
-                    wanted.push(Wanted::warning(
-                        reasons::EXPIRY_NOT_PROVIDED,
-                        expiry_assumed_message(integration, &new),
-                    ));
-                }
-                if let Some((reason, message)) = &issued.warning {
-                    wanted.push(Wanted::warning(reason, message.clone()));
-                }
-                let event = if previous_failure {
-                    Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
-                } else if written {
-                    Some((EventType::Normal, event_reason, note))
-                } else {
-                    None
-                };
-                (wanted, Some(renew_at), event)
+            // Keep a Ready=True condition's reason (and, if its message
+            // still holds, the condition as it is); turn anything else Ready.
+            let message = ready_message(integration, &new);
+            let mut wanted = vec![match status::ready_condition(Some(&old)) {
+                Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
+                Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
+                _ => Wanted::ready(reasons::ISSUED, message),
+            }];
+            if recorded.expiry_assumed {
+                wanted.push(Wanted::warning(
+                    reasons::EXPIRY_NOT_PROVIDED,
+                    expiry_assumed_message(integration, &new),
+                ));
+            } else if let Some(w) = old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == status::WARNING && c.status == "True" && c.reason != reasons::EXPIRY_NOT_PROVIDED)
+            {
+                // A warning the provider's answer raised at issue (e.g.
+                // ApiKeyPermissionLimited) holds as long as the credentials
+                // it was raised for: nothing was asked of the provider now.
+                wanted.push(Wanted::from(w));
             }
-        };
+            (wanted, recheck_at, None)
+        }
+        Ending::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        } => {
+            if started.is_some() {
+                new.awaiting = started;
+            }
+            let event = match status::ready_condition(Some(&old)) {
+                Some(c) if c.reason == reason && c.message == message => None,
+                _ => Some((EventType::Normal, reason, message.clone())),
+            };
+            (
+                vec![Wanted::not_ready(reason, message)],
+                Some(now + jiff::SignedDuration::try_from(recheck_after).unwrap_or_default()),
+                event,
+            )
+        }
+        Ending::Issued {
+            issued,
+            reason,
+            renew_at,
+            written,
+            changed,
+        } => {
+            // Whatever waited has completed.
+            new.awaiting = None;
+            new.expires_at = issued.expires_at.map(status::rfc3339);
+            new.renew_at = Some(status::rfc3339(renew_at));
+            new.last_exchange_time = Some(status::rfc3339(now));
+            // Any exchange answers a renew-now request or a rejection
+            // report made before it.
+            new.renew_now_answered = integration.annotations().get(RENEW_NOW_ANNOTATION).cloned();
+            new.rejection_answered = integration.annotations().get(REJECTED_ANNOTATION).cloned();
+            if issued.provider_id.is_some() {
+                new.integration_id = issued.provider_id.clone();
+            }
+            let (condition_reason, event_reason, note) = match reason {
+                ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
+                ExchangeReason::Renewal => (
+                    reasons::RENEWED,
+                    reasons::RENEWED,
+                    "credentials renewed before expiry".to_string(),
+                ),
+                ExchangeReason::InputChanged => (
+                    reasons::ISSUED,
+                    reasons::REISSUED,
+                    "spec, input Secret or provider changed: credentials reissued".to_string(),
+                ),
+                ExchangeReason::Repair => (
+                    reasons::ISSUED,
+                    reasons::REPAIRED,
+                    "output Secret was missing or edited: credentials reissued".to_string(),
+                ),
+                ExchangeReason::Requested => (
+                    reasons::RENEWED,
+                    reasons::RENEWED,
+                    format!("credentials renewed on request ({RENEW_NOW_ANNOTATION})"),
+                ),
+                ExchangeReason::Reported if changed => (
+                    reasons::RENEWED,
+                    reasons::RENEWED,
+                    format!("a consumer reported the credentials rejected ({REJECTED_ANNOTATION}): renewed"),
+                ),
+                ExchangeReason::Reported => (
+                    reasons::ISSUED,
+                    reasons::STILL_ACCEPTED,
+                    format!(
+                        "a consumer reported the credentials rejected ({REJECTED_ANNOTATION}); the provider still accepts them as they are, so nothing changed: check how the consumer uses them"
+                    ),
+                ),
+            };
+            let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
+            if issued.lifetime_defaulted {
+                wanted.push(Wanted::warning(
+                    reasons::EXPIRY_NOT_PROVIDED,
+                    expiry_assumed_message(integration, &new),
+                ));
+            }
+            if let Some((reason, message)) = &issued.warning {
+                wanted.push(Wanted::warning(reason, message.clone()));
+            }
+            let event = if previous_failure {
+                Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
+            } else if written || reason == ExchangeReason::Reported {
+                Some((EventType::Normal, event_reason, note))
+            } else {
+                None
+            };
+            (wanted, Some(renew_at), event)
+        }
+    };
     // A look that did not renew leaves an overdue renewal overdue: its
     // condition stays until a renewal moves the renewal time.
     if let Some(c) = super::watchdog::still_overdue(&old, &new, now, ctx.stall_after) {
