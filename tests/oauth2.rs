@@ -110,6 +110,16 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
     );
     let i = cluster.wait_ready("api", "True", Some("Renewed")).await;
     assert!(i.status.unwrap().renew_at.is_some());
+    // A routine renewal is no news: the Ready condition says Renewed, and
+    // no Event is written for it (one per token would be an Event object
+    // per Integration per renewal).
+    assert!(cluster.has_event("Issued").await);
+    assert_eq!(
+        cluster.events_with_reason("Renewed").await,
+        0,
+        "routine renewals wrote Events:\n{}",
+        cluster.events_text().await
+    );
     operator.stop().await;
 }
 

@@ -949,6 +949,11 @@ async fn finish(
             }
             let event = if previous_failure {
                 Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
+            } else if reason == ExchangeReason::Renewal {
+                // Routine: the Ready condition and status say it; an Event
+                // per renewal would be an object per Integration per token
+                // lifetime, news to no one.
+                None
             } else if written || reason == ExchangeReason::Reported {
                 Some((EventType::Normal, event_reason, note))
             } else {
