@@ -36,6 +36,8 @@ render minimal --set rbac.create=false --set serviceAccount.create=false --set s
   --set metrics.service.enabled=false --set leaderElection.enabled=false
 render scoped --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecretAccess=false
 render feedback --set feedback.enabled=true
+render rollouts --set rollouts.enabled=true
+render rollouts-scoped --set rollouts.enabled=true --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecretAccess=false
 render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.sandbox.smartrecruiters.com/ \
   --set clusterProviders.smartrecruiters.spec.tokenUrl=https://api.sandbox.smartrecruiters.com/identity/oauth/token
 
@@ -55,6 +57,10 @@ PY
 grep -q 'value: "team-a,team-b"' "$out/scoped.yaml" || { echo "WATCH_NAMESPACES not passed to the operator"; exit 1; }
 grep -q 'kind: PodDisruptionBudget' "$out/ha.yaml" || { echo "no PDB with 3 replicas"; exit 1; }
 if grep -q 'kind: PodDisruptionBudget' "$out/default.yaml"; then echo "PDB with 1 replica"; exit 1; fi
+# Rollouts: no workload access unless enabled; Roles per namespace when scoped.
+if grep -q 'deployments' "$out/default.yaml"; then echo "workload RBAC rendered without rollouts.enabled"; exit 1; fi
+[ "$(grep -c 'name: io-integration-operator-rollouts' "$out/rollouts-scoped.yaml")" = 6 ] || { echo "expected a rollouts Role and RoleBinding (and its roleRef) per watched namespace"; exit 1; }
+grep -q 'kind: ClusterRole$' "$out/rollouts.yaml" && grep -q 'deployments' "$out/rollouts.yaml" || { echo "no rollouts ClusterRole"; exit 1; }
 # Rejected-credential feedback grants nothing unless enabled.
 if grep -q 'report-rejected' "$out/default.yaml"; then echo "feedback RBAC rendered without feedback.enabled"; exit 1; fi
 grep -q 'kind: ValidatingAdmissionPolicy$' "$out/feedback.yaml" || { echo "no admission policy with feedback.enabled"; exit 1; }

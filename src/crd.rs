@@ -125,6 +125,59 @@ pub struct IntegrationSpec {
     /// When credentials are renewed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<Box<RefreshSpec>>,
+
+    /// Workloads to restart when the credentials change in a way their pods
+    /// must pick up (not on routine renewals). Needs the chart's
+    /// `rollouts.enabled`. Editing it never causes an exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Box<RolloutSpec>>,
+}
+
+/// Workloads restarted when the credentials change.
+///
+/// A restart is what `kubectl rollout restart` does: the annotation
+/// `kubectl.kubernetes.io/restartedAt` on the pod template is set to the
+/// time, with a merge patch that touches nothing else. Routine renewals (a
+/// new token before the old one expires) and the first issue never
+/// restart; any other change of the credentials does (new input
+/// credentials, credentials issued again after a repair, renew-now or a
+/// rejection report that got different ones).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Deployments, StatefulSets or DaemonSets in the Integration's namespace.
+    #[schemars(length(min = 1, max = 16))]
+    pub workloads: Vec<WorkloadReference>,
+
+    /// Changes within this time of the first one cause one restart, e.g.
+    /// `30s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub coalesce: Option<String>,
+
+    /// Shortest time between two restarts, e.g. `5m` (the default): a
+    /// change inside it is restarted for when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub min_interval: Option<String>,
+}
+
+/// A workload in the Integration's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub struct WorkloadReference {
+    /// `Deployment`, `StatefulSet` or `DaemonSet` (apps/v1).
+    pub kind: WorkloadKind,
+    /// Its name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+}
+
+/// The kinds of workload a rollout restarts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
 }
 
 /// Reference to a Secret in the Integration's own namespace.
@@ -437,6 +490,23 @@ pub struct IntegrationStatus {
     /// once per 30 seconds per Integration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection_answered: Option<String>,
+
+    /// Restarts of `spec.rollout.workloads`: a change waiting to be rolled
+    /// out and the last restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where the restarts of an Integration's workloads stand.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// When the first credential change not rolled out yet happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since: Option<String>,
+    /// When the workloads were last restarted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<String>,
 }
 
 /// A ClusterProvider is an admin-owned provider endpoint set that Integrations

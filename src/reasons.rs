@@ -140,6 +140,10 @@ pub const REPAIRED: &str = "Repaired";
 pub const RECOVERED: &str = "Recovered";
 /// Provider-side state deleted with the Integration.
 pub const CLEANED_UP: &str = "CleanedUp";
+/// The workloads of `spec.rollout` were restarted for changed credentials.
+pub const ROLLOUT_RESTARTED: &str = "RolloutRestarted";
+/// A workload of `spec.rollout` could not be restarted (Warning).
+pub const ROLLOUT_FAILED: &str = "RolloutFailed";
 /// A consumer reported the credentials rejected, and the provider still
 /// accepts them as they are: nothing was changed.
 pub const STILL_ACCEPTED: &str = "StillAccepted";
@@ -197,7 +201,15 @@ pub const OVERDUE: &[&str] = &[RENEWAL_OVERDUE];
 pub const CLEANUP_DETAIL: &[&str] = &[ELEMENT_INSTANCE_NOT_OWNED];
 
 /// Reasons used only on Events (besides every Ready reason above).
-pub const EVENT_ONLY: &[&str] = &[REISSUED, REPAIRED, RECOVERED, CLEANED_UP, STILL_ACCEPTED];
+pub const EVENT_ONLY: &[&str] = &[
+    REISSUED,
+    REPAIRED,
+    RECOVERED,
+    CLEANED_UP,
+    STILL_ACCEPTED,
+    ROLLOUT_RESTARTED,
+    ROLLOUT_FAILED,
+];
 
 /// How a GitOps tool should read a Ready condition with `reason` and
 /// `status` (`True`, `False`, `Unknown`). An unknown reason reads Degraded.

@@ -314,8 +314,22 @@ async fn only_provider_edits_that_change_what_is_sent_re_issue() {
                    "allowedNamespaces": [cluster.namespace.clone()]}),
         )
         .await;
+    // Naming workloads to restart is no input of the exchange either.
+    cluster
+        .integrations()
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rollout": {"workloads": [{"kind": "Deployment", "name": "app"}]}}})),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(sim.token_calls(), issued, "a pacing edit re-issued the credentials");
+    assert_eq!(
+        sim.token_calls(),
+        issued,
+        "a pacing or rollout edit re-issued the credentials"
+    );
     cluster
         .oauth2_provider(
             "auth",
@@ -770,4 +784,153 @@ async fn a_consumers_rejection_report_renews_the_token_in_place_once() {
     );
     assert_eq!(sim.token_calls(), 2);
     operator.stop().await;
+}
+
+/// The Deployment's `kubectl.kubernetes.io/restartedAt` pod-template
+/// annotation, if any.
+async fn restarted_at(cluster: &Cluster) -> Option<String> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let d = api.get("app").await.unwrap();
+    d.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("kubectl.kubernetes.io/restartedAt")
+        .cloned()
+}
+
+/// Consumer rollouts on the real apiserver: a Deployment named in
+/// `spec.rollout` is restarted (its pod template annotated as `kubectl
+/// rollout restart` does) exactly once per coalesced change of the
+/// credentials, never for routine renewals, and only with the chart's
+/// opt-in RBAC.
+#[tokio::test]
+async fn changed_credentials_restart_the_named_workloads_once_per_coalesced_change_and_never_for_renewals() {
+    // 4-s tokens: several routine renewals during the test.
+    let (cluster, sim) = setup(Some(4)).await;
+    sim.add_client("client-b", "rotated-b-91c2");
+    sim.add_client("client-c", "rotated-c-4d7e");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    deployments
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "app"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "app"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "app"}},
+                        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+                    },
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let operator = cluster.start_operator().await;
+    let mut spec = cc_spec();
+    spec["rollout"] = json!({
+        "workloads": [{"kind": "Deployment", "name": "app"}, {"kind": "StatefulSet", "name": "missing"}],
+        "coalesce": "2s",
+        "minInterval": "5s",
+    });
+    cluster.integration("api", spec).await;
+    cluster.wait_ready("api", "True", None).await;
+    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
+
+    // Routine renewals (and the first issue) restart nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_ne!(
+        cluster.secret_data("out").await.unwrap()["access_token"],
+        first,
+        "no renewal happened"
+    );
+    assert_eq!(
+        restarted_at(&cluster).await,
+        None,
+        "a routine renewal restarted the workload"
+    );
+
+    // Without the chart's rollouts RBAC, a change is reported, not retried.
+    cluster
+        .patch_secret_strings(
+            "creds",
+            json!({"client_id": "client-b", "client_secret": "rotated-b-91c2"}),
+        )
+        .await;
+    let failed = eventually(Duration::from_secs(20), "RolloutFailed Events", || async {
+        let text = cluster.events_text().await;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("RolloutFailed"))
+            .map(String::from)
+            .collect();
+        (lines.len() >= 2).then_some(lines.join("\n"))
+    })
+    .await;
+    assert!(
+        failed.contains("Deployment/app") && failed.contains("rollouts.enabled=true"),
+        "{failed}"
+    );
+    assert!(failed.contains("StatefulSet/missing"), "{failed}");
+    assert_eq!(restarted_at(&cluster).await, None);
+
+    // With it: two changes close together, one restart.
+    cluster.enable_rollouts().await;
+    cluster
+        .patch_secret_strings(
+            "creds",
+            json!({"client_id": "client-c", "client_secret": "rotated-c-4d7e"}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .patch_secret_strings(
+            "creds",
+            json!({"client_id": "client-a", "client_secret": CLIENT_SECRET}),
+        )
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(14);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(at) = restarted_at(&cluster).await {
+            seen.insert(at);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen.len(), 1, "expected exactly one restart, saw {seen:?}");
+    eventually(Duration::from_secs(10), "a RolloutRestarted Event", || async {
+        let text = cluster.events_text().await;
+        text.lines()
+            .any(|l| l.starts_with("Normal RolloutRestarted") && l.contains("Deployment/app"))
+            .then_some(())
+    })
+    .await;
+    // A workload that does not exist is named as such.
+    eventually(
+        Duration::from_secs(10),
+        "a RolloutFailed Event for the missing one",
+        || async {
+            let text = cluster.events_text().await;
+            text.lines()
+                .any(|l| l.contains("StatefulSet/missing") && l.contains("does not exist"))
+                .then_some(())
+        },
+    )
+    .await;
+    // Nothing else of the Deployment changed (a merge patch of one annotation).
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0].image.as_deref(),
+        Some("example.invalid/app:1")
+    );
+    operator.stop().await;
+    let text = format!("{}\n{}", logs(), cluster.events_text().await);
+    assert!(
+        !text.contains(CLIENT_SECRET) && !text.contains("rotated-c-4d7e"),
+        "a secret leaked"
+    );
 }

@@ -17,6 +17,7 @@ pub mod owned;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
+pub mod rollout;
 pub mod schedule;
 pub mod shared_reads;
 pub mod status;

@@ -825,7 +825,9 @@ async fn finish(
         Ending::Issued { .. } => EndingKind::Issued,
         _ => EndingKind::Other,
     };
-    let (mut wanted, recheck_at, event) = match ending {
+    // A change of credentials the named workloads must pick up.
+    let mut rollout_change = false;
+    let (mut wanted, mut recheck_at, event) = match ending {
         Ending::UpToDate { recheck_at, observed } => {
             // The schedule recorded with the credentials is fresher than a
             // status that may lag in the cache; the version the decision
@@ -892,6 +894,7 @@ async fn finish(
         } => {
             // Whatever waited has completed.
             new.awaiting = None;
+            rollout_change = super::rollout::matters(reason, changed);
             new.expires_at = issued.expires_at.map(status::rfc3339);
             new.renew_at = Some(status::rfc3339(renew_at));
             new.last_exchange_time = Some(status::rfc3339(now));
@@ -962,6 +965,11 @@ async fn finish(
             (wanted, Some(renew_at), event)
         }
     };
+    if let Some(spec) = integration.spec.rollout.as_deref()
+        && let Some(until) = roll_out(integration, ctx, spec, &mut new, rollout_change, now).await
+    {
+        recheck_at = Some(recheck_at.map_or(until, |r| r.min(until)));
+    }
     // A look that did not renew leaves an overdue renewal overdue: its
     // condition stays until a renewal moves the renewal time.
     if let Some(c) = super::watchdog::still_overdue(&old, &new, now, ctx.stall_after) {
@@ -980,6 +988,54 @@ async fn finish(
     // added to the next one (seen on the real apiserver as renewals a second
     // late, tokens used past the end of their window).
     Ok(recheck_at.map(|at| until(Timestamp::now(), at)))
+}
+
+/// Restarts the Integration's workloads when a change waits and its time
+/// has come (see [`super::rollout`]); returns when to look again for a
+/// change that waits.
+async fn roll_out(
+    integration: &Integration,
+    ctx: &Context,
+    spec: &crate::crd::RolloutSpec,
+    new: &mut IntegrationStatus,
+    change: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    use super::rollout::{self, Step};
+    if change {
+        new.rollout = Some(rollout::record_change(new.rollout.take(), now));
+    }
+    match rollout::next(new.rollout.as_ref(), rollout::Timing::of(spec), now) {
+        Step::Nothing => None,
+        Step::Wait { until } => Some(until),
+        Step::Restart => {
+            let namespace = integration.namespace().unwrap_or_default();
+            let failures = rollout::restart(&ctx.client, &namespace, &spec.workloads, now).await;
+            // Restarted or not, this change is done: a failure is reported,
+            // not retried in a loop (the next change tries again).
+            new.rollout = Some(rollout::restarted(now));
+            let restarted: Vec<String> = spec
+                .workloads
+                .iter()
+                .filter(|w| !failures.iter().any(|(f, _)| f == *w))
+                .map(ToString::to_string)
+                .collect();
+            if !restarted.is_empty() {
+                info!(workloads = ?restarted, "restarted workloads for changed credentials");
+                let note = format!(
+                    "credentials changed: restarted {} (kubectl.kubernetes.io/restartedAt)",
+                    restarted.join(", ")
+                );
+                publish(ctx, integration, EventType::Normal, reasons::ROLLOUT_RESTARTED, note).await;
+            }
+            for (workload, why) in failures {
+                warn!(%workload, why, "could not restart a workload");
+                let note = format!("credentials changed but {workload} was not restarted: {why}");
+                publish(ctx, integration, EventType::Warning, reasons::ROLLOUT_FAILED, note).await;
+            }
+            None
+        }
+    }
 }
 
 fn expiry_assumed_message(integration: &Integration, status: &IntegrationStatus) -> String {
@@ -1075,6 +1131,13 @@ async fn patch_status_if_changed(
         && old.awaiting.is_some()
     {
         map.entry("awaiting").or_insert(serde_json::Value::Null);
+    }
+    if let (Some(map), Some(rollout)) = (body.as_object_mut(), &new.rollout) {
+        // Explicit nulls: a merge patch keeps a field it does not mention.
+        map.insert(
+            "rollout".into(),
+            json!({"pendingSince": rollout.pending_since, "lastRestart": rollout.last_restart}),
+        );
     }
     if let Some(map) = body.as_object_mut().filter(|_| clear_empty) {
         for field in [
@@ -1195,7 +1258,12 @@ fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result
             "baseUrl": provider.base_url.as_ref().map(url::Url::as_str),
             "clientAuth": format!("{:?}", provider.client_auth),
         },
-        "spec": integration.spec,
+        // Which workloads restart is no input of the exchange: editing it
+        // must not issue new credentials.
+        "spec": crate::crd::IntegrationSpec {
+            rollout: None,
+            ..integration.spec.clone()
+        },
     }))
     .map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))
 }

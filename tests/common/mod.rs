@@ -324,6 +324,47 @@ impl Cluster {
         Operator::start(client, *args).await.expect("operator starts")
     }
 
+    /// Grants the operator's identity what the chart's `rollouts.enabled`
+    /// grants (rendered by `helm template`, applied with kubectl).
+    pub async fn enable_rollouts(&self) {
+        let ns = &self.namespace;
+        let rendered = testkit::control_plane::render_chart(&[
+            "--namespace",
+            ns,
+            "--set",
+            "rollouts.enabled=true",
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+            "--set",
+            "rbac.clusterWideSecretAccess=false",
+            "--set",
+            &format!("fullnameOverride=io-{ns}"),
+            "--show-only",
+            "templates/rollouts-rbac.yaml",
+        ])
+        .expect("the chart renders with rollouts enabled");
+        self.kubectl_apply(&rendered);
+    }
+
+    /// `kubectl apply --server-side` of a manifest, as the admin.
+    pub fn kubectl_apply(&self, manifest: &str) {
+        let mut apply = std::process::Command::new("kubectl")
+            .args(["apply", "--server-side", "-f", "-", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        std::io::Write::write_all(&mut apply.stdin.take().unwrap(), manifest.as_bytes()).unwrap();
+        let out = apply.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates (or replaces) a ClusterProvider of type oauth2 at `token_url`.
     pub async fn oauth2_provider(&self, name: &str, token_url: &str, extra: serde_json::Value) {
         let mut spec = json!({
