@@ -1,5 +1,7 @@
-//! The command line: `run` (the operator) and `crds` (print the CRD YAML).
-//! Every flag can also be set from the environment.
+//! The command line: `run` (the operator), `crds` (print the CRD YAML), and
+//! the command-line companion's subcommands (`status`, `renew`, `explain`,
+//! `check`; see [`crate::companion`]). Every flag of `run` can also be set
+//! from the environment.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -11,6 +13,7 @@ use rand::RngCore;
 use tracing::info;
 
 use crate::{
+    companion,
     controller::{self, RetryPolicy, Settings, output::Fingerprinter},
     crd,
     providers::{Drivers, ProviderHttp, limiter::Limiter},
@@ -31,6 +34,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    #[command(flatten)]
+    Companion(companion::Command),
 }
 
 /// Flags of `run`.
@@ -103,6 +108,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub const FINGERPRINT_KEY_SECRET: &str = "integration-operator-fingerprint-key";
 
 impl Cli {
+    /// The command line of this process. Invoked as `kubectl-integration`
+    /// (kubectl runs it for `kubectl integration …`, typically through a
+    /// symlink to this binary), it is the companion alone.
+    pub fn from_env() -> Self {
+        let argv0 = std::env::args_os().next().unwrap_or_default();
+        if companion::invoked_as_plugin(&argv0) {
+            Cli {
+                command: Command::Companion(companion::PluginCli::parse().command),
+            }
+        } else {
+            Cli::parse()
+        }
+    }
+
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
             Command::Crds => {
@@ -110,6 +129,18 @@ impl Cli {
                 Ok(())
             }
             Command::Run(args) => run(*args).await,
+            Command::Companion(command) => {
+                // A person reads this: the message and its causes on one
+                // line, without the backtrace anyhow adds when
+                // RUST_BACKTRACE is set, and exit status 1.
+                if let Err(e) = command.execute().await {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().flush();
+                    eprintln!("error: {e:#}");
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -7,8 +7,11 @@
 //! - [`reasons`]: every condition and Event reason, checked against the README.
 //! - [`telemetry`]: metrics, health endpoints, logging.
 //! - [`cli`]: the command line.
+//! - [`companion`]: the command-line companion (`status`, `renew`,
+//!   `explain`, `check`), also the kubectl plugin `kubectl integration`.
 
 pub mod cli;
+pub mod companion;
 pub mod controller;
 pub mod crd;
 pub mod providers;

@@ -1,5 +1,3 @@
-use clap::Parser;
-
 // jemalloc rather than the C library's allocator: the same allocator in the
 // glibc build and the static musl image (musl's is slow under many threads),
 // and one that gives freed pages back. With glibc's, the transient
@@ -22,5 +20,5 @@ async fn main() -> anyhow::Result<()> {
     // (see controller::reconcile::failpoints); without the `failpoints`
     // feature there are none to configure.
     let _failpoints = fail::FailScenario::setup();
-    integration_operator::cli::Cli::parse().execute().await
+    integration_operator::cli::Cli::from_env().execute().await
 }

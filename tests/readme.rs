@@ -278,3 +278,24 @@ fn every_provider_doc_example_and_the_threat_model_are_linked() {
     let security = section(&text, "## Security");
     assert!(security.contains("](docs/threat-model.md)"));
 }
+
+/// The "Command-line companion" section has a row for every subcommand the
+/// plugin offers and the symlink that installs it.
+#[test]
+fn the_companion_section_documents_every_subcommand_and_the_plugin_symlink() {
+    use clap::CommandFactory;
+    let text = section(&readme(), "## Command-line companion");
+    let plugin = integration_operator::companion::PluginCli::command();
+    let subcommands: Vec<&str> = plugin.get_subcommands().map(|s| s.get_name()).collect();
+    assert!(subcommands.len() >= 4, "{subcommands:?}");
+    for name in subcommands {
+        assert!(
+            text.contains(&format!("\n| `{name}")),
+            "README's companion table has no row for `{name}`"
+        );
+    }
+    assert!(
+        text.contains(r#"ln -s "$(command -v integration-operator)" ~/.local/bin/kubectl-integration"#),
+        "README does not show the kubectl plugin symlink"
+    );
+}

@@ -1228,7 +1228,9 @@ fn uid(integration: &Integration) -> String {
     integration.metadata.uid.clone().unwrap_or_default()
 }
 
-fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error> {
+/// `spec.refresh.renewBefore`, parsed (the companion's `check` shows the
+/// renewal time the operator would schedule).
+pub fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Error> {
     integration
         .spec
         .refresh

@@ -13,7 +13,7 @@ use url::Url;
 use super::{Context, Error};
 use crate::{
     crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, DeletionPolicy, Integration, ProviderType},
-    providers::{ClientAuth, Credentials, Driver, Flow, ProviderConfig, http::check_endpoint},
+    providers::{ClientAuth, Credentials, Driver, Drivers, Flow, ProviderConfig, http::check_endpoint},
     reasons,
 };
 
@@ -84,11 +84,12 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
     })
 }
 
-type ResolvedProvider = (ClusterProviderSpec, ProviderConfig, std::sync::Arc<dyn Driver>, Flow);
+/// A ClusterProvider resolved for one Integration: its spec, its effective
+/// configuration, its driver and the Integration's flow.
+pub type ResolvedProvider = (ClusterProviderSpec, ProviderConfig, std::sync::Arc<dyn Driver>, Flow);
 
 /// The ClusterProvider, its driver and the flow, from the caches alone.
 pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<ResolvedProvider, Error> {
-    let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &integration.spec;
     let cluster_provider = ctx
         .providers
@@ -99,7 +100,22 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
                 format!("ClusterProvider {:?} does not exist", spec.provider),
             )
         })?;
-    let cp_spec = &cluster_provider.spec;
+    resolve_with(integration, &cluster_provider.spec, &ctx.drivers)
+}
+
+/// The driver, flow and effective configuration of the ClusterProvider an
+/// Integration names (`cp_spec`, found by the caller), checked as the
+/// operator checks them: allowed namespaces, endpoint safety opt-ins, a
+/// flow the driver supports. Needs no cluster, so the command-line
+/// companion's `check` resolves a workstation's files exactly as the
+/// operator would.
+pub fn resolve_with(
+    integration: &Integration,
+    cp_spec: &ClusterProviderSpec,
+    drivers: &Drivers,
+) -> Result<ResolvedProvider, Error> {
+    let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
+    let spec = &integration.spec;
     if !cp_spec.allowed_namespaces.is_empty() && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace) {
         return Err(Error::invalid(
             reasons::PROVIDER_NOT_ALLOWED,
@@ -116,13 +132,7 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
         )
     })?;
     let flow = flow_of(integration)?;
-    let driver: std::sync::Arc<dyn Driver> = match cp_spec.provider_type {
-        ProviderType::Oauth2 => ctx.drivers.oauth2.clone(),
-        ProviderType::Smartrecruiters => ctx.drivers.smartrecruiters.clone(),
-        ProviderType::CornerstoneTalentlink => ctx.drivers.talentlink.clone(),
-        ProviderType::CloudElements => ctx.drivers.cloud_elements.clone(),
-        ProviderType::Kombo => ctx.drivers.kombo.clone(),
-    };
+    let driver = drivers.for_type(cp_spec.provider_type);
     if !driver.supports(&flow) {
         return Err(Error::invalid(
             reasons::UNSUPPORTED_FLOW,

@@ -752,6 +752,18 @@ impl Drivers {
             kombo: Arc::new(kombo::KomboDriver::new(http)),
         }
     }
+
+    /// The driver of a ClusterProvider type.
+    pub fn for_type(&self, provider_type: crate::crd::ProviderType) -> Arc<dyn Driver> {
+        use crate::crd::ProviderType;
+        match provider_type {
+            ProviderType::Oauth2 => self.oauth2.clone(),
+            ProviderType::Smartrecruiters => self.smartrecruiters.clone(),
+            ProviderType::CornerstoneTalentlink => self.talentlink.clone(),
+            ProviderType::CloudElements => self.cloud_elements.clone(),
+            ProviderType::Kombo => self.kombo.clone(),
+        }
+    }
 }
 
 /// Joins `path` to a base URL, keeping the base's own path
