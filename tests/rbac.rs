@@ -264,17 +264,7 @@ async fn the_feedback_role_lets_an_application_report_a_rejection_and_change_not
         "templates/feedback.yaml",
     ])
     .expect("the chart renders with feedback enabled");
-    let mut apply = std::process::Command::new("kubectl")
-        .args(["apply", "--server-side", "-f", "-", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    std::io::Write::write_all(&mut apply.stdin.take().unwrap(), rendered.as_bytes()).unwrap();
-    let out = apply.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.kubectl_apply(&rendered);
 
     // The application's identity, bound in its own namespace.
     let pp = PostParams::default();
