@@ -399,3 +399,72 @@ async fn the_feedback_role_lets_an_application_report_a_rejection_and_change_not
         "an admin annotates",
     );
 }
+
+/// Consumer rollouts' RBAC is opt-in: without the chart's
+/// `rollouts.enabled` the operator may not touch workloads; with it, it may
+/// patch Deployments, StatefulSets and DaemonSets in its namespaces, and
+/// still not read, create or delete them.
+#[tokio::test]
+async fn workload_patches_are_allowed_only_with_the_charts_rollouts_opt_in() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace.clone();
+    let admin: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    admin
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "app"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "app"}},
+                    "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}},
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let restart = Patch::Merge(
+        json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-12-02T00:00:00Z"}}}}}),
+    );
+    let pp = PatchParams::default();
+    let op = cluster.operator_client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(op.clone(), &ns);
+    forbidden(
+        deployments.patch("app", &pp, &restart).await,
+        "patch a Deployment without the opt-in",
+    );
+
+    cluster.enable_rollouts().await;
+    allowed(
+        deployments.patch("app", &pp, &restart).await,
+        "patch a Deployment with rollouts.enabled",
+    );
+    // A patch of a missing StatefulSet or DaemonSet is a 404, not a 403: allowed.
+    for result in [
+        Api::<StatefulSet>::namespaced(op.clone(), &ns)
+            .patch("none", &pp, &restart)
+            .await
+            .map(drop),
+        Api::<DaemonSet>::namespaced(op.clone(), &ns)
+            .patch("none", &pp, &restart)
+            .await
+            .map(drop),
+    ] {
+        match result {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 404, "{s:?}"),
+            other => panic!("expected 404, got {other:?}"),
+        }
+    }
+    forbidden(deployments.get("app").await, "read a Deployment");
+    forbidden(
+        deployments.delete("app", &DeleteParams::default()).await,
+        "delete a Deployment",
+    );
+    forbidden(
+        Api::<Deployment>::namespaced(op.clone(), "default")
+            .patch("app", &pp, &restart)
+            .await,
+        "patch a Deployment outside watchNamespaces",
+    );
+}
