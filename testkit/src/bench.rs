@@ -103,6 +103,17 @@ pub struct Figures {
     pub bench_cpu_s: f64,
     pub all_ready: bool,
     pub wave: Option<Wave>,
+    /// From the apiserver's own `/metrics`: requests to Secrets,
+    /// Integrations and Events per Integration during the cold start (only
+    /// the operator writes those then; reads include the harness's watch).
+    pub apiserver_cold_writes_per_integration: f64,
+    /// From the apiserver's own `/metrics`: writes to Secrets, Integrations
+    /// and Events in the quiet steady state.
+    pub apiserver_steady_writes: u64,
+    /// Watches the operator holds open at the apiserver
+    /// (`apiserver_longrunning_requests{verb="WATCH"}` with it running,
+    /// minus after it stopped).
+    pub operator_watches: i64,
 }
 
 /// The refresh wave's figures.
@@ -132,6 +143,37 @@ pub struct Wave {
     pub event_writes_per_renewal: f64,
     /// GET and LIST requests per renewal (reads of any object).
     pub reads_per_renewal: f64,
+    /// Writes to Secrets, Integrations (and status) and Events per renewal,
+    /// from the apiserver's own `/metrics`.
+    pub apiserver_writes_per_renewal: f64,
+}
+
+/// The apiserver's own `/metrics` text.
+async fn apiserver_metrics(client: &Client) -> String {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+    client.request_text(request).await.unwrap_or_default()
+}
+
+/// Writes (POST, PUT, PATCH, APPLY — the apiserver's verb for a
+/// server-side apply —, DELETE) to the resources only the operator writes
+/// while the bench measures: Secrets, Integrations (with status), Events.
+fn operator_resource_writes(metrics: &str) -> u64 {
+    let mut total = 0;
+    for verb in ["POST", "PUT", "PATCH", "APPLY", "DELETE"] {
+        for resource in ["secrets", "integrations", "events"] {
+            total += crate::control_plane::sum_metric(
+                metrics,
+                "apiserver_request_total",
+                &[("verb", verb), ("resource", resource)],
+            );
+        }
+    }
+    total
+}
+
+/// Watches open at the apiserver.
+fn open_watches(metrics: &str) -> i64 {
+    crate::control_plane::sum_metric(metrics, "apiserver_longrunning_requests", &[("verb", "WATCH")]) as i64
 }
 
 fn integration_resource() -> ApiResource {
@@ -536,6 +578,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     if std::env::var_os("BENCH_DEBUG").is_some() {
         eprintln!("bench: N={n}: cold start begins at {}", jiff::Timestamp::now());
     }
+    let cold_metrics0 = apiserver_metrics(&client).await;
     create_integrations(&client, &names, &created).await?;
     let create_span = t0.elapsed();
     let all_ready = wait_all(&seen, &keys, Duration::from_secs(600)).await;
@@ -584,13 +627,22 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     per.sort();
     let (cold_limit, cold_bound) = cold_start_limit(args, n, create_span, round_trip);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The harness created the N Integrations (POSTs): not the operator's.
+    let cold_writes = operator_resource_writes(&apiserver_metrics(&client).await)
+        .saturating_sub(operator_resource_writes(&cold_metrics0))
+        .saturating_sub(n as u64);
+    let apiserver_cold_writes_per_integration = cold_writes as f64 / n.max(1) as f64;
     let (rss_mib, _) = proc_stat(operator.pid());
 
     // Quiet steady state: nothing is due.
     let counters = proxy.counters();
     counters.reset();
     let calls_before = sim.token_calls();
+    let steady_metrics0 = apiserver_metrics(&client).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let apiserver_steady_writes = operator_resource_writes(&apiserver_metrics(&client).await)
+        .saturating_sub(operator_resource_writes(&steady_metrics0));
+    let watches_running = open_watches(&apiserver_metrics(&client).await);
     let steady_writes = counters.writes();
     let steady_calls = sim.token_calls() - calls_before;
 
@@ -646,6 +698,8 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     eprintln!("bench: N={n}: new Integrations measured");
     // Restart with everything still valid.
     operator.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let operator_watches = watches_running - open_watches(&apiserver_metrics(&client).await);
     eprintln!("bench: N={n}: operator stopped; restarting");
     counters.reset();
     let calls_before = sim.token_calls();
@@ -707,6 +761,9 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         bench_cpu_s,
         all_ready,
         wave,
+        apiserver_cold_writes_per_integration,
+        apiserver_steady_writes,
+        operator_watches,
     })
 }
 
@@ -835,6 +892,7 @@ async fn refresh_wave(
     let counters = proxy.counters();
     counters.reset();
     proxy.refusals().reset();
+    let wave_metrics0 = apiserver_metrics(client).await;
     let (_, op_cpu0) = proc_stat(operator.pid());
     let (_, bench_cpu0) = proc_stat(std::process::id());
     let renew_calls0 = sim.token_calls();
@@ -850,6 +908,8 @@ async fn refresh_wave(
     // either edge do not skew the per-renewal figures.
     let renew_calls = (operator.counter("integration_operator_exchanges_total").await - exchanges0).max(0.0) as u64;
     let _ = renew_calls0;
+    let apiserver_writes = operator_resource_writes(&apiserver_metrics(client).await)
+        .saturating_sub(operator_resource_writes(&wave_metrics0));
     let writes = counters.writes_to("secrets") + counters.writes_to("integrations/status");
     let event_writes = counters.writes_to("events");
     if std::env::var_os("BENCH_DEBUG").is_some() {
@@ -933,6 +993,7 @@ async fn refresh_wave(
         writes_per_renewal: writes as f64 / renew_calls.max(1) as f64,
         event_writes_per_renewal: event_writes as f64 / renew_calls.max(1) as f64,
         reads_per_renewal: reads as f64 / renew_calls.max(1) as f64,
+        apiserver_writes_per_renewal: apiserver_writes as f64 / renew_calls.max(1) as f64,
     })
 }
 
@@ -1023,6 +1084,21 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     row("steady state: API writes / provider calls in 5 s", "0 / 0", &|f| {
         format!("{} / {}", f.steady_writes, f.steady_calls)
     });
+    row(
+        "apiserver /metrics: Secret+Integration+Event writes per Integration at cold start / in the quiet 5 s",
+        "- / 0",
+        &|f| {
+            format!(
+                "{:.2} / {}",
+                f.apiserver_cold_writes_per_integration, f.apiserver_steady_writes
+            )
+        },
+    );
+    row(
+        "apiserver /metrics: watches the operator holds open",
+        "independent of N",
+        &|f| f.operator_watches.to_string(),
+    );
     row("restart: provider calls / API writes", "0 / 0", &|f| {
         format!("{} / {}", f.restart_calls, f.restart_writes)
     });
@@ -1072,6 +1148,11 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
                 format!("{:.2} / {:.2}", w.event_writes_per_renewal, w.reads_per_renewal)
             })
         },
+    );
+    row(
+        "wave: apiserver /metrics writes per renewal (Secrets, Integrations, Events)",
+        "<= 2",
+        &|f| wave(f, &|w| format!("{:.2}", w.apiserver_writes_per_renewal)),
     );
     row("wave: operator CPU s per 1,000 renewals", "", &|f| {
         wave(f, &|w| format!("{:.2}", w.operator_cpu_per_1000))
