@@ -689,9 +689,11 @@ async fn renew_now_exchanges_again_in_place_once_per_request_and_at_most_every_t
         Some("2026-12-02T10:00:00Z")
     );
     // The Event is published after the status; wait for it.
-    eventually(Duration::from_secs(10), "an Event saying renewed on request", || async {
-        cluster.events_text().await.contains("renewed on request").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "an Event saying renewed on request",
+        || async { cluster.events_text().await.contains("renewed on request").then_some(()) },
+    )
     .await;
 
     // The same value again (a GitOps sync re-applying it) asks nothing.
