@@ -45,6 +45,14 @@ pub const UNSUPPORTED_FLOW: &str = "UnsupportedFlow";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// The target Secret exists and belongs to someone else.
 pub const TARGET_SECRET_NOT_OWNED: &str = "TargetSecretNotOwned";
+/// A `spec.target.template` template does not compile or render (the
+/// message names the key, the line and the kind of error, never a value).
+pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+/// A `spec.target.template` key is one the flow issues credentials under.
+pub const TEMPLATE_KEY_CONFLICT: &str = "TemplateKeyConflict";
+/// `spec.target.type` differs from the existing output Secret's type,
+/// which Kubernetes cannot change.
+pub const SECRET_TYPE_CHANGED: &str = "SecretTypeChanged";
 
 // Ready=False: what a provider answered.
 /// The provider refused the credentials (401, an invalid instance).
@@ -136,6 +144,9 @@ pub const REPAIRED: &str = "Repaired";
 pub const RECOVERED: &str = "Recovered";
 /// Provider-side state deleted with the Integration.
 pub const CLEANED_UP: &str = "CleanedUp";
+/// The output Secret was written again with a new type or templates, from
+/// the credentials it held (no provider call).
+pub const RERENDERED: &str = "Rerendered";
 
 /// Every reason a `Ready` condition can carry, with how it reads for a GitOps tool.
 pub const READY: &[(&str, Health)] = &[
@@ -149,6 +160,9 @@ pub const READY: &[(&str, Health)] = &[
     (UNSUPPORTED_FLOW, Health::Degraded),
     (INVALID_SPEC, Health::Degraded),
     (TARGET_SECRET_NOT_OWNED, Health::Degraded),
+    (INVALID_TEMPLATE, Health::Degraded),
+    (TEMPLATE_KEY_CONFLICT, Health::Degraded),
+    (SECRET_TYPE_CHANGED, Health::Degraded),
     (REAUTH_REQUIRED, Health::Degraded),
     (PERMISSION_DENIED, Health::Degraded),
     (PROVIDER_CONFLICT, Health::Degraded),
@@ -187,7 +201,7 @@ pub const WARNING: &[&str] = &[EXPIRY_NOT_PROVIDED, API_KEY_PERMISSION_LIMITED];
 pub const CLEANUP_DETAIL: &[&str] = &[ELEMENT_INSTANCE_NOT_OWNED];
 
 /// Reasons used only on Events (besides every Ready reason above).
-pub const EVENT_ONLY: &[&str] = &[REISSUED, REPAIRED, RECOVERED, CLEANED_UP];
+pub const EVENT_ONLY: &[&str] = &[REISSUED, REPAIRED, RECOVERED, CLEANED_UP, RERENDERED];
 
 /// How a GitOps tool should read a Ready condition with `reason` and
 /// `status` (`True`, `False`, `Unknown`). An unknown reason reads Degraded.

@@ -20,6 +20,7 @@ pub mod resolve;
 pub mod schedule;
 pub mod shared_reads;
 pub mod status;
+pub mod templates;
 pub mod timetable;
 
 use std::{
