@@ -391,8 +391,13 @@ pub enum DeletionPolicy {
 }
 
 /// Where the resulting credentials are written.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.type) || self.type != 'kubernetes.io/basic-auth' || (has(self.template) && has(self.template.data) && ('username' in self.template.data || 'password' in self.template.data))")
+        .message("spec.target.type kubernetes.io/basic-auth needs a `username` or `password` key: add one to spec.target.template.data, for example username: '{{ credentials.client_id }}'")
+        .reason(Reason::FieldValueRequired)
+)]
 pub struct TargetSpec {
     /// Name of the output Secret, in the Integration's namespace. Defaults to
     /// the Integration's name. The operator refuses to write a Secret it does not own.
@@ -410,6 +415,79 @@ pub struct TargetSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = bounded_map::<64, 16384>)]
     pub annotations: BTreeMap<String, String>,
+
+    /// Type of the output Secret: `Opaque` (default) or
+    /// `kubernetes.io/basic-auth` (which needs a `username` or `password`
+    /// key from `template.data`). Kubernetes does not let a Secret's type
+    /// change: changing this field on an existing Secret sets Ready=False
+    /// with reason `SecretTypeChanged` and leaves the Secret as it is until
+    /// it is deleted (the operator then writes it with the new type) or the
+    /// field is set back. Changing it never calls the provider.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_doc_wins)]
+    pub secret_type: Option<SecretType>,
+
+    /// Extra keys of the output Secret, rendered from the issued
+    /// credentials. The issued keys are always kept as they are (flows
+    /// resume from them). Editing the templates rewrites the Secret from
+    /// the credentials it holds, without calling the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateSpec>,
+}
+
+/// Types an output Secret can have.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SecretType {
+    /// Arbitrary keys (the default).
+    #[default]
+    Opaque,
+    /// Basic authentication: Kubernetes requires a `username` or a
+    /// `password` key (render them with `template.data`).
+    #[serde(rename = "kubernetes.io/basic-auth")]
+    BasicAuth,
+}
+
+impl SecretType {
+    /// The value of the Secret's `type` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretType::Opaque => "Opaque",
+            SecretType::BasicAuth => "kubernetes.io/basic-auth",
+        }
+    }
+}
+
+/// Largest number of rendered keys.
+pub const MAX_TEMPLATE_KEYS: u64 = 32;
+/// Largest template, in characters.
+pub const MAX_TEMPLATE_LENGTH: u64 = 16384;
+
+/// Keys of the output Secret rendered with templates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateSpec {
+    /// Output Secret key -> MiniJinja (Jinja2) template of its value. A
+    /// template reads `credentials` (the issued keys, for example
+    /// `{{ credentials.access_token }}`) and `integration` (`name`,
+    /// `namespace`, `provider`), nothing else: no environment, files or
+    /// other Secrets. Filters include `tojson` (a JSON string or
+    /// document), `urlencode`, `b64encode`, `default`, `replace`, `trim`,
+    /// `upper` and `lower`. Printing an undefined value is an error (use
+    /// `default` or `is defined`). Keys are Secret keys (letters, digits,
+    /// `-`, `_`, `.`; at most 253) and must not be keys the operator
+    /// writes the issued credentials under. A template that fails to
+    /// compile or render sets Ready=False with reason `InvalidTemplate`
+    /// and the Secret is not touched.
+    #[schemars(transform = bounded_map::<MAX_TEMPLATE_KEYS, MAX_TEMPLATE_LENGTH>)]
+    #[x_kube(
+        validation = Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && !k.startsWith('..'))")
+            .message("spec.target.template.data: each key must be a valid Secret key: letters, digits, '-', '_' and '.', at most 253 characters, not '.' and not starting with '..'")
+            .reason(Reason::FieldValueInvalid),
+        validation = Rule::new(crate::controller::templates::reserved_keys_rule())
+            .message(Message::Message(crate::controller::templates::reserved_keys_message()))
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub data: BTreeMap<String, String>,
 }
 
 /// When credentials are renewed.

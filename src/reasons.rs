@@ -45,6 +45,14 @@ pub const UNSUPPORTED_FLOW: &str = "UnsupportedFlow";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// The target Secret exists and belongs to someone else.
 pub const TARGET_SECRET_NOT_OWNED: &str = "TargetSecretNotOwned";
+/// A `spec.target.template` template does not compile or render (the
+/// message names the key, the line and the kind of error, never a value).
+pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+/// A `spec.target.template` key is one the flow issues credentials under.
+pub const TEMPLATE_KEY_CONFLICT: &str = "TemplateKeyConflict";
+/// `spec.target.type` differs from the existing output Secret's type,
+/// which Kubernetes cannot change.
+pub const SECRET_TYPE_CHANGED: &str = "SecretTypeChanged";
 
 // Ready=False: what a provider answered.
 /// The provider refused the credentials (401, an invalid instance).
@@ -147,6 +155,9 @@ pub const ROLLOUT_FAILED: &str = "RolloutFailed";
 /// A consumer reported the credentials rejected, and the provider still
 /// accepts them as they are: nothing was changed.
 pub const STILL_ACCEPTED: &str = "StillAccepted";
+/// The output Secret was written again with a new type or templates, from
+/// the credentials it held (no provider call).
+pub const RERENDERED: &str = "Rerendered";
 
 /// Every reason a `Ready` condition can carry, with how it reads for a GitOps tool.
 pub const READY: &[(&str, Health)] = &[
@@ -160,6 +171,9 @@ pub const READY: &[(&str, Health)] = &[
     (UNSUPPORTED_FLOW, Health::Degraded),
     (INVALID_SPEC, Health::Degraded),
     (TARGET_SECRET_NOT_OWNED, Health::Degraded),
+    (INVALID_TEMPLATE, Health::Degraded),
+    (TEMPLATE_KEY_CONFLICT, Health::Degraded),
+    (SECRET_TYPE_CHANGED, Health::Degraded),
     (REAUTH_REQUIRED, Health::Degraded),
     (PERMISSION_DENIED, Health::Degraded),
     (PROVIDER_CONFLICT, Health::Degraded),
@@ -209,6 +223,7 @@ pub const EVENT_ONLY: &[&str] = &[
     STILL_ACCEPTED,
     ROLLOUT_RESTARTED,
     ROLLOUT_FAILED,
+    RERENDERED,
 ];
 
 /// How a GitOps tool should read a Ready condition with `reason` and

@@ -168,7 +168,11 @@ async fn metrics_and_health_endpoints_report_what_happened() {
                 .text()
                 .await
                 .ok()?;
-            text.contains("integration_operator_exchanges_total{").then_some(text)
+            // The Ready count comes from the cache, which sees the status
+            // write a moment after the exchange is counted.
+            (text.contains("integration_operator_exchanges_total{")
+                && text.contains(r#"integration_operator_integrations{status="True"} 1"#))
+            .then_some(text)
         }
     })
     .await;

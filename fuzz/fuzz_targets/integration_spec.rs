@@ -67,6 +67,7 @@ fuzz_target!(|input: Input| {
     let secret = output::desired_secret(
         &integration,
         &Credentials::default(),
+        &Default::default(),
         "fp",
         Schedule::default(),
         &Fingerprinter::new(b"key".to_vec()),

@@ -21,6 +21,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod shared_reads;
 pub mod status;
+pub mod templates;
 pub mod timetable;
 pub mod watchdog;
 

@@ -2,7 +2,7 @@
 //! fingerprints that let a reconcile tell, from the cluster alone, whether the
 //! Secret is intact and which inputs it was made from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
@@ -15,7 +15,10 @@ use kube::Resource;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::{crd::Integration, providers::Credentials};
+use crate::{
+    crd::{Integration, SecretType, TargetSpec},
+    providers::Credentials,
+};
 
 /// Label on every object the operator creates; its Secret watch selects on it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -34,6 +37,16 @@ pub const RENEW_AT_ANNOTATION: &str = "integration-operator.io/renew-at";
 
 /// Present when the provider gave no lifetime and a default was assumed.
 pub const EXPIRY_ASSUMED_ANNOTATION: &str = "integration-operator.io/expiry-assumed";
+
+/// The keys rendered from `spec.target.template` (comma-separated; a
+/// Secret key has no comma): never read back as credentials, and removed
+/// when their template goes.
+pub const RENDERED_KEYS_ANNOTATION: &str = "integration-operator.io/rendered-keys";
+/// Keyed hash of the Secret type and templates the Secret was written
+/// with: when the spec's differ, the Secret is rendered again from the
+/// credentials it holds, without a provider call. Absent for an `Opaque`
+/// Secret without templates (as every Secret was before templates).
+pub const TEMPLATE_FINGERPRINT_ANNOTATION: &str = "integration-operator.io/template-fingerprint";
 
 /// When credentials expire and are renewed, as recorded with them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -106,14 +119,43 @@ impl Fingerprinter {
         Self::finish(mac)
     }
 
-    /// Fingerprint of a Secret's data.
-    pub fn content(&self, data: &BTreeMap<String, ByteString>) -> String {
+    /// Fingerprint of a Secret's data and of which keys in it are rendered
+    /// (fed only when some are, so the content hash of a Secret without
+    /// templates is what it always was).
+    pub fn content(&self, data: &BTreeMap<String, ByteString>, rendered: &BTreeSet<String>) -> String {
         let mut mac = self.mac();
         for (k, v) in data {
             feed(&mut mac, k.as_bytes());
             feed(&mut mac, &v.0);
         }
+        if !rendered.is_empty() {
+            feed(&mut mac, b"rendered");
+            for k in rendered {
+                feed(&mut mac, k.as_bytes());
+            }
+        }
         Self::finish(mac)
+    }
+
+    /// Fingerprint of how the credentials are presented: the Secret type
+    /// and the templates. `None` for an `Opaque` Secret without templates.
+    pub fn template(&self, target: Option<&TargetSpec>) -> Option<String> {
+        let secret_type = secret_type(target);
+        let templates = target
+            .and_then(|t| t.template.as_ref())
+            .map(|t| &t.data)
+            .filter(|d| !d.is_empty());
+        if secret_type == SecretType::Opaque && templates.is_none() {
+            return None;
+        }
+        let mut mac = self.mac();
+        feed(&mut mac, b"template");
+        feed(&mut mac, secret_type.as_str().as_bytes());
+        for (k, v) in templates.into_iter().flatten() {
+            feed(&mut mac, k.as_bytes());
+            feed(&mut mac, v.as_bytes());
+        }
+        Some(Self::finish(mac))
     }
 }
 
@@ -150,19 +192,36 @@ pub fn is_owned_by(meta: &ObjectMeta, integration: &Integration) -> bool {
             .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
-/// The output Secret as it should be.
+/// The Secret type `spec.target` asks for.
+pub fn secret_type(target: Option<&TargetSpec>) -> SecretType {
+    target.and_then(|t| t.secret_type).unwrap_or_default()
+}
+
+/// The output Secret as it should be: the issued `fields` and the
+/// `rendered` template keys (which never collide with them; an issued key
+/// wins if they did).
 pub fn desired_secret(
     integration: &Integration,
     fields: &Credentials,
+    rendered: &BTreeMap<String, String>,
     input_fingerprint: &str,
     schedule: Schedule,
     fingerprinter: &Fingerprinter,
 ) -> Secret {
+    let rendered: BTreeMap<&String, &String> = rendered.iter().filter(|(k, _)| fields.get(k).is_none()).collect();
     let data: BTreeMap<String, ByteString> = fields
         .iter()
         .map(|(k, v)| (k.clone(), ByteString(v.expose_secret().as_bytes().to_vec())))
+        .chain(
+            rendered
+                .iter()
+                .map(|(k, v)| ((*k).clone(), ByteString(v.as_bytes().to_vec()))),
+        )
         .collect();
+    let rendered_keys: BTreeSet<String> = rendered.keys().map(|k| (*k).clone()).collect();
     let target = integration.spec.target.clone().unwrap_or_default();
+    let template_fingerprint = fingerprinter.template(Some(&target));
+    let secret_type = secret_type(Some(&target));
     let mut labels = target.labels;
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     labels.insert(
@@ -170,7 +229,20 @@ pub fn desired_secret(
         integration.metadata.name.clone().unwrap_or_default(),
     );
     let mut annotations = target.annotations;
-    annotations.insert(CONTENT_HASH_ANNOTATION.into(), fingerprinter.content(&data));
+    annotations.insert(
+        CONTENT_HASH_ANNOTATION.into(),
+        fingerprinter.content(&data, &rendered_keys),
+    );
+    // Ours, whatever target.annotations says.
+    annotations.remove(RENDERED_KEYS_ANNOTATION);
+    annotations.remove(TEMPLATE_FINGERPRINT_ANNOTATION);
+    if !rendered_keys.is_empty() {
+        let keys: Vec<&str> = rendered_keys.iter().map(String::as_str).collect();
+        annotations.insert(RENDERED_KEYS_ANNOTATION.into(), keys.join(","));
+    }
+    if let Some(fp) = template_fingerprint {
+        annotations.insert(TEMPLATE_FINGERPRINT_ANNOTATION.into(), fp);
+    }
     annotations.insert(INPUT_FINGERPRINT_ANNOTATION.into(), input_fingerprint.into());
     if let Some(at) = schedule.expires_at {
         annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
@@ -190,27 +262,43 @@ pub fn desired_secret(
             owner_references: owner_reference(integration).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(secret_type.as_str().into()),
         data: Some(data),
         ..Secret::default()
     }
 }
 
+/// The rendered keys a Secret's annotation names.
+pub fn rendered_keys(annotations: Option<&BTreeMap<String, String>>) -> BTreeSet<String> {
+    annotations
+        .and_then(|a| a.get(RENDERED_KEYS_ANNOTATION))
+        .map(|v| v.split(',').filter(|k| !k.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// Reads the credential fields back out of an existing output Secret (for
-/// flows that resume from a checkpoint).
+/// flows that resume from a checkpoint). Rendered keys are not credentials.
 pub fn fields_of(secret: &Secret) -> Credentials {
-    Credentials::new(
-        secret
-            .data
-            .iter()
-            .flatten()
-            .filter_map(|(k, v)| {
-                String::from_utf8(v.0.clone())
-                    .ok()
-                    .map(|s| (k.clone(), secrecy::SecretString::from(s)))
-            })
-            .collect(),
-    )
+    split(secret).0
+}
+
+/// An existing output Secret's data: the credential fields, and the values
+/// of its rendered keys.
+pub fn split(secret: &Secret) -> (Credentials, BTreeMap<String, String>) {
+    let rendered_keys = rendered_keys(secret.metadata.annotations.as_ref());
+    let mut fields = BTreeMap::new();
+    let mut rendered = BTreeMap::new();
+    for (k, v) in secret.data.iter().flatten() {
+        let Ok(s) = String::from_utf8(v.0.clone()) else {
+            continue;
+        };
+        if rendered_keys.contains(k) {
+            rendered.insert(k.clone(), s);
+        } else {
+            fields.insert(k.clone(), secrecy::SecretString::from(s));
+        }
+    }
+    (Credentials::new(fields), rendered)
 }
 
 /// Whether an existing Secret's data still matches the content hash it carries.
@@ -222,7 +310,8 @@ pub fn is_intact(secret: &Secret, fingerprinter: &Fingerprinter) -> bool {
         .and_then(|a| a.get(CONTENT_HASH_ANNOTATION));
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
-    recorded.is_some_and(|r| *r == fingerprinter.content(data))
+    let rendered = rendered_keys(secret.metadata.annotations.as_ref());
+    recorded.is_some_and(|r| *r == fingerprinter.content(data, &rendered))
 }
 
 #[cfg(test)]
@@ -260,7 +349,14 @@ mod tests {
     #[test]
     fn desired_secret_is_owned_labelled_and_hashed() {
         let fp = Fingerprinter::new(b"k".to_vec());
-        let s = desired_secret(&integration(), &fields(), "in-fp", Schedule::default(), &fp);
+        let s = desired_secret(
+            &integration(),
+            &fields(),
+            &BTreeMap::new(),
+            "in-fp",
+            Schedule::default(),
+            &fp,
+        );
         assert_eq!(s.metadata.name.as_deref(), Some("acme"));
         let labels = s.metadata.labels.clone().unwrap();
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
@@ -278,12 +374,134 @@ mod tests {
     #[test]
     fn edited_data_is_detected() {
         let fp = Fingerprinter::new(b"k".to_vec());
-        let mut s = desired_secret(&integration(), &fields(), "in-fp", Schedule::default(), &fp);
+        let mut s = desired_secret(
+            &integration(),
+            &fields(),
+            &BTreeMap::new(),
+            "in-fp",
+            Schedule::default(),
+            &fp,
+        );
         s.data
             .as_mut()
             .unwrap()
             .insert("access_token".into(), ByteString(b"forged".to_vec()));
         assert!(!is_intact(&s, &fp));
+    }
+
+    fn templated() -> Integration {
+        let mut i = integration();
+        let target = i.spec.target.as_mut().unwrap();
+        target.secret_type = Some(SecretType::BasicAuth);
+        target.template = Some(crate::crd::TemplateSpec {
+            data: BTreeMap::from([("username".to_string(), "{{ credentials.access_token }}".to_string())]),
+        });
+        i
+    }
+
+    #[test]
+    fn rendered_keys_are_written_typed_and_never_read_back_as_credentials() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let rendered = BTreeMap::from([
+            ("username".to_string(), "tok".to_string()),
+            // A collision never replaces an issued value.
+            ("access_token".to_string(), "rendered".to_string()),
+        ]);
+        let s = desired_secret(&templated(), &fields(), &rendered, "in-fp", Schedule::default(), &fp);
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        let data = s.data.clone().unwrap();
+        assert_eq!(data["username"].0, b"tok");
+        assert_eq!(data["access_token"].0, b"tok");
+        let annotations = s.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[RENDERED_KEYS_ANNOTATION], "username");
+        assert_eq!(
+            annotations.get(TEMPLATE_FINGERPRINT_ANNOTATION),
+            fp.template(templated().spec.target.as_deref()).as_ref()
+        );
+        assert!(is_intact(&s, &fp));
+        let (issued, carried) = split(&s);
+        assert_eq!(
+            issued.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["access_token"]
+        );
+        assert_eq!(carried["username"], "tok");
+        assert!(fields_of(&s).get("username").is_none());
+
+        // Someone who edits which keys count as rendered edits the content.
+        let mut edited = s.clone();
+        edited
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(RENDERED_KEYS_ANNOTATION.into(), "username,access_token".into());
+        assert!(!is_intact(&edited, &fp));
+    }
+
+    #[test]
+    fn secrets_without_templates_hash_as_they_always_did() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let s = desired_secret(
+            &integration(),
+            &fields(),
+            &BTreeMap::new(),
+            "in-fp",
+            Schedule::default(),
+            &fp,
+        );
+        // The content hash as it was computed before templates existed.
+        let mut mac = fp.mac();
+        for (k, v) in s.data.as_ref().unwrap() {
+            feed(&mut mac, k.as_bytes());
+            feed(&mut mac, &v.0);
+        }
+        let before = Fingerprinter::finish(mac);
+        let annotations = s.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[CONTENT_HASH_ANNOTATION], before);
+        assert!(!annotations.contains_key(RENDERED_KEYS_ANNOTATION));
+        assert!(!annotations.contains_key(TEMPLATE_FINGERPRINT_ANNOTATION));
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    }
+
+    #[test]
+    fn the_template_fingerprint_follows_type_and_templates_only() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let plain = integration();
+        assert_eq!(fp.template(plain.spec.target.as_deref()), None);
+        assert_eq!(fp.template(None), None);
+        let mut explicit = integration();
+        explicit.spec.target.as_mut().unwrap().secret_type = Some(SecretType::Opaque);
+        assert_eq!(
+            fp.template(explicit.spec.target.as_deref()),
+            None,
+            "Opaque is the default"
+        );
+        let typed = templated();
+        let a = fp.template(typed.spec.target.as_deref()).unwrap();
+        let mut other = templated();
+        other
+            .spec
+            .target
+            .as_mut()
+            .unwrap()
+            .template
+            .as_mut()
+            .unwrap()
+            .data
+            .insert("password".into(), "p".into());
+        assert_ne!(Some(a.clone()), fp.template(other.spec.target.as_deref()));
+        let mut untyped = templated();
+        untyped.spec.target.as_mut().unwrap().secret_type = None;
+        assert_ne!(Some(a.clone()), fp.template(untyped.spec.target.as_deref()));
+        let mut labelled = templated();
+        labelled
+            .spec
+            .target
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("x".into(), "y".into());
+        assert_eq!(Some(a), fp.template(labelled.spec.target.as_deref()));
     }
 
     #[test]

@@ -35,13 +35,49 @@ pub struct OwnedSecret {
     pub input_fingerprint: Option<Box<str>>,
     /// The schedule recorded in the annotations.
     pub schedule: Schedule,
+    /// How it is presented, where it is more than an `Opaque` Secret of
+    /// issued keys (one pointer for the many Secrets that are just that).
+    pub templated: Option<Box<Templated>>,
     /// [`metadata_digest`] of the labels and annotations.
     pub metadata_digest: u64,
     /// [`content_digest`]: tells whether the data changed without keeping it.
     pub content_digest: u64,
 }
 
+/// The type and templates an output Secret was written with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Templated {
+    /// Its template fingerprint annotation.
+    pub fingerprint: Option<Box<str>>,
+    /// Its rendered keys, as the annotation lists them.
+    pub rendered_keys: Option<Box<str>>,
+}
+
+impl Templated {
+    fn from_annotations(annotations: &BTreeMap<String, String>) -> Option<Templated> {
+        let get = |k: &str| annotations.get(k).map(|v| v.as_str().into());
+        let t = Templated {
+            fingerprint: get(output::TEMPLATE_FINGERPRINT_ANNOTATION),
+            rendered_keys: get(output::RENDERED_KEYS_ANNOTATION),
+        };
+        (t.fingerprint.is_some() || t.rendered_keys.is_some()).then_some(t)
+    }
+}
+
 impl OwnedSecret {
+    /// The template fingerprint it was written with.
+    pub fn template_fingerprint(&self) -> Option<&str> {
+        self.templated.as_ref().and_then(|t| t.fingerprint.as_deref())
+    }
+
+    /// Its rendered keys.
+    pub fn rendered_keys(&self) -> std::collections::BTreeSet<String> {
+        let listed = self.templated.as_ref().and_then(|t| t.rendered_keys.as_deref());
+        listed
+            .map(|v| v.split(',').filter(|k| !k.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+
     pub fn from_meta(meta: &ObjectMeta) -> OwnedSecret {
         let annotations = meta.annotations.as_ref();
         OwnedSecret {
@@ -56,6 +92,7 @@ impl OwnedSecret {
                 .and_then(|a| a.get(output::INPUT_FINGERPRINT_ANNOTATION))
                 .map(|v| v.as_str().into()),
             schedule: annotations.map(Schedule::from_annotations).unwrap_or_default(),
+            templated: annotations.and_then(Templated::from_annotations).map(Box::new),
             metadata_digest: metadata_digest(meta),
             content_digest: content_digest(meta),
         }

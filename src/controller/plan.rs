@@ -19,6 +19,9 @@ pub struct Facts {
     pub issued_before: bool,
     /// A renew-now request or a rejection report not yet answered, if any.
     pub renew_request: Option<RenewRequest>,
+    /// Keyed fingerprint of the Secret type and templates the spec asks
+    /// for (`None`: an `Opaque` Secret without templates).
+    pub template_fingerprint: Option<String>,
 }
 
 /// An unanswered renew-now request or rejection report.
@@ -97,6 +100,8 @@ pub enum SecretState {
         input_fingerprint: String,
         renew_at: Option<Timestamp>,
         expires_at: Option<Timestamp>,
+        /// The type and templates it was written with.
+        template_fingerprint: Option<String>,
     },
 }
 
@@ -141,11 +146,16 @@ pub enum Decision {
     UpToDate { recheck_at: Option<Timestamp> },
     /// Call the provider.
     Exchange(ExchangeReason),
+    /// The credentials are valid and current, but the spec asks for another
+    /// Secret type or other templates: write the Secret again from the
+    /// credentials it holds, without calling the provider; then as
+    /// `UpToDate`.
+    Rerender { recheck_at: Option<Timestamp> },
 }
 
 /// Decides whether the provider must be called.
 pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
-    let (fingerprint_written, renew_at, expires_at) = match &facts.secret {
+    let (fingerprint_written, renew_at, expires_at, template_written) = match &facts.secret {
         SecretState::Missing => {
             let reason = if facts.issued_before {
                 ExchangeReason::Repair
@@ -159,7 +169,8 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
             input_fingerprint,
             renew_at,
             expires_at,
-        } => (input_fingerprint, *renew_at, *expires_at),
+            template_fingerprint,
+        } => (input_fingerprint, *renew_at, *expires_at, template_fingerprint),
     };
     if *fingerprint_written != facts.input_fingerprint {
         return Decision::Exchange(ExchangeReason::InputChanged);
@@ -183,6 +194,11 @@ pub fn decide(facts: &Facts, now: Timestamp) -> Decision {
         // No renewal time recorded (an older or hand-made Secret): renew
         // rather than trust credentials of unknown age.
         (None, _) => Decision::Exchange(ExchangeReason::Renewal),
+        // A renewal due now renders the new templates with the new
+        // credentials anyway; otherwise only the presentation changed.
+        (renew_at, _) if *template_written != facts.template_fingerprint => Decision::Rerender {
+            recheck_at: recheck(renew_at),
+        },
         (renew_at, _) => Decision::UpToDate {
             recheck_at: recheck(renew_at),
         },
@@ -256,9 +272,11 @@ mod tests {
                 input_fingerprint: "fp1".into(),
                 renew_at: Some(t("2026-01-01T00:50:00Z")),
                 expires_at: Some(t("2026-01-01T01:00:00Z")),
+                template_fingerprint: None,
             },
             issued_before: true,
             renew_request: None,
+            template_fingerprint: None,
         }
     }
 
@@ -378,6 +396,7 @@ mod tests {
             input_fingerprint: "fp1".into(),
             renew_at: Some(t("2026-01-01T02:00:00Z")),
             expires_at: Some(t("2026-01-01T00:05:00Z")),
+            template_fingerprint: None,
         };
         assert_eq!(decide(&f, now), Decision::Exchange(ExchangeReason::Renewal));
     }
@@ -389,6 +408,7 @@ mod tests {
             secret: SecretState::Missing,
             issued_before: false,
             renew_request: None,
+            template_fingerprint: None,
         };
         assert_eq!(
             decide(&f, t("2026-01-01T00:00:00Z")),
@@ -403,6 +423,7 @@ mod tests {
                 input_fingerprint: "fp1".into(),
                 renew_at: None,
                 expires_at: None,
+                template_fingerprint: None,
             },
             ..current()
         };
@@ -484,5 +505,48 @@ mod tests {
         assert_eq!(rejection_report(Some("a"), Some("a"), Some(issued), cap), None);
         assert!(rejection_report(Some("b"), Some("a"), Some(issued), cap).is_some_and(|r| r.reported));
         assert_eq!(rejection_report(None, None, Some(issued), cap), None);
+    }
+
+    #[test]
+    fn changed_templates_alone_rerender_without_a_provider_call() {
+        let now = t("2026-01-01T00:10:00Z");
+        let changed = Facts {
+            template_fingerprint: Some("tpl2".into()),
+            ..current()
+        };
+        assert_eq!(
+            decide(&changed, now),
+            Decision::Rerender {
+                recheck_at: Some(t("2026-01-01T00:50:00Z"))
+            }
+        );
+        // Templates removed again: back to a plain Secret, still no call.
+        let mut removed = current();
+        removed.secret = SecretState::Intact {
+            input_fingerprint: "fp1".into(),
+            renew_at: Some(t("2026-01-01T00:50:00Z")),
+            expires_at: Some(t("2026-01-01T01:00:00Z")),
+            template_fingerprint: Some("tpl1".into()),
+        };
+        assert!(matches!(decide(&removed, now), Decision::Rerender { .. }));
+        // Due anyway, or with changed inputs: the exchange renders them.
+        assert_eq!(
+            decide(&changed, t("2026-01-01T00:50:00Z")),
+            Decision::Exchange(ExchangeReason::Renewal)
+        );
+        let inputs_too = Facts {
+            input_fingerprint: "fp2".into(),
+            ..changed.clone()
+        };
+        assert_eq!(
+            decide(&inputs_too, now),
+            Decision::Exchange(ExchangeReason::InputChanged)
+        );
+        // Unchanged: nothing to do.
+        let same = Facts {
+            template_fingerprint: Some("tpl1".into()),
+            ..removed.clone()
+        };
+        assert!(matches!(decide(&same, now), Decision::UpToDate { .. }));
     }
 }

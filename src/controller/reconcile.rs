@@ -5,6 +5,7 @@
 //! Only this module sequences the steps; each step lives in its own module.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -30,6 +31,7 @@ use super::{
     resolve::{self, Resolved},
     schedule::{self, RenewBefore},
     status::{self, Wanted},
+    templates::{self, TemplateError},
 };
 use crate::{
     crd::{Integration, IntegrationStatus},
@@ -97,6 +99,9 @@ enum Ending {
         /// The schedule of the Secret version the decision read, when it
         /// was read from the API server (fresher than the cache).
         observed: Option<output::Schedule>,
+        /// The Secret was written again with another type or templates,
+        /// from the credentials it held.
+        rerendered: bool,
     },
     Issued {
         issued: Issued,
@@ -184,6 +189,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
     let existing = existing?;
     let state = status_of(integration);
+    let template_fingerprint = ctx.fingerprinter.template(integration.spec.target.as_deref());
     let facts = Facts {
         input_fingerprint: input_fingerprint.clone(),
         secret: existing.state.clone(),
@@ -201,101 +207,131 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 ctx.report_interval,
             )
         }),
+        template_fingerprint: template_fingerprint.clone(),
     };
-    match plan::decide(&facts, now) {
+    let keeps_state = resolved.flow.keeps_state();
+    let reason = match plan::decide(&facts, now) {
         Decision::UpToDate { recheck_at } => {
             debug!(renew_at = ?recheck_at, "credentials are current");
-            Ok(Ending::UpToDate {
+            return Ok(Ending::UpToDate {
                 recheck_at,
                 observed: existing
                     .secret
                     .as_ref()
                     .map(|s| output::Schedule::from_annotations(s.annotations())),
+                rerendered: false,
+            });
+        }
+        Decision::Rerender { recheck_at } => {
+            match rerender(integration, ctx, &existing, &input_fingerprint, keeps_state).await? {
+                Some((written, observed)) => {
+                    info!("output Secret rendered again from the credentials it holds");
+                    return Ok(Ending::UpToDate {
+                        recheck_at,
+                        observed: Some(observed),
+                        rerendered: written,
+                    });
+                }
+                // Not as recorded after all (gone or edited since): repair.
+                None => ExchangeReason::Repair,
+            }
+        }
+        Decision::Exchange(reason) => reason,
+    };
+    let refusal = refusal_of(integration, ctx, &input_fingerprint);
+    if plan::held(state.refused_inputs.as_deref(), &refusal) {
+        // Refused before, unchanged since: sending them again would
+        // only count as one more failed login.
+        debug!("the provider refused these inputs before; holding them");
+        return Err(Error::Held {
+            message: refusal_message(&state)
+                .unwrap_or_else(|| format!("{}; the provider refused them", super::REFUSAL_HOLD)),
+            hold: refusal,
+        });
+    }
+    // What can be known to fail without a credential value fails
+    // before anything is sent: a provider call whose answer could
+    // not be written would be wasted, and a one-shot flow's lost.
+    if let Some(spec) = templates::of(integration) {
+        templates::check(spec).map_err(template_error)?;
+    }
+    check_type(
+        integration,
+        ctx,
+        &existing,
+        template_fingerprint.as_deref(),
+        keeps_state,
+    )
+    .await?;
+    info!(reason = reason.as_str(), "exchanging credentials");
+    if reason == ExchangeReason::Renewal {
+        let stall = (|| {
+            fail::fail_point!(failpoints::STALL_RENEWAL, |_| true);
+            false
+        })();
+        if stall {
+            std::future::pending::<()>().await;
+        }
+    }
+    if resolved.driver.needs_cleanup(&resolved.flow) {
+        // Before anything is created at the provider.
+        ensure_finalizer(integration, ctx).await?;
+    }
+    let renew_before = renew_before(integration)?;
+    // `answered` is when the provider answered: a revalidation
+    // interval runs from the validation itself, not from the start
+    // of a reconcile whose API reads came before it.
+    let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool, answered: Timestamp| output::Schedule {
+        expires_at,
+        expiry_assumed,
+        renew_at: Some(match expires_at {
+            Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
+            None => {
+                answered
+                    + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
+                        .unwrap_or(jiff::SignedDuration::from_secs(3600))
+            }
+        }),
+    };
+    // Renewals early in their window yield to everything else at
+    // the provider's limiter; late ones are urgent.
+    let priority = if plan::yields(reason, routine, &recorded(integration), now) {
+        Priority::Routine
+    } else {
+        Priority::Urgent
+    };
+    let exchanged = limiter::with_priority(
+        priority,
+        exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan),
+    )
+    .await?;
+    match exchanged {
+        Exchanged::Issued {
+            issued,
+            written,
+            changed,
+            renew_at,
+        } => {
+            let renew_at = renew_at.unwrap_or(now);
+            Ok(Ending::Issued {
+                issued,
+                reason,
+                renew_at,
+                written,
+                changed,
             })
         }
-        Decision::Exchange(reason) => {
-            let refusal = refusal_of(integration, ctx, &input_fingerprint);
-            if plan::held(state.refused_inputs.as_deref(), &refusal) {
-                // Refused before, unchanged since: sending them again would
-                // only count as one more failed login.
-                debug!("the provider refused these inputs before; holding them");
-                return Err(Error::Held {
-                    message: refusal_message(&state)
-                        .unwrap_or_else(|| format!("{}; the provider refused them", super::REFUSAL_HOLD)),
-                    hold: refusal,
-                });
-            }
-            info!(reason = reason.as_str(), "exchanging credentials");
-            if reason == ExchangeReason::Renewal {
-                let stall = (|| {
-                    fail::fail_point!(failpoints::STALL_RENEWAL, |_| true);
-                    false
-                })();
-                if stall {
-                    std::future::pending::<()>().await;
-                }
-            }
-            if resolved.driver.needs_cleanup(&resolved.flow) {
-                // Before anything is created at the provider.
-                ensure_finalizer(integration, ctx).await?;
-            }
-            let renew_before = renew_before(integration)?;
-            // `answered` is when the provider answered: a revalidation
-            // interval runs from the validation itself, not from the start
-            // of a reconcile whose API reads came before it.
-            let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool, answered: Timestamp| output::Schedule {
-                expires_at,
-                expiry_assumed,
-                renew_at: Some(match expires_at {
-                    Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
-                    None => {
-                        answered
-                            + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
-                                .unwrap_or(jiff::SignedDuration::from_secs(3600))
-                    }
-                }),
-            };
-            // Renewals early in their window yield to everything else at
-            // the provider's limiter; late ones are urgent.
-            let priority = if plan::yields(reason, routine, &recorded(integration), now) {
-                Priority::Routine
-            } else {
-                Priority::Urgent
-            };
-            let exchanged = limiter::with_priority(
-                priority,
-                exchange(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan),
-            )
-            .await?;
-            match exchanged {
-                Exchanged::Issued {
-                    issued,
-                    written,
-                    changed,
-                    renew_at,
-                } => {
-                    let renew_at = renew_at.unwrap_or(now);
-                    Ok(Ending::Issued {
-                        issued,
-                        reason,
-                        renew_at,
-                        written,
-                        changed,
-                    })
-                }
-                Exchanged::Pending {
-                    reason,
-                    message,
-                    recheck_after,
-                    started,
-                } => Ok(Ending::Pending {
-                    reason,
-                    message,
-                    recheck_after,
-                    started,
-                }),
-            }
-        }
+        Exchanged::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        } => Ok(Ending::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        }),
     }
 }
 
@@ -331,10 +367,12 @@ async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Obse
     let rv = cached.resource_version.to_string();
     let fingerprint = cached.input_fingerprint.as_deref().unwrap_or_default().to_string();
     let written = cached.schedule;
+    let template_fingerprint = cached.template_fingerprint().map(String::from);
     let intact = || SecretState::Intact {
         input_fingerprint: fingerprint.clone(),
         renew_at: written.renew_at,
         expires_at: written.expires_at,
+        template_fingerprint: template_fingerprint.clone(),
     };
     if ctx.verified.is_verified(&key, &rv) {
         return Ok(Observed {
@@ -371,6 +409,7 @@ fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) -> Observed {
                 .unwrap_or_default(),
             renew_at: written.renew_at,
             expires_at: written.expires_at,
+            template_fingerprint: annotations.get(output::TEMPLATE_FINGERPRINT_ANNOTATION).cloned(),
         }
     } else {
         warn!(secret = %secret.metadata.name.clone().unwrap_or_default(), "output Secret was changed by someone else; repairing");
@@ -389,6 +428,120 @@ fn not_owned(name: &str) -> Error {
             "Secret {name:?} exists and is not owned by this Integration; choose another spec.target.name or delete that Secret"
         ),
     )
+}
+
+/// The condition for a template that cannot be used.
+fn template_error(e: TemplateError) -> Error {
+    let reason = match e {
+        TemplateError::Failed { .. } => reasons::INVALID_TEMPLATE,
+        TemplateError::Conflict { .. } => reasons::TEMPLATE_KEY_CONFLICT,
+    };
+    Error::invalid(
+        reason,
+        format!("{e}; the output Secret was not rewritten with these templates"),
+    )
+}
+
+/// The condition for a Secret type the existing Secret does not have.
+fn type_changed(name: &str, found: Option<&str>, wanted: &str, keeps_state: bool) -> Error {
+    let found = found.map(|f| format!(" has type {f:?} and")).unwrap_or_default();
+    let how = if keeps_state {
+        format!(
+            "set spec.target.type back: this flow keeps credentials the provider shows only once in Secret {name:?}, and deleting it would lose them"
+        )
+    } else {
+        format!(
+            "delete Secret {name:?} and the operator writes it again with the new type (issuing new credentials), or set spec.target.type back"
+        )
+    };
+    Error::invalid(
+        reasons::SECRET_TYPE_CHANGED,
+        format!(
+            "Secret {name:?}{found} spec.target.type asks for {wanted:?}; Kubernetes cannot change a Secret's type and the operator never deletes Secrets: {how}. The Secret stays as it is"
+        ),
+    )
+}
+
+/// Refuses a write that would change the existing output Secret's type,
+/// before any provider call. The type is known without a read when the
+/// Secret was written with the type and templates the spec asks for.
+async fn check_type(
+    integration: &Integration,
+    ctx: &Context,
+    existing: &Observed,
+    wanted_fingerprint: Option<&str>,
+    keeps_state: bool,
+) -> Result<(), Error> {
+    let found = match (&existing.state, &existing.secret) {
+        (SecretState::Missing, _) => return Ok(()),
+        (_, Some(secret)) => secret.type_.clone(),
+        (
+            SecretState::Intact {
+                template_fingerprint, ..
+            },
+            None,
+        ) if template_fingerprint.as_deref() == wanted_fingerprint => {
+            return Ok(());
+        }
+        _ => {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+            match api.get_opt(&output::target_name(integration)).await? {
+                Some(secret) if output::is_owned_by(&secret.metadata, integration) => secret.type_,
+                _ => return Ok(()),
+            }
+        }
+    };
+    compare_type(integration, found.as_deref(), keeps_state)
+}
+
+fn compare_type(integration: &Integration, found: Option<&str>, keeps_state: bool) -> Result<(), Error> {
+    let wanted = output::secret_type(integration.spec.target.as_deref()).as_str();
+    if found.unwrap_or("Opaque") == wanted {
+        Ok(())
+    } else {
+        Err(type_changed(
+            &output::target_name(integration),
+            found,
+            wanted,
+            keeps_state,
+        ))
+    }
+}
+
+/// Writes the output Secret again, with the type and templates the spec
+/// asks for now, from the credentials it holds: no provider call. `None`
+/// when the Secret is not as recorded after all (gone, or edited since).
+/// Returns whether it wrote, and the schedule recorded with the credentials.
+async fn rerender(
+    integration: &Integration,
+    ctx: &Context,
+    existing: &Observed,
+    input_fingerprint: &str,
+    keeps_state: bool,
+) -> Result<Option<(bool, output::Schedule)>, Error> {
+    if let Some(spec) = templates::of(integration) {
+        templates::check(spec).map_err(template_error)?;
+    }
+    let secret = match &existing.secret {
+        // Read and checked against its content hash when observed.
+        Some(secret) => secret.clone(),
+        None => {
+            let name = output::target_name(integration);
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+            match api.get_opt(&name).await? {
+                None => return Ok(None),
+                Some(secret) if !output::is_owned_by(&secret.metadata, integration) => return Err(not_owned(&name)),
+                Some(secret) if !output::is_intact(&secret, &ctx.fingerprinter) => return Ok(None),
+                Some(secret) => secret,
+            }
+        }
+    };
+    compare_type(integration, secret.type_.as_deref(), keeps_state)?;
+    let (fields, _) = output::split(&secret);
+    let rendered = templates::render(integration, &fields).map_err(template_error)?;
+    let schedule = output::Schedule::from_annotations(secret.annotations());
+    let (written, _) = write_secret(integration, ctx, &fields, &rendered, input_fingerprint, schedule, false).await?;
+    Ok(Some((written, schedule)))
 }
 
 /// What an exchange ended with.
@@ -415,6 +568,9 @@ struct SecretCheckpoint<'a> {
     integration: &'a Integration,
     ctx: &'a Context,
     persisted: tokio::sync::Mutex<Credentials>,
+    /// The rendered keys the Secret held when the exchange began: kept as
+    /// they are while the flow is unfinished.
+    carried: BTreeMap<String, String>,
     /// The output Secret was missing when this reconcile looked, and nothing
     /// has been written since: the first write can create it at once.
     seen_missing: AtomicBool,
@@ -425,10 +581,12 @@ impl Checkpoint for SecretCheckpoint<'_> {
     async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
         let mut persisted = self.persisted.lock().await;
         let updated = persisted.updated(set, remove);
+        let rendered = templates::carried(self.integration, &updated, &self.carried);
         write_secret(
             self.integration,
             self.ctx,
             &updated,
+            &rendered,
             UNFINISHED,
             output::Schedule::default(),
             self.seen_missing.load(Ordering::Relaxed),
@@ -484,17 +642,18 @@ async fn exchange(
     now: Timestamp,
     plan: &(dyn Fn(Option<Timestamp>, bool, Timestamp) -> output::Schedule + Sync),
 ) -> Result<Exchanged, Error> {
-    let persisted = match &existing.secret {
-        Some(secret) => output::fields_of(secret),
+    let (persisted, carried) = match &existing.secret {
+        Some(secret) => output::split(secret),
         // A renewal of a stateless flow needs nothing from the old Secret:
         // no read.
-        None if !resolved.flow.keeps_state() => Credentials::default(),
+        None if !resolved.flow.keeps_state() => (Credentials::default(), BTreeMap::new()),
         None => read_persisted(integration, ctx).await?,
     };
     let checkpoint = SecretCheckpoint {
         integration,
         ctx,
         persisted: tokio::sync::Mutex::new(persisted.clone()),
+        carried,
         seen_missing: AtomicBool::new(matches!(existing.state, SecretState::Missing)),
     };
     let identity = uid(integration);
@@ -542,10 +701,22 @@ async fn exchange(
             let seen_missing = checkpoint.seen_missing.into_inner();
             let persisted = checkpoint.persisted.into_inner();
             let fields = persisted.updated(&issued.fields, &[]);
+            // A template that fails on these values leaves the Secret as
+            // it was (a one-shot flow's answers are in it already: its
+            // checkpoints wrote them).
+            let rendered = templates::render(integration, &fields).map_err(template_error)?;
             fail::fail_point!(failpoints::AFTER_EXCHANGE, |_| std::process::abort());
             let schedule = plan(issued.expires_at, issued.lifetime_defaulted, answered);
-            let (written, changed) =
-                write_secret(integration, ctx, &fields, input_fingerprint, schedule, seen_missing).await?;
+            let (written, changed) = write_secret(
+                integration,
+                ctx,
+                &fields,
+                &rendered,
+                input_fingerprint,
+                schedule,
+                seen_missing,
+            )
+            .await?;
             fail::fail_point!(failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
             Ok(Exchanged::Issued {
                 issued: Issued { fields, ..issued },
@@ -583,12 +754,16 @@ fn refusal_message(state: &IntegrationStatus) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
-/// The output Secret's fields, read when the cache did not need them.
-async fn read_persisted(integration: &Integration, ctx: &Context) -> Result<Credentials, Error> {
+/// The output Secret's fields (and its rendered keys), read when the cache
+/// did not need them.
+async fn read_persisted(
+    integration: &Integration,
+    ctx: &Context,
+) -> Result<(Credentials, BTreeMap<String, String>), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
     Ok(match api.get_opt(&output::target_name(integration)).await? {
-        Some(secret) if output::is_owned_by(&secret.metadata, integration) => output::fields_of(&secret),
-        _ => Credentials::default(),
+        Some(secret) if output::is_owned_by(&secret.metadata, integration) => output::split(&secret),
+        _ => (Credentials::default(), BTreeMap::new()),
     })
 }
 
@@ -643,7 +818,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
                 ));
             }
         };
-        let persisted = read_persisted(integration, ctx).await?;
+        let (persisted, _) = read_persisted(integration, ctx).await?;
         driver
             .cleanup(&CleanupRequest {
                 provider: &provider,
@@ -677,17 +852,26 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
 /// Writes the output Secret: created the first time (so that a Secret of the
 /// same name made by someone else is never overwritten), server-side applied
 /// after that. `seen_missing`: this reconcile found no Secret and has not
-/// written one since. Returns whether it wrote, and whether the credentials
-/// differ from those the Secret held.
+/// written one since. Rendered keys the Secret had and no longer has a
+/// template for are removed. Returns whether it wrote, and whether the
+/// credentials differ from those the Secret held.
 async fn write_secret(
     integration: &Integration,
     ctx: &Context,
     fields: &Credentials,
+    rendered: &BTreeMap<String, String>,
     input_fingerprint: &str,
     schedule: output::Schedule,
     seen_missing: bool,
 ) -> Result<(bool, bool), Error> {
-    let desired = output::desired_secret(integration, fields, input_fingerprint, schedule, &ctx.fingerprinter);
+    let desired = output::desired_secret(
+        integration,
+        fields,
+        rendered,
+        input_fingerprint,
+        schedule,
+        &ctx.fingerprinter,
+    );
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let changed = ctx
@@ -713,6 +897,7 @@ async fn written_secret(
     // mistaken for someone else's edit.
     let _writing = ctx.verified.begin_write(&key);
     let mut cached_rv = None;
+    let mut previous_rendered = BTreeSet::new();
     if let Some(cached) = ctx.owned_secrets.get(&namespace, &name) {
         // A re-validation that changes nothing must not write (or wake
         // every watcher of the Secret).
@@ -725,6 +910,7 @@ async fn written_secret(
         }
         if cached.is_owned_by(integration) {
             cached_rv = Some(rv);
+            previous_rendered = cached.rendered_keys();
         }
     }
     // What we know decides a fast path; anything else (or a fast path that
@@ -755,9 +941,10 @@ async fn written_secret(
             ctx.verified
                 .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
             ctx.metrics.secret_written();
+            remove_stale_rendered(integration, ctx, &desired, &previous_rendered).await?;
             return Ok(true);
         }
-        Some(Err(e)) if !is_retryable(&e) => return Err(e.into()),
+        Some(Err(e)) if !is_retryable(&e) => return Err(write_error(e, integration)),
         _ => {}
     }
     let mut attempt = 0;
@@ -768,7 +955,8 @@ async fn written_secret(
             Ok(Some(meta)) if !output::is_owned_by(&meta.metadata, integration) => {
                 return Err(not_owned(&name));
             }
-            Ok(Some(_)) => {
+            Ok(Some(meta)) => {
+                previous_rendered = output::rendered_keys(meta.metadata.annotations.as_ref());
                 api.patch(
                     &name,
                     &PatchParams::apply(SECRET_MANAGER).force(),
@@ -783,6 +971,7 @@ async fn written_secret(
                 ctx.verified
                     .record(&key, written.metadata.resource_version.as_deref().unwrap_or_default());
                 ctx.metrics.secret_written();
+                remove_stale_rendered(integration, ctx, &desired, &previous_rendered).await?;
                 return Ok(true);
             }
             // Lost a race with another writer (create vs create, or a
@@ -791,8 +980,46 @@ async fn written_secret(
             Err(e) if attempt < 4 && is_retryable(&e) => {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(write_error(e, integration)),
         }
+    }
+}
+
+/// Removes rendered keys whose template is gone. Server-side apply would
+/// keep them: the Secret's first write (a create) owns them too.
+async fn remove_stale_rendered(
+    integration: &Integration,
+    ctx: &Context,
+    desired: &Secret,
+    previous_rendered: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let data = desired.data.as_ref();
+    let stale: Vec<&str> = previous_rendered
+        .iter()
+        .filter(|k| !data.is_some_and(|d| d.contains_key(*k)))
+        .map(String::as_str)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    remove_secret_keys(integration, ctx, &stale).await
+}
+
+/// A refused Secret write as a condition: a type change (which the checks
+/// before the write should have caught) gets its own reason.
+fn write_error(e: kube::Error, integration: &Integration) -> Error {
+    match &e {
+        kube::Error::Api(s)
+            if s.code == 422 && s.message.contains("field is immutable") && s.message.contains("type") =>
+        {
+            type_changed(
+                &output::target_name(integration),
+                None,
+                output::secret_type(integration.spec.target.as_deref()).as_str(),
+                resolve::flow_of(integration).map_or(true, |f| f.keeps_state()),
+            )
+        }
+        _ => e.into(),
     }
 }
 
@@ -828,7 +1055,13 @@ async fn finish(
     // A change of credentials the named workloads must pick up.
     let mut rollout_change = false;
     let (mut wanted, mut recheck_at, event) = match ending {
-        Ending::UpToDate { recheck_at, observed } => {
+        Ending::UpToDate {
+            recheck_at,
+            observed,
+            rerendered,
+        } => {
+            // A re-render changes what the workloads read, like new credentials.
+            rollout_change = rerendered;
             // The schedule recorded with the credentials is fresher than a
             // status that may lag in the cache; the version the decision
             // read from the API server is fresher still (after a failed
@@ -864,7 +1097,14 @@ async fn finish(
                 // it was raised for: nothing was asked of the provider now.
                 wanted.push(Wanted::from(w));
             }
-            (wanted, recheck_at, None)
+            let event = rerendered.then(|| {
+                    (
+                        EventType::Normal,
+                        reasons::RERENDERED,
+                        "output Secret written again with the current spec.target type and templates, from the credentials it holds (no provider call)".to_string(),
+                    )
+                });
+            (wanted, recheck_at, event)
         }
         Ending::Pending {
             reason,
@@ -1253,6 +1493,7 @@ pub fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Er
 /// operator works, not the credentials: editing them re-issues nothing.
 fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result<String, Error> {
     let provider = &resolved.provider;
+    let spec = presentation_free(integration)?;
     serde_json::to_string(&json!({
         "provider": {
             "type": resolved.provider_spec.provider_type,
@@ -1260,14 +1501,38 @@ fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result
             "baseUrl": provider.base_url.as_ref().map(url::Url::as_str),
             "clientAuth": format!("{:?}", provider.client_auth),
         },
-        // Which workloads restart is no input of the exchange: editing it
-        // must not issue new credentials.
-        "spec": crate::crd::IntegrationSpec {
-            rollout: None,
-            ..integration.spec.clone()
-        },
+        "spec": spec,
     }))
     .map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))
+}
+
+/// The spec without `target.type` and `target.template`: they change how
+/// the credentials are presented, not what is asked of the provider, so
+/// editing them renders the Secret again without an exchange
+/// ([`Decision::Rerender`]). A target left empty by their removal is
+/// dropped, so that adding templates to an Integration without a target
+/// keeps its fingerprint; other spec fields (target name, labels,
+/// annotations included) stay exactly as they were fingerprinted before
+/// templates existed, so no Secret written earlier looks out of date.
+fn presentation_free(integration: &Integration) -> Result<serde_json::Value, Error> {
+    let mut spec =
+        serde_json::to_value(&integration.spec).map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))?;
+    if let Some(map) = spec.as_object_mut() {
+        let emptied = map
+            .get_mut("target")
+            .and_then(|t| t.as_object_mut())
+            .is_some_and(|target| {
+                let removed = target.remove("type").is_some() | target.remove("template").is_some();
+                removed && target.is_empty()
+            });
+        if emptied {
+            map.remove("target");
+        }
+        // Which workloads restart is no input of the exchange either:
+        // editing it must not issue new credentials.
+        map.remove("rollout");
+    }
+    Ok(spec)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

@@ -58,6 +58,8 @@ const MADE_FOR_ELEMENT_KEY: &str = "instance_element_key";
 const MADE_FOR_NAME: &str = "instance_name";
 /// Provider name used in messages.
 const PLATFORM: &str = "Cloud Elements";
+/// Every key the flow persists besides the documented layout.
+pub(crate) const STATE_KEYS: &[&str] = &[CONFIG_HASH, INSTANCE_TOKEN, MADE_FOR_ELEMENT_KEY, MADE_FOR_NAME];
 pub use crate::reasons::{
     ELEMENT_INSTANCE_DISABLED as INSTANCE_DISABLED, ELEMENT_INSTANCE_GONE as INSTANCE_GONE,
     ELEMENT_INSTANCE_NOT_OWNED as INSTANCE_NOT_OWNED,

@@ -75,6 +75,8 @@ pub const ORIGIN: &str = "kombo_origin_id";
 /// learns the id (the `integration-created` webhook) writes it here; the
 /// published `integration_id` is never read back as one.
 pub const CREATED: &str = "kombo_created_integration_id";
+/// Every key the flow persists besides the documented layout.
+pub(crate) const STATE_KEYS: &[&str] = &[LINK, LINK_CREATED_AT, LINK_TYPE, LEGACY_LINK_TOKEN, ORIGIN, CREATED];
 /// Validity of an `EMBEDDED` link (Kombo's SDK models: one hour).
 const EMBEDDED_LIFETIME: SignedDuration = SignedDuration::from_secs(3600);
 /// Validity of a `MAGIC_LINK` (Kombo's SDK models: one year; 365 days, so a

@@ -52,6 +52,34 @@ pub mod keys {
     pub const EXTRA_HEADER_NAME: &str = "extra_header_name";
     /// Value of that second header.
     pub const EXTRA_HEADER_VALUE: &str = "extra_header_value";
+
+    /// Every key above.
+    pub const ALL: &[&str] = &[
+        AUTHORIZATION,
+        HEADER_NAME,
+        HEADER_VALUE,
+        ACCESS_TOKEN,
+        TOKEN_TYPE,
+        EXPIRES_AT,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        INTEGRATION_ID,
+        BASE_URL,
+        API_KEY,
+        EXTRA_HEADER_NAME,
+        EXTRA_HEADER_VALUE,
+    ];
+}
+
+/// Every key a driver can write into the output Secret: the documented
+/// layout and the flows' own state. Output templates may not use them.
+pub fn issued_keys() -> impl Iterator<Item = &'static str> {
+    keys::ALL
+        .iter()
+        .chain(smartrecruiters::STATE_KEYS)
+        .chain(cloud_elements::STATE_KEYS)
+        .chain(kombo::STATE_KEYS)
+        .copied()
 }
 
 /// Endpoint configuration of one provider, as the admin set it on a

@@ -60,6 +60,15 @@ pub const MASTER_FINGERPRINT: &str = "partner_master_fingerprint";
 pub const MADE_FOR_APP_ID: &str = "partner_app_id";
 /// The companyId they were made for.
 pub const MADE_FOR_COMPANY_ID: &str = "partner_company_id";
+/// Every key the flow persists besides the documented layout.
+pub(crate) const STATE_KEYS: &[&str] = &[
+    POST_MARKER,
+    PARTNER_CLIENT_ID,
+    PARTNER_CLIENT_SECRET,
+    MASTER_FINGERPRINT,
+    MADE_FOR_APP_ID,
+    MADE_FOR_COMPANY_ID,
+];
 /// The validation call of API keys (providers.md 1.10).
 const COMPANY_PATH: &str = "configuration/company/my";
 /// The General Partner Integration creation endpoint.

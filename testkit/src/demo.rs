@@ -512,11 +512,44 @@ impl Demo<'_> {
             .ok();
         let last = tokens.last().cloned().unwrap_or_default();
         ensure!(sim.is_valid_token(&last), "the current token is not accepted");
+        let templated = self.output_templates()?;
         Ok(format!(
-            "OAuth 2.0: demo/example-api Ready; its token was renewed {} times before expiry ({} token requests); the current one is accepted",
+            "OAuth 2.0: demo/example-api Ready; its token was renewed {} times before expiry ({} token requests); the current one is accepted; {templated}",
             tokens.len() - 1,
             sim.token_calls()
         ))
+    }
+
+    /// examples/output-templates.yaml: the same provider's token as a
+    /// basic-auth Secret with rendered keys, checked with the simulator.
+    fn output_templates(&self) -> anyhow::Result<String> {
+        let (kubectl, sim) = (self.kubectl, &self.sims.oauth2);
+        step("applying examples/output-templates.yaml (a basic-auth Secret with a config.json, a .env file and a URL)");
+        self.apply_example("output-templates.yaml", |_| vec![])?;
+        kubectl.wait_ready("demo", &["example-api-templated"])?;
+        step("the rendered Secret");
+        let secret = kubectl.secret_keys("demo", "example-api-config")?;
+        let kind = kubectl.json(&["get", "secret", "example-api-config", "-n", "demo"])?["type"].clone();
+        ensure!(
+            kind == "kubernetes.io/basic-auth",
+            "the Secret's type is {kind}, not kubernetes.io/basic-auth"
+        );
+        let token = secret.get("access_token")?;
+        let config: Value = serde_json::from_str(secret.get("config.json")?).context("config.json is not JSON")?;
+        ensure!(
+            config["token"] == token && sim.is_valid_token(token),
+            "config.json does not hold the issued token, or the provider refuses it"
+        );
+        ensure!(secret.get("password")? == token, "password is not the token");
+        ensure!(
+            secret.get(".env")?.lines().any(|l| l == format!("API_TOKEN={token}")),
+            ".env has no API_TOKEN line with the token"
+        );
+        ensure!(
+            secret.get("jobs-url")?.contains("authorization=Bearer%20"),
+            "jobs-url does not carry the urlencoded header"
+        );
+        Ok("demo/example-api-templated Ready as a kubernetes.io/basic-auth Secret whose config.json, .env and URL carry the accepted token".into())
     }
 
     async fn smartrecruiters(&self) -> anyhow::Result<String> {
