@@ -732,6 +732,8 @@ mod tests {
         ProviderConfig {
             name: "smartrecruiters".into(),
             token_url: Some(sim.token_url().parse().unwrap()),
+            authorization_url: None,
+            redirect_url: None,
             base_url: Some(sim.url().parse().unwrap()),
             client_auth: ClientAuth::Post,
             request_timeout: Duration::from_secs(5),
@@ -771,6 +773,7 @@ mod tests {
             let persisted = secret.0.lock().unwrap().clone();
             let outcome = driver
                 .exchange(&ExchangeRequest {
+                    state_key: None,
                     provider: self.provider,
                     flow: &self.flow,
                     inputs: &self.inputs,
