@@ -139,8 +139,10 @@ async fn client_secret_post_authentication_works() {
 /// oidc-provider, the newest active); hostile deliveries (a forged state,
 /// another Integration's name spliced in, an expired state, a replayed
 /// code) each refused with the Secret unchanged; the refresh token revoked
-/// at oidc-provider -> ReauthRequired with a fresh URL and an Event; and no
-/// code, token, refresh token or verifier in logs, Events or status.
+/// at oidc-provider -> ReauthRequired with a fresh URL and an Event; a
+/// second consent recovers; a refresh answer lost (the crash between the
+/// provider's answer and the write) -> ReauthRequired with a fresh URL; and
+/// no code, token, refresh token or verifier in logs, Events or status.
 #[tokio::test]
 async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() {
     use integration_operator::controller::{
@@ -287,6 +289,43 @@ async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() 
         "a refused refresh token is dropped"
     );
     canaries.push(data["oauth2_code_verifier"].clone());
+
+    // Consenting again at the fresh URL recovers.
+    let (code, state) = consent(&fresh).await;
+    canaries.push(code.clone());
+    deliver(&client, &fingerprinter, &code, &state)
+        .await
+        .expect("the second consent is delivered");
+    cluster.wait_ready("crm", "True", None).await;
+
+    // A crash after oidc-provider answered a refresh but before the new
+    // refresh token was written: the answer is lost with the process, and
+    // the refresh token in the Secret is spent. Played here by using that
+    // token outside the operator and dropping the answer. Nothing can bring
+    // the lost token back; what must hold is that the operator says so
+    // (ReauthRequired, a fresh URL) instead of failing in a loop. The window
+    // is one API write long: the new token is written right after the answer.
+    let spent = cluster.secret_data("out").await.unwrap()["oauth2_refresh_token"].clone();
+    canaries.push(spent.clone());
+    let lost: serde_json::Value = reqwest::Client::new()
+        .post(oidc.token_url())
+        .basic_auth(&client_id, Some(SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", spent.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for key in ["access_token", "refresh_token"] {
+        if let Some(t) = lost[key].as_str() {
+            canaries.push(t.to_string());
+        }
+    }
+    let i = cluster.wait_ready("crm", "False", Some("ReauthRequired")).await;
+    let after_loss = url_in(&ready_message(&i));
+    assert_ne!(query(&after_loss, "state"), query(&fresh, "state"));
+    canaries.push(cluster.secret_data("out").await.unwrap()["oauth2_code_verifier"].clone());
 
     // Leak canary.
     let status = serde_json::to_string(&cluster.integrations().get("crm").await.unwrap().status).unwrap();

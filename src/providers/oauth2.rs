@@ -700,4 +700,185 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8(raw).unwrap(), "a%3Ab:p%25ss+word");
     }
+
+    mod authorization_code {
+        use std::sync::Mutex;
+
+        use super::*;
+        use crate::providers::{
+            Checkpoint, Peers, RateLimitScope,
+            authorization::{Binding, StateKey},
+            fields,
+        };
+
+        /// The output Secret: every save, in order.
+        #[derive(Default)]
+        struct Recorder {
+            now: Mutex<Credentials>,
+            saves: Mutex<Vec<Vec<String>>>,
+            fail: bool,
+        }
+
+        #[async_trait]
+        impl Checkpoint for Recorder {
+            async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+                if self.fail {
+                    return Err(DriverError::CheckpointFailed {
+                        message: "API server down".into(),
+                    });
+                }
+                self.saves.lock().unwrap().push(set.keys().cloned().collect());
+                let mut now = self.now.lock().unwrap();
+                *now = now.updated(set, remove);
+                Ok(now.clone())
+            }
+        }
+
+        struct NoPeers;
+        #[async_trait]
+        impl Peers for NoPeers {
+            async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
+                Ok(None)
+            }
+        }
+
+        /// A token endpoint answering every grant with `answer` (status, body).
+        async fn token_endpoint(answer: (u16, &'static str)) -> url::Url {
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(
+                    move || async move { (axum::http::StatusCode::from_u16(answer.0).unwrap(), answer.1) },
+                ),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}/token").parse().unwrap()
+        }
+
+        fn provider(token_url: url::Url) -> ProviderConfig {
+            ProviderConfig {
+                name: "p".into(),
+                token_url: Some(token_url),
+                authorization_url: Some("https://auth.example.com/authorize".parse().unwrap()),
+                redirect_url: Some("https://ops.example.com/oauth2/callback".parse().unwrap()),
+                base_url: None,
+                client_auth: ClientAuth::Basic,
+                request_timeout: Duration::from_secs(5),
+                default_lifetime: DEFAULT,
+                max_concurrency: 1,
+                requests_per_second: 100,
+                revalidate_interval: Duration::from_secs(3600),
+                rate_limit_scope: RateLimitScope::Host,
+            }
+        }
+
+        async fn run(
+            answer: (u16, &'static str),
+            persisted: Credentials,
+            checkpoint: &Recorder,
+        ) -> Result<Outcome, DriverError> {
+            let provider = provider(token_endpoint(answer).await);
+            let flow = Flow::AuthorizationCode {
+                scopes: vec!["read".into()],
+                extra_parameters: Default::default(),
+                binding: Binding {
+                    namespace: "ns".into(),
+                    name: "crm".into(),
+                    uid: "u".into(),
+                },
+            };
+            *checkpoint.now.lock().unwrap() = persisted.clone();
+            let key = StateKey::derive(b"k");
+            let inputs = fields([("client_id", "cid"), ("client_secret", "secret-0123")]);
+            let req = ExchangeRequest {
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+                checkpoint,
+                peers: &NoPeers,
+                state_key: Some(&key),
+                identity: "u",
+                retry_requested: None,
+                recorded_id: None,
+                recorded_awaiting: None,
+                now: now(),
+            };
+            authorization_code(&ProviderHttp::plain().unwrap(), &req).await
+        }
+
+        /// Rotation: the new refresh token is saved before the access token
+        /// is handed back; if that save fails, nothing is issued.
+        #[tokio::test]
+        async fn a_rotated_refresh_token_is_persisted_before_the_token_is_issued() {
+            let answer = (200, r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#);
+            let old = fields([(ac_keys::REFRESH_TOKEN, "rt-1")]);
+            let rec = Recorder::default();
+            let Outcome::Issued(issued) = run(answer, old.clone(), &rec).await.unwrap() else {
+                panic!("not issued")
+            };
+            assert_eq!(issued.fields.get("access_token").unwrap().expose_secret(), "at-2");
+            assert_eq!(
+                *rec.saves.lock().unwrap(),
+                vec![vec![ac_keys::REFRESH_TOKEN.to_string()]]
+            );
+            assert_eq!(
+                rec.now
+                    .lock()
+                    .unwrap()
+                    .get(ac_keys::REFRESH_TOKEN)
+                    .unwrap()
+                    .expose_secret(),
+                "rt-2"
+            );
+            let failing = Recorder {
+                fail: true,
+                ..Recorder::default()
+            };
+            let err = run(answer, old, &failing).await.unwrap_err();
+            assert_eq!(err.reason(), "SecretWriteFailed", "{err}");
+        }
+
+        /// A refused refresh token: ReauthRequired with a fresh URL, the
+        /// refused token dropped, a new state and verifier saved first.
+        #[tokio::test]
+        async fn invalid_grant_asks_for_consent_again_with_a_fresh_url() {
+            let answer = (
+                400,
+                r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#,
+            );
+            let rec = Recorder::default();
+            let outcome = run(answer, fields([(ac_keys::REFRESH_TOKEN, "rt-1")]), &rec)
+                .await
+                .unwrap();
+            let Outcome::Pending { reason, message, .. } = outcome else {
+                panic!("not pending")
+            };
+            assert_eq!(reason, "ReauthRequired");
+            assert!(message.contains("https://auth.example.com/authorize?"), "{message}");
+            let saved = rec.now.lock().unwrap().clone();
+            assert!(saved.get(ac_keys::REFRESH_TOKEN).is_none());
+            let verifier = saved.get(ac_keys::VERIFIER).unwrap().expose_secret().to_string();
+            assert!(!message.contains(&verifier) && !message.contains("rt-1"));
+            assert!(saved.get(ac_keys::STATE).is_some() && saved.get(ac_keys::REAUTH).is_some());
+        }
+
+        /// A delivered code is exchanged; code, state and verifier go in the
+        /// same write that keeps the refresh token.
+        #[tokio::test]
+        async fn a_delivered_code_is_exchanged_and_the_request_forgotten() {
+            let answer = (200, r#"{"access_token":"at-1","expires_in":60,"refresh_token":"rt-1"}"#);
+            let rec = Recorder::default();
+            let persisted = fields([(ac_keys::STATE, "st"), (ac_keys::VERIFIER, "v"), (ac_keys::CODE, "c")]);
+            let Outcome::Issued(_) = run(answer, persisted, &rec).await.unwrap() else {
+                panic!("not issued")
+            };
+            let saved = rec.now.lock().unwrap().clone();
+            assert_eq!(
+                saved.keys().cloned().collect::<Vec<_>>(),
+                vec![ac_keys::REFRESH_TOKEN.to_string()]
+            );
+        }
+    }
 }
