@@ -240,3 +240,37 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The callback without a cluster: what it answers before any API call.
+    #[tokio::test]
+    async fn the_callback_refuses_without_echoing_and_reports_provider_errors() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let state = CallbackState {
+            client: Client::try_from(config).unwrap(),
+            fingerprinter: Fingerprinter::new(b"k".to_vec()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, authorization_router(state)).await });
+        let get = |q: &'static str| async move {
+            let r = reqwest::get(format!("http://{addr}/oauth2/callback?{q}"))
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        let (status, page) = get("code=secret-code-123&state=forged-state-456").await;
+        assert_eq!(status, 400);
+        assert!(page.contains("not one this operator issued"), "{page}");
+        assert!(!page.contains("secret-code-123") && !page.contains("forged-state-456"));
+        let (status, page) = get("error=access_denied%3Cscript%3E&state=x").await;
+        assert_eq!(status, 400);
+        assert!(page.contains("(access_deniedscript)"), "{page}");
+        assert!(!page.contains("<script>"));
+        assert_eq!(get("").await.0, 400);
+        assert_eq!(get("code=a%0Ab&state=x").await.0, 400);
+    }
+}
