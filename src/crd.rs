@@ -64,8 +64,8 @@ fn field_doc_wins(schema: &mut schemars::Schema) {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.clientCredentials), has(self.apiKey), has(self.basicAuth), has(self.partnerIntegration), has(self.elementInstance), has(self.connection)].filter(x, x).size() == 1")
-        .message("exactly one flow block must be set: clientCredentials, apiKey, basicAuth, partnerIntegration, elementInstance or connection")
+    validation = Rule::new("[has(self.clientCredentials), has(self.apiKey), has(self.basicAuth), has(self.partnerIntegration), has(self.elementInstance), has(self.connection), has(self.authorizationCode)].filter(x, x).size() == 1")
+        .message("exactly one flow block must be set: clientCredentials, apiKey, basicAuth, partnerIntegration, elementInstance, connection or authorizationCode")
         .reason(Reason::FieldValueInvalid)
 )]
 // The flow blocks are boxed: an Integration lives in the controller's cache
@@ -117,6 +117,16 @@ pub struct IntegrationSpec {
     /// Kombo API key (input key `api_key`) and the integration id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Box<ConnectionFlow>>,
+
+    /// OAuth 2.0 authorization-code flow with PKCE (RFC 6749 section 4.1,
+    /// RFC 7636 S256): a person grants access in a browser at the URL the
+    /// operator publishes in the Ready condition and an Event; the provider
+    /// redirects to the operator's callback (the ClusterProvider's
+    /// `redirectUrl`); the operator exchanges the code, keeps the refresh
+    /// token and renews the access token with it. Input keys `client_id`
+    /// and, for a confidential client, `client_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_code: Option<Box<AuthorizationCodeFlow>>,
 
     /// Where and how the resulting credentials are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +218,29 @@ pub struct ClientCredentialsFlow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub audience: Option<String>,
+}
+
+/// Parameters of the OAuth 2.0 authorization-code flow.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationCodeFlow {
+    /// Scopes to request, sent space-separated in the `scope` parameter
+    /// (include the one your provider needs for refresh tokens, e.g.
+    /// `offline_access`). Empty: no `scope` parameter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5B\x5D-\x7E]+$"))
+    )]
+    pub scopes: Vec<String>,
+
+    /// Extra authorization request parameters some providers need (e.g.
+    /// `prompt: consent`, `access_type: offline`). The operator's own
+    /// parameters (`client_id`, `redirect_uri`, `state`, `code_challenge`,
+    /// …) cannot be overridden.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub extra_parameters: BTreeMap<String, String>,
 }
 
 /// Parameters of the API-key flow (none yet: the key comes from the input Secret).
@@ -611,6 +644,23 @@ pub struct ClusterProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub token_url: Option<String>,
+
+    /// Authorization endpoint (RFC 6749 section 3.1) for the
+    /// `authorizationCode` flow: the URL a person opens in a browser, with
+    /// the request parameters the operator adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub authorization_url: Option<String>,
+
+    /// The operator's callback for the `authorizationCode` flow, as the
+    /// provider must redirect to it and as it is registered there (the
+    /// inbound server's `/oauth2/callback` behind its public host), e.g.
+    /// `https://integrations.example.com/oauth2/callback`. Sent as
+    /// `redirect_uri`. On the ClusterProvider because it is registered with
+    /// the client, which the ClusterProvider's admin owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub redirect_url: Option<String>,
 
     /// Base URL of the provider's API, published in the output Secret as `base_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -105,6 +105,10 @@ pub const ELEMENT_INSTANCE_GONE: &str = "ElementInstanceGone";
 /// The instance is disabled on the platform.
 pub const ELEMENT_INSTANCE_DISABLED: &str = "ElementInstanceDisabled";
 
+// Ready=False: the OAuth 2.0 authorization-code flow.
+/// An authorization URL waits for a person to grant access.
+pub const AUTHORIZATION_REQUIRED: &str = "AuthorizationRequired";
+
 // Ready=False: Kombo connections.
 /// A connect link waits for the customer.
 pub const AWAITING_CONNECTION: &str = "AwaitingConnection";
@@ -194,6 +198,7 @@ pub const READY: &[(&str, Health)] = &[
     (IMMUTABLE_FIELD_CHANGED, Health::Degraded),
     (ELEMENT_INSTANCE_GONE, Health::Degraded),
     (ELEMENT_INSTANCE_DISABLED, Health::Degraded),
+    (AUTHORIZATION_REQUIRED, Health::Progressing),
     (AWAITING_CONNECTION, Health::Progressing),
     (CONNECT_LINK_EXPIRED, Health::Degraded),
     (CONNECT_LINK_LOST, Health::Degraded),

@@ -162,6 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let retry = integration.annotations().get(reconcile::RETRY_ANNOTATION).cloned();
     let now = Timestamp::now();
     let request = ExchangeRequest {
+        state_key: None,
         provider: &config,
         flow: &flow,
         inputs: &inputs,
@@ -244,6 +245,7 @@ pub fn creates_at_provider(flow: &Flow) -> Option<&'static str> {
         Flow::Connection {
             integration_id: None, ..
         } => Some("a Kombo connect link"),
+        Flow::AuthorizationCode { .. } => Some("an authorization request (a person must consent in a browser)"),
         Flow::ClientCredentials { .. } | Flow::ApiKey | Flow::BasicAuth | Flow::Connection { .. } => None,
     }
 }

@@ -280,6 +280,8 @@ fn flow_summary(integration: &Integration) -> String {
             Some(id) => format!("integrationId {id}"),
             None => "through a connect link".into(),
         },
+        Flow::AuthorizationCode { scopes, .. } if !scopes.is_empty() => format!("scopes: {}", scopes.join(" ")),
+        Flow::AuthorizationCode { .. } => String::new(),
     };
     if detail.is_empty() {
         flow.name().to_string()

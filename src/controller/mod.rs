@@ -11,6 +11,7 @@
 //! - Secrets, metadata only, not cached: only to map a changed or deleted
 //!   input Secret to the Integrations that reference it.
 
+pub mod authorization;
 pub mod events;
 pub mod output;
 pub mod owned;

@@ -97,6 +97,12 @@ impl Fingerprinter {
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
+    /// The key of the authorization-code flow's `state` MACs, derived from
+    /// this key (so every replica derives the same one).
+    pub fn state_key(&self) -> crate::providers::authorization::StateKey {
+        crate::providers::authorization::StateKey::derive(&self.key)
+    }
+
     /// Fingerprint of everything an exchange depends on. `context` is the
     /// provider's effective configuration and the flow, already serialised.
     pub fn inputs(&self, context: &str, inputs: &Credentials) -> String {

@@ -61,7 +61,7 @@ pub const RENEW_NOW_ANNOTATION: &str = "integration-operator.io/renew-now";
 pub const REJECTED_ANNOTATION: &str = "integration-operator.io/credentials-rejected";
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
-const UNFINISHED: &str = "unfinished";
+pub(crate) const UNFINISHED: &str = "unfinished";
 
 /// Fail points of the reconcile pipeline, for tests that kill the operator at
 /// each step of a flow and check what a restarted one makes of it.
@@ -658,7 +658,9 @@ async fn exchange(
     };
     let identity = uid(integration);
     let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
+    let state_key = ctx.fingerprinter.state_key();
     let request = ExchangeRequest {
+        state_key: Some(&state_key),
         provider: &resolved.provider,
         flow: &resolved.flow,
         inputs: &resolved.inputs,

@@ -157,6 +157,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
         ("partnerIntegration", spec.partner_integration.is_some()),
         ("elementInstance", spec.element_instance.is_some()),
         ("connection", spec.connection.is_some()),
+        ("authorizationCode", spec.authorization_code.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
@@ -205,6 +206,12 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             link_type: c.link_type.unwrap_or_default(),
             integration_id: c.integration_id.clone(),
             delete_on_cleanup: deletes(c.deletion_policy),
+        }
+    } else if let Some(a) = &spec.authorization_code {
+        Flow::AuthorizationCode {
+            scopes: a.scopes.clone(),
+            extra_parameters: a.extra_parameters.clone(),
+            binding: crate::providers::authorization::Binding { namespace, name, uid },
         }
     } else {
         return Err(Error::invalid(reasons::INVALID_SPEC, "the spec has no flow block"));
@@ -337,6 +344,19 @@ pub fn default_client_auth(provider_type: ProviderType) -> ClientAuthMethod {
 }
 
 /// The driver-facing configuration of a ClusterProvider, defaults applied.
+fn browser_url(field: &str, value: &Option<String>) -> Result<Option<Url>, String> {
+    value
+        .as_deref()
+        .map(|v| {
+            let url = Url::parse(v).map_err(|e| format!("{field} is not a valid URL: {e}"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.fragment().is_some() {
+                return Err(format!("{field} must be an http(s) URL without a fragment"));
+            }
+            Ok(url)
+        })
+        .transpose()
+}
+
 pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<ProviderConfig, String> {
     let parse = |field: &str, value: &Option<String>| -> Result<Option<Url>, String> {
         value
@@ -370,6 +390,10 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
         name: name.to_string(),
         token_url: parse("tokenUrl", &spec.token_url)?,
         base_url: parse("baseUrl", &spec.base_url)?,
+        // Opened by a browser and redirected to by the provider, never
+        // called by the operator: any absolute http(s) URL.
+        authorization_url: browser_url("authorizationUrl", &spec.authorization_url)?,
+        redirect_url: browser_url("redirectUrl", &spec.redirect_url)?,
         client_auth: match spec
             .client_auth_method
             .unwrap_or_else(|| default_client_auth(spec.provider_type))
@@ -414,6 +438,8 @@ mod tests {
         ClusterProviderSpec {
             provider_type: ProviderType::Oauth2,
             token_url: Some(token_url.into()),
+            authorization_url: None,
+            redirect_url: None,
             base_url: None,
             client_auth_method: None,
             request_timeout: None,

@@ -5,6 +5,7 @@
 //! inputs, and returns an [`Outcome`] or a classified [`DriverError`]. The
 //! controller turns outcomes into Secrets and conditions.
 
+pub mod authorization;
 pub mod cloud_elements;
 pub mod http;
 pub mod kombo;
@@ -89,6 +90,10 @@ pub struct ProviderConfig {
     /// ClusterProvider name; keys the shared rate limiter.
     pub name: String,
     pub token_url: Option<Url>,
+    /// Authorization endpoint (the `authorizationCode` flow).
+    pub authorization_url: Option<Url>,
+    /// The operator's callback registered at the provider (`redirect_uri`).
+    pub redirect_url: Option<Url>,
     pub base_url: Option<Url>,
     pub client_auth: ClientAuth,
     pub request_timeout: Duration,
@@ -154,6 +159,14 @@ pub enum Flow {
         integration_id: Option<String>,
         delete_on_cleanup: bool,
     },
+    /// OAuth 2.0 authorization code with PKCE (input keys `client_id` and,
+    /// optionally, `client_secret`).
+    AuthorizationCode {
+        scopes: Vec<String>,
+        extra_parameters: BTreeMap<String, String>,
+        /// The Integration the `state` parameter is bound to.
+        binding: authorization::Binding,
+    },
 }
 
 impl Flow {
@@ -163,7 +176,10 @@ impl Flow {
     pub fn keeps_state(&self) -> bool {
         matches!(
             self,
-            Flow::PartnerIntegration { .. } | Flow::ElementInstance { .. } | Flow::Connection { .. }
+            Flow::PartnerIntegration { .. }
+                | Flow::ElementInstance { .. }
+                | Flow::Connection { .. }
+                | Flow::AuthorizationCode { .. }
         )
     }
 
@@ -189,6 +205,7 @@ impl Flow {
             Flow::PartnerIntegration { .. } => "partnerIntegration",
             Flow::ElementInstance { .. } => "elementInstance",
             Flow::Connection { .. } => "connection",
+            Flow::AuthorizationCode { .. } => "authorizationCode",
         }
     }
 }
@@ -288,6 +305,9 @@ pub struct ExchangeRequest<'a> {
     pub checkpoint: &'a dyn Checkpoint,
     /// Other Integrations that may claim the same provider-side object.
     pub peers: &'a dyn Peers,
+    /// The key that binds an authorization request's `state` to the
+    /// Integration (the authorization-code flow); `None` outside the operator.
+    pub state_key: Option<&'a authorization::StateKey>,
     /// A stable identity of the requesting object (the Integration's uid):
     /// seeds deterministic ids, tags and origin ids.
     pub identity: &'a str,
@@ -937,6 +957,8 @@ mod tests {
         let provider = ProviderConfig {
             name: "example-oauth".into(),
             token_url: Some(Url::parse("https://auth.example.com/oauth/token").unwrap()),
+            authorization_url: None,
+            redirect_url: None,
             base_url: None,
             client_auth: ClientAuth::Basic,
             request_timeout: Duration::from_secs(10),

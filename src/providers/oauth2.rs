@@ -2,6 +2,9 @@
 //! 4.4) against any token endpoint, with `client_secret_basic` or
 //! `client_secret_post` client authentication (section 2.3.1).
 //!
+//! And the authorization-code grant with PKCE (section 4.1, RFC 7636) and
+//! refresh tokens (section 6), see [`authorization_code`].
+//!
 //! The token request itself is public so other drivers whose providers use a
 //! standard token endpoint (SmartRecruiters) share it.
 
@@ -37,10 +40,13 @@ impl OAuth2Driver {
 #[async_trait]
 impl Driver for OAuth2Driver {
     fn supports(&self, flow: &Flow) -> bool {
-        matches!(flow, Flow::ClientCredentials { .. })
+        matches!(flow, Flow::ClientCredentials { .. } | Flow::AuthorizationCode { .. })
     }
 
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
+        if matches!(req.flow, Flow::AuthorizationCode { .. }) {
+            return authorization_code(&self.http, req).await;
+        }
         let Flow::ClientCredentials { scopes, audience } = req.flow else {
             return Err(DriverError::Misconfigured {
                 message: format!("oauth2 does not support the {} flow", req.flow.name()),
@@ -84,6 +90,8 @@ pub struct Token {
     pub token_type: String,
     pub expires_at: Timestamp,
     pub lifetime_defaulted: bool,
+    /// A refresh token, where the grant issued one (RFC 6749 section 5.1).
+    pub refresh_token: Option<SecretString>,
 }
 
 impl Token {
@@ -119,6 +127,7 @@ struct TokenResponse {
     access_token: Option<String>,
     token_type: Option<String>,
     expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
 }
 
 /// RFC 6749 section 5.2 error body.
@@ -164,6 +173,292 @@ pub async fn request_token(
     }
     let request = request.form(&form);
     let answer = http.send(provider, request, scrub_values).await?;
+    if !answer.status.is_success() {
+        return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
+    }
+    parse_token(&answer.body, provider.default_lifetime, now)
+}
+
+/// Output Secret keys holding the authorization-code flow's state. They
+/// are the operator's, not the consumers': the documented layout does not
+/// list them.
+pub mod ac_keys {
+    /// The `state` of the authorization request now published.
+    pub const STATE: &str = "oauth2_state";
+    /// Its PKCE code verifier.
+    pub const VERIFIER: &str = "oauth2_code_verifier";
+    /// The code the callback delivered (written by `deliver`, removed once exchanged).
+    pub const CODE: &str = "oauth2_code";
+    /// The newest refresh token.
+    pub const REFRESH_TOKEN: &str = "oauth2_refresh_token";
+    /// Why a new consent is needed (the refresh token or code was refused).
+    pub const REAUTH: &str = "oauth2_reauth";
+    /// Everything but the refresh token: removed once a code is exchanged.
+    pub const REQUEST: [&str; 4] = [STATE, VERIFIER, CODE, REAUTH];
+}
+
+/// The authorization-code flow, one step per reconcile, resuming from what
+/// the output Secret holds:
+/// - a refresh token: renew with it (`grant_type=refresh_token`); a new
+///   refresh token in the answer is persisted before anything else;
+/// - a code the callback delivered (with the state and verifier it
+///   belongs to): exchange it (`grant_type=authorization_code`);
+/// - a published request that has not expired: keep waiting;
+/// - else: mint a new `state` and verifier, persist them, publish the URL.
+///
+/// A refused refresh token or code (`invalid_grant`) starts a new request
+/// and reports `ReauthRequired` with its URL.
+pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
+    use super::authorization as az;
+    let client_id = req.inputs.require(keys::CLIENT_ID)?;
+    let client_secret = req
+        .inputs
+        .get(keys::CLIENT_SECRET)
+        .filter(|s| !s.expose_secret().is_empty());
+    let redirect = req
+        .provider
+        .redirect_url
+        .as_ref()
+        .ok_or_else(|| DriverError::Misconfigured {
+            message:
+                "the ClusterProvider has no redirectUrl (the operator's /oauth2/callback as registered at the provider)"
+                    .into(),
+        })?;
+    let scrub_values = req.inputs.and(req.persisted);
+    let persisted = |k: &str| {
+        req.persisted
+            .get(k)
+            .map(|v| v.expose_secret().to_string())
+            .filter(|v| !v.is_empty())
+    };
+
+    if let (Some(code), Some(verifier)) = (persisted(ac_keys::CODE), persisted(ac_keys::VERIFIER)) {
+        let form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("redirect_uri", redirect.to_string()),
+            ("code_verifier", verifier),
+        ];
+        return match token_call(
+            http,
+            req.provider,
+            form,
+            client_id,
+            client_secret,
+            &scrub_values,
+            req.now,
+        )
+        .await
+        {
+            Ok(token) => {
+                // The refresh token first, in the same write that drops the
+                // used code and verifier.
+                let set = match &token.refresh_token {
+                    Some(rt) => super::fields([(ac_keys::REFRESH_TOKEN, rt.expose_secret().to_string())]),
+                    None => Credentials::default(),
+                };
+                let mut remove = ac_keys::REQUEST.to_vec();
+                if token.refresh_token.is_none() {
+                    remove.push(ac_keys::REFRESH_TOKEN);
+                }
+                req.checkpoint.save(&set, &remove).await?;
+                Ok(Outcome::Issued(token.into_issued(req.provider)))
+            }
+            Err(e) if is_invalid_grant(&e) => {
+                new_request(
+                    req,
+                    client_id,
+                    redirect,
+                    Some(format!("the provider refused the authorization code ({e})")),
+                )
+                .await
+            }
+            Err(e) => Err(e.in_step("exchanging the authorization code (POST token endpoint)")),
+        };
+    }
+
+    if let Some(refresh) = persisted(ac_keys::REFRESH_TOKEN) {
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh.clone()),
+        ];
+        if let Flow::AuthorizationCode { scopes, .. } = req.flow
+            && !scopes.is_empty()
+        {
+            form.push(("scope", scopes.join(" ")));
+        }
+        return match token_call(
+            http,
+            req.provider,
+            form,
+            client_id,
+            client_secret,
+            &scrub_values,
+            req.now,
+        )
+        .await
+        {
+            Ok(token) => {
+                // Rotation: the new refresh token is durable before the
+                // access token is used or published; the old one is spent.
+                if let Some(rt) = &token.refresh_token
+                    && rt.expose_secret() != refresh
+                {
+                    req.checkpoint
+                        .save(
+                            &super::fields([(ac_keys::REFRESH_TOKEN, rt.expose_secret().to_string())]),
+                            &[],
+                        )
+                        .await?;
+                }
+                Ok(Outcome::Issued(token.into_issued(req.provider)))
+            }
+            Err(e) if is_invalid_grant(&e) => {
+                new_request(
+                    req,
+                    client_id,
+                    redirect,
+                    Some(format!(
+                        "the provider refused the refresh token, it was revoked or has expired ({e})"
+                    )),
+                )
+                .await
+            }
+            Err(e) => Err(e.in_step("renewing with the refresh token (POST token endpoint)")),
+        };
+    }
+
+    // A request already published and still good: the same URL again.
+    if let (Some(state), Some(verifier)) = (persisted(ac_keys::STATE), persisted(ac_keys::VERIFIER))
+        && let Some(parsed) = az::ParsedState::parse(&state)
+        && !parsed.expired(req.now, az::STATE_LIFETIME)
+    {
+        let url = request_url(req, client_id, redirect, &state, &verifier)?;
+        let expires = Timestamp::from_second(parsed.issued_at + az::STATE_LIFETIME.as_secs() as i64).unwrap_or(req.now);
+        return Ok(pending(req, &url, expires, persisted(ac_keys::REAUTH)));
+    }
+    new_request(req, client_id, redirect, persisted(ac_keys::REAUTH)).await
+}
+
+fn is_invalid_grant(e: &DriverError) -> bool {
+    matches!(e.inner(), DriverError::CredentialsRejected { message } if message.contains("invalid_grant"))
+}
+
+/// Mints and persists a new `state` and verifier, then publishes the URL.
+async fn new_request(
+    req: &ExchangeRequest<'_>,
+    client_id: &SecretString,
+    redirect: &url::Url,
+    reauth: Option<String>,
+) -> Result<Outcome, DriverError> {
+    use super::authorization as az;
+    let (Some(key), Flow::AuthorizationCode { binding, .. }) = (req.state_key, req.flow) else {
+        return Err(DriverError::Misconfigured {
+            message: "the authorization-code flow needs the operator's state key".into(),
+        });
+    };
+    let state = key.mint(binding, req.now);
+    let verifier = az::new_verifier();
+    let url = request_url(req, client_id, redirect, &state, &verifier)?;
+    let mut set = vec![(ac_keys::STATE, state), (ac_keys::VERIFIER, verifier)];
+    let mut remove = vec![ac_keys::CODE];
+    match &reauth {
+        Some(why) => set.push((ac_keys::REAUTH, why.clone())),
+        None => remove.push(ac_keys::REAUTH),
+    }
+    if reauth.is_some() {
+        // Refused: it is of no use any more, and must not be tried again.
+        remove.push(ac_keys::REFRESH_TOKEN);
+    }
+    req.checkpoint.save(&super::fields(set), &remove).await?;
+    let expires = Timestamp::from_second(req.now.as_second() + az::STATE_LIFETIME.as_secs() as i64).unwrap_or(req.now);
+    Ok(pending(req, &url, expires, reauth))
+}
+
+fn request_url(
+    req: &ExchangeRequest<'_>,
+    client_id: &SecretString,
+    redirect: &url::Url,
+    state: &str,
+    verifier: &str,
+) -> Result<url::Url, DriverError> {
+    let endpoint = req
+        .provider
+        .authorization_url
+        .as_ref()
+        .ok_or_else(|| DriverError::Misconfigured {
+            message: "the ClusterProvider has no authorizationUrl".into(),
+        })?;
+    let (scopes, extra) = match req.flow {
+        Flow::AuthorizationCode {
+            scopes,
+            extra_parameters,
+            ..
+        } => (scopes.as_slice(), extra_parameters.clone()),
+        _ => (&[][..], BTreeMap::new()),
+    };
+    Ok(super::authorization::authorization_url(
+        endpoint,
+        client_id.expose_secret(),
+        redirect,
+        scopes,
+        &extra,
+        state,
+        verifier,
+    ))
+}
+
+fn pending(req: &ExchangeRequest<'_>, url: &url::Url, expires: Timestamp, reauth: Option<String>) -> Outcome {
+    let left = Duration::try_from(expires.duration_since(req.now)).unwrap_or_default();
+    let (reason, why) = match reauth {
+        Some(why) => (crate::reasons::REAUTH_REQUIRED, format!("{why}; ")),
+        None => (crate::reasons::AUTHORIZATION_REQUIRED, String::new()),
+    };
+    Outcome::Pending {
+        reason,
+        message: format!(
+            "{why}a person must grant access: open {url} (valid until {expires}); the provider then redirects to the operator's callback"
+        ),
+        // Looking again costs no provider call; the callback's write wakes
+        // the reconcile at once, this only renews an expired request.
+        recheck_after: left.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        started: None,
+    }
+}
+
+/// One token endpoint request with the ClusterProvider's client
+/// authentication (or, without a client secret, as a public client with
+/// `client_id` in the body).
+async fn token_call(
+    http: &ProviderHttp,
+    provider: &ProviderConfig,
+    mut form: Vec<(&str, String)>,
+    client_id: &SecretString,
+    client_secret: Option<&SecretString>,
+    scrub_values: &Credentials,
+    now: Timestamp,
+) -> Result<Token, DriverError> {
+    let token_url = provider.token_url.as_ref().ok_or_else(|| DriverError::Misconfigured {
+        message: "the ClusterProvider has no tokenUrl".into(),
+    })?;
+    let mut request = http
+        .client()
+        .post(token_url.clone())
+        .header(reqwest::header::ACCEPT, "application/json");
+    match (client_secret, provider.client_auth) {
+        (Some(secret), ClientAuth::Basic) => {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                basic_header(client_id.expose_secret(), secret.expose_secret()),
+            );
+        }
+        (Some(secret), ClientAuth::Post) => {
+            form.push(("client_id", client_id.expose_secret().to_string()));
+            form.push(("client_secret", secret.expose_secret().to_string()));
+        }
+        (None, _) => form.push(("client_id", client_id.expose_secret().to_string())),
+    }
+    let answer = http.send(provider, request.form(&form), scrub_values).await?;
     if !answer.status.is_success() {
         return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
     }
@@ -234,6 +529,10 @@ pub fn parse_token(body: &[u8], default_lifetime: Duration, now: Timestamp) -> R
         token_type,
         expires_at,
         lifetime_defaulted: defaulted,
+        refresh_token: parsed
+            .refresh_token
+            .filter(|t| !t.is_empty() && !t.chars().any(|c| c.is_control() || c == ' '))
+            .map(SecretString::from),
     })
 }
 
@@ -400,5 +699,186 @@ mod tests {
             .decode(h.trim_start_matches("Basic "))
             .unwrap();
         assert_eq!(String::from_utf8(raw).unwrap(), "a%3Ab:p%25ss+word");
+    }
+
+    mod authorization_code {
+        use std::sync::Mutex;
+
+        use super::*;
+        use crate::providers::{
+            Checkpoint, Peers, RateLimitScope,
+            authorization::{Binding, StateKey},
+            fields,
+        };
+
+        /// The output Secret: every save, in order.
+        #[derive(Default)]
+        struct Recorder {
+            now: Mutex<Credentials>,
+            saves: Mutex<Vec<Vec<String>>>,
+            fail: bool,
+        }
+
+        #[async_trait]
+        impl Checkpoint for Recorder {
+            async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+                if self.fail {
+                    return Err(DriverError::CheckpointFailed {
+                        message: "API server down".into(),
+                    });
+                }
+                self.saves.lock().unwrap().push(set.keys().cloned().collect());
+                let mut now = self.now.lock().unwrap();
+                *now = now.updated(set, remove);
+                Ok(now.clone())
+            }
+        }
+
+        struct NoPeers;
+        #[async_trait]
+        impl Peers for NoPeers {
+            async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
+                Ok(None)
+            }
+        }
+
+        /// A token endpoint answering every grant with `answer` (status, body).
+        async fn token_endpoint(answer: (u16, &'static str)) -> url::Url {
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(
+                    move || async move { (axum::http::StatusCode::from_u16(answer.0).unwrap(), answer.1) },
+                ),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}/token").parse().unwrap()
+        }
+
+        fn provider(token_url: url::Url) -> ProviderConfig {
+            ProviderConfig {
+                name: "p".into(),
+                token_url: Some(token_url),
+                authorization_url: Some("https://auth.example.com/authorize".parse().unwrap()),
+                redirect_url: Some("https://ops.example.com/oauth2/callback".parse().unwrap()),
+                base_url: None,
+                client_auth: ClientAuth::Basic,
+                request_timeout: Duration::from_secs(5),
+                default_lifetime: DEFAULT,
+                max_concurrency: 1,
+                requests_per_second: 100,
+                revalidate_interval: Duration::from_secs(3600),
+                rate_limit_scope: RateLimitScope::Host,
+            }
+        }
+
+        async fn run(
+            answer: (u16, &'static str),
+            persisted: Credentials,
+            checkpoint: &Recorder,
+        ) -> Result<Outcome, DriverError> {
+            let provider = provider(token_endpoint(answer).await);
+            let flow = Flow::AuthorizationCode {
+                scopes: vec!["read".into()],
+                extra_parameters: Default::default(),
+                binding: Binding {
+                    namespace: "ns".into(),
+                    name: "crm".into(),
+                    uid: "u".into(),
+                },
+            };
+            *checkpoint.now.lock().unwrap() = persisted.clone();
+            let key = StateKey::derive(b"k");
+            let inputs = fields([("client_id", "cid"), ("client_secret", "secret-0123")]);
+            let req = ExchangeRequest {
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+                checkpoint,
+                peers: &NoPeers,
+                state_key: Some(&key),
+                identity: "u",
+                retry_requested: None,
+                recorded_id: None,
+                recorded_awaiting: None,
+                now: now(),
+            };
+            authorization_code(&ProviderHttp::plain().unwrap(), &req).await
+        }
+
+        /// Rotation: the new refresh token is saved before the access token
+        /// is handed back; if that save fails, nothing is issued.
+        #[tokio::test]
+        async fn a_rotated_refresh_token_is_persisted_before_the_token_is_issued() {
+            let answer = (200, r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#);
+            let old = fields([(ac_keys::REFRESH_TOKEN, "rt-1")]);
+            let rec = Recorder::default();
+            let Outcome::Issued(issued) = run(answer, old.clone(), &rec).await.unwrap() else {
+                panic!("not issued")
+            };
+            assert_eq!(issued.fields.get("access_token").unwrap().expose_secret(), "at-2");
+            assert_eq!(
+                *rec.saves.lock().unwrap(),
+                vec![vec![ac_keys::REFRESH_TOKEN.to_string()]]
+            );
+            assert_eq!(
+                rec.now
+                    .lock()
+                    .unwrap()
+                    .get(ac_keys::REFRESH_TOKEN)
+                    .unwrap()
+                    .expose_secret(),
+                "rt-2"
+            );
+            let failing = Recorder {
+                fail: true,
+                ..Recorder::default()
+            };
+            let err = run(answer, old, &failing).await.unwrap_err();
+            assert_eq!(err.reason(), "SecretWriteFailed", "{err}");
+        }
+
+        /// A refused refresh token: ReauthRequired with a fresh URL, the
+        /// refused token dropped, a new state and verifier saved first.
+        #[tokio::test]
+        async fn invalid_grant_asks_for_consent_again_with_a_fresh_url() {
+            let answer = (
+                400,
+                r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#,
+            );
+            let rec = Recorder::default();
+            let outcome = run(answer, fields([(ac_keys::REFRESH_TOKEN, "rt-1")]), &rec)
+                .await
+                .unwrap();
+            let Outcome::Pending { reason, message, .. } = outcome else {
+                panic!("not pending")
+            };
+            assert_eq!(reason, "ReauthRequired");
+            assert!(message.contains("https://auth.example.com/authorize?"), "{message}");
+            let saved = rec.now.lock().unwrap().clone();
+            assert!(saved.get(ac_keys::REFRESH_TOKEN).is_none());
+            let verifier = saved.get(ac_keys::VERIFIER).unwrap().expose_secret().to_string();
+            assert!(!message.contains(&verifier) && !message.contains("rt-1"));
+            assert!(saved.get(ac_keys::STATE).is_some() && saved.get(ac_keys::REAUTH).is_some());
+        }
+
+        /// A delivered code is exchanged; code, state and verifier go in the
+        /// same write that keeps the refresh token.
+        #[tokio::test]
+        async fn a_delivered_code_is_exchanged_and_the_request_forgotten() {
+            let answer = (200, r#"{"access_token":"at-1","expires_in":60,"refresh_token":"rt-1"}"#);
+            let rec = Recorder::default();
+            let persisted = fields([(ac_keys::STATE, "st"), (ac_keys::VERIFIER, "v"), (ac_keys::CODE, "c")]);
+            let Outcome::Issued(_) = run(answer, persisted, &rec).await.unwrap() else {
+                panic!("not issued")
+            };
+            let saved = rec.now.lock().unwrap().clone();
+            assert_eq!(
+                saved.keys().cloned().collect::<Vec<_>>(),
+                vec![ac_keys::REFRESH_TOKEN.to_string()]
+            );
+        }
     }
 }

@@ -659,7 +659,10 @@ impl Driver for SmartRecruitersDriver {
     fn supports(&self, flow: &Flow) -> bool {
         matches!(
             flow,
-            Flow::ApiKey | Flow::ClientCredentials { .. } | Flow::PartnerIntegration { .. }
+            Flow::ApiKey
+                | Flow::ClientCredentials { .. }
+                | Flow::PartnerIntegration { .. }
+                | Flow::AuthorizationCode { .. }
         )
     }
 
@@ -690,11 +693,41 @@ impl Driver for SmartRecruitersDriver {
                 company_id,
                 bidirectional,
             } => self.partner_integration(req, app_id, company_id, *bidirectional).await,
+            Flow::AuthorizationCode { .. } => {
+                let provider = authorization_code_endpoints(req.provider)?;
+                let req = ExchangeRequest {
+                    provider: &provider,
+                    ..*req
+                };
+                crate::providers::oauth2::authorization_code(&self.http, &req).await
+            }
             other => Err(DriverError::Misconfigured {
                 message: format!("smartrecruiters does not support the {} flow", other.name()),
             }),
         }
     }
+}
+
+/// SmartRecruiters' authorization-code endpoints (seed 001; shared/providers.md
+/// section 1.4): `GET https://www.smartrecruiters.com/identity/oauth/allow`
+/// and `POST https://www.smartrecruiters.com/identity/oauth/token`, unless
+/// the ClusterProvider names others. SmartRecruiters documents no PKCE: the
+/// challenge and verifier are sent anyway (a server that does not know them
+/// ignores them, RFC 7636 section 5), and `state` is what binds the redirect.
+pub fn authorization_code_endpoints(provider: &ProviderConfig) -> Result<ProviderConfig, DriverError> {
+    let mut p = provider.clone();
+    let fixed = |u: &str| {
+        url::Url::parse(u).map_err(|e| DriverError::Misconfigured {
+            message: format!("{u}: {e}"),
+        })
+    };
+    if p.authorization_url.is_none() {
+        p.authorization_url = Some(fixed("https://www.smartrecruiters.com/identity/oauth/allow")?);
+    }
+    if p.token_url.is_none() {
+        p.token_url = Some(fixed("https://www.smartrecruiters.com/identity/oauth/token")?);
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -741,6 +774,8 @@ mod tests {
         ProviderConfig {
             name: "smartrecruiters".into(),
             token_url: Some(sim.token_url().parse().unwrap()),
+            authorization_url: None,
+            redirect_url: None,
             base_url: Some(sim.url().parse().unwrap()),
             client_auth: ClientAuth::Post,
             request_timeout: Duration::from_secs(5),
@@ -780,6 +815,7 @@ mod tests {
             let persisted = secret.0.lock().unwrap().clone();
             let outcome = driver
                 .exchange(&ExchangeRequest {
+                    state_key: None,
                     provider: self.provider,
                     flow: &self.flow,
                     inputs: &self.inputs,
@@ -988,5 +1024,60 @@ mod tests {
             e.to_string()
                 .contains("SmartRecruiters, creating the partner integration: HTTP 403")
         );
+    }
+
+    /// The authorization-code flow publishes SmartRecruiters' own authorize
+    /// endpoint (seed 001) when the ClusterProvider names none.
+    #[tokio::test]
+    async fn authorization_code_defaults_to_smartrecruiters_endpoints() {
+        let sim = SmartRecruitersSim::start().await.unwrap();
+        let mut provider = provider(&sim);
+        provider.redirect_url = Some("https://ops.example.com/oauth2/callback".parse().unwrap());
+        provider.token_url = None;
+        let defaults = authorization_code_endpoints(&provider).unwrap();
+        assert_eq!(
+            defaults.token_url.unwrap().as_str(),
+            "https://www.smartrecruiters.com/identity/oauth/token"
+        );
+        let flow = Flow::AuthorizationCode {
+            scopes: vec!["candidates_read".into()],
+            extra_parameters: Default::default(),
+            binding: crate::providers::authorization::Binding {
+                namespace: "ns".into(),
+                name: "sr".into(),
+                uid: "u".into(),
+            },
+        };
+        let inputs = crate::providers::fields([("client_id", "cid"), ("client_secret", "cs-0123")]);
+        let secret = Secret::default();
+        let key = crate::providers::authorization::StateKey::derive(b"k");
+        let persisted = Credentials::default();
+        let driver = SmartRecruitersDriver::new(ProviderHttp::plain().unwrap());
+        let outcome = driver
+            .exchange(&ExchangeRequest {
+                state_key: Some(&key),
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+                checkpoint: &secret,
+                peers: &NoPeers,
+                identity: "u",
+                retry_requested: None,
+                recorded_id: None,
+                recorded_awaiting: None,
+                now: Timestamp::now(),
+            })
+            .await
+            .unwrap();
+        let Outcome::Pending { reason, message, .. } = outcome else {
+            panic!("not pending")
+        };
+        assert_eq!(reason, "AuthorizationRequired");
+        assert!(
+            message.contains("https://www.smartrecruiters.com/identity/oauth/allow?response_type=code&client_id=cid"),
+            "{message}"
+        );
+        assert!(secret.get("oauth2_state").is_some());
     }
 }

@@ -59,6 +59,11 @@ fn ensure_installed(dir: &Path) -> anyhow::Result<()> {
     bail!("timed out waiting for another process to install oidc-provider")
 }
 
+/// The redirect URI registered for the authorization-code client: the
+/// operator's callback as a ClusterProvider's `redirectUrl` names it. Nothing
+/// listens there in the tests; they read the redirect's Location.
+pub const REDIRECT_URI: &str = "http://127.0.0.1:8089/oauth2/callback";
+
 impl OidcProvider {
     /// Starts oidc-provider with one client (`client_id`, HTTP Basic) and its
     /// `<client_id>-post` twin (form-body authentication), both with
@@ -74,6 +79,7 @@ impl OidcProvider {
             .env("CLIENT_ID", client_id)
             .env("CLIENT_SECRET", client_secret)
             .env("TOKEN_TTL_SECONDS", ttl_seconds.to_string())
+            .env("REDIRECT_URI", REDIRECT_URI)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -107,17 +113,45 @@ impl OidcProvider {
         format!("{}/token", self.url)
     }
 
+    /// The authorization endpoint (RFC 6749 section 3.1).
+    pub fn authorization_url(&self) -> String {
+        format!("{}/auth", self.url)
+    }
+
+    /// The authorization-code client's id (`<client_id>-authcode`).
+    pub fn authcode_client_id(&self) -> String {
+        format!("{}-authcode", self.client_id)
+    }
+
     /// Asks the server (token introspection, RFC 7662) whether a token is active.
     pub async fn is_active(&self, token: &str) -> anyhow::Result<bool> {
+        self.is_active_for(&self.client_id, token).await
+    }
+
+    /// As [`Self::is_active`], asked as `client_id` (the token's own client).
+    pub async fn is_active_for(&self, client_id: &str, token: &str) -> anyhow::Result<bool> {
         let answer: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/token/introspection", self.url))
-            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .basic_auth(client_id, Some(&self.client_secret))
             .form(&[("token", token)])
             .send()
             .await?
             .json()
             .await?;
         Ok(answer["active"] == true)
+    }
+
+    /// Revokes a token (RFC 7009) as `client_id`.
+    pub async fn revoke(&self, client_id: &str, token: &str, hint: &str) -> anyhow::Result<()> {
+        let status = reqwest::Client::new()
+            .post(format!("{}/token/revocation", self.url))
+            .basic_auth(client_id, Some(&self.client_secret))
+            .form(&[("token", token), ("token_type_hint", hint)])
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status.is_success(), "revocation answered {status}");
+        Ok(())
     }
 
     pub async fn stop(mut self) {
