@@ -106,6 +106,33 @@ impl Fingerprinter {
         Self::finish(mac)
     }
 
+    /// Attestation that a verified provider webhook reported provider-side
+    /// id `id` for the Integration with uid `uid`. The inbound server (any
+    /// replica: they share the key) writes it beside the id in the
+    /// [`REPORTED_ID_ANNOTATION`](super::reconcile::REPORTED_ID_ANNOTATION);
+    /// the leader accepts the id only with it, so a namespace user who can
+    /// set annotations cannot forge the report.
+    pub fn attest(&self, uid: &str, id: &str) -> String {
+        let mut mac = self.mac();
+        feed(&mut mac, b"provider-reported-id");
+        feed(&mut mac, uid.as_bytes());
+        feed(&mut mac, id.as_bytes());
+        Self::finish(mac)
+    }
+
+    /// Whether `attestation` is [`Fingerprinter::attest`] of `uid` and `id`
+    /// (compared in constant time).
+    pub fn attested(&self, uid: &str, id: &str, attestation: &str) -> bool {
+        let Ok(given) = hex::decode(attestation) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        feed(&mut mac, b"provider-reported-id");
+        feed(&mut mac, uid.as_bytes());
+        feed(&mut mac, id.as_bytes());
+        given.len() == 16 && mac.verify_truncated_left(&given).is_ok()
+    }
+
     /// Fingerprint of a Secret's data.
     pub fn content(&self, data: &BTreeMap<String, ByteString>) -> String {
         let mut mac = self.mac();
