@@ -319,8 +319,7 @@ impl KomboSim {
             .webhook
             .clone()
             .ok_or_else(|| anyhow::anyhow!("no webhook registered"))?;
-        let body = serde_json::to_vec(event)?;
-        let signature = sign(secret.as_bytes(), &body);
+        let (body, signature) = delivery(event, &secret);
         let status = deliver_raw(&url, body, Some(&signature)).await?;
         self.inner.world().delivered.push((event.clone(), status));
         Ok(status)
@@ -502,6 +501,14 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// The exact body and `X-Kombo-Signature` [`KomboSim::deliver`] sends for
+/// `event` under `secret` (the body is serialised once and signed as sent).
+pub fn delivery(event: &Value, secret: &str) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let signature = sign(secret.as_bytes(), &body);
+    (body, signature)
 }
 
 /// POSTs `body` to `url` with `signature` (if any) in `X-Kombo-Signature`,
