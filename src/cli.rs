@@ -246,6 +246,7 @@ impl Operator {
                         args.inbound_replay_window,
                     ),
                     Arc::new(inbound::RateLimiter::new(config.rate_per_second, config.burst)),
+                    metrics.clone(),
                 );
                 info!(inbound_addr = %addr, tls = config.tls.is_some(), "inbound server listening");
                 let task = tokio::spawn(async move {

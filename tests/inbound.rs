@@ -308,6 +308,26 @@ async fn hostile_deliveries_are_refused_and_change_nothing() {
     }
     assert!(limited > 0, "no 429 in a flood of 400 requests");
 
+    // Counted by endpoint and status, never by the requested path.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let odd = format!("http://{addr}/webhooks/kombo/path-canary-0d9e");
+    assert_eq!(deliver_raw(&odd, b"{}".to_vec(), None).await.unwrap(), 404);
+    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for code in [200, 401, 404, 409, 413, 429] {
+        assert!(
+            metrics.contains(&format!(
+                "integration_operator_inbound_requests_total{{endpoint=\"kombo\",code=\"{code}\"}}"
+            )),
+            "no inbound count for {code}:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("path-canary-0d9e"), "a path reached a label");
+
     operator.stop().await;
     let logs = logs();
     assert_no_canaries(&logs, "the logs");

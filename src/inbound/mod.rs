@@ -44,6 +44,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::telemetry::Metrics;
+
 pub use rate::RateLimiter;
 
 /// Largest request body accepted (Kombo's integration events are well under 4 KiB).
@@ -62,21 +64,34 @@ pub struct InboundConfig {
     pub burst: u32,
 }
 
-/// Builds the routes with the body limit and the per-source rate limit.
-pub fn router(kombo: kombo::KomboWebhooks, limiter: Arc<RateLimiter>) -> Router {
+/// Builds the routes with the body limit, the per-source rate limit and
+/// the request counter.
+pub fn router(kombo: kombo::KomboWebhooks, limiter: Arc<RateLimiter>, metrics: Metrics) -> Router {
     Router::new()
         .route("/webhooks/kombo/{provider}", axum::routing::post(kombo::receive))
         .with_state(kombo)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .layer(middleware::from_fn_with_state((limiter, metrics), guard))
 }
 
-async fn rate_limit(
-    State(limiter): State<Arc<RateLimiter>>,
+async fn guard(
+    State((limiter, metrics)): State<(Arc<RateLimiter>, Metrics)>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request,
     next: Next,
 ) -> Response {
+    // A fixed label, never the path (it carries a name the sender chose).
+    let endpoint = if request.uri().path().starts_with("/webhooks/kombo/") {
+        "kombo"
+    } else {
+        "other"
+    };
+    let response = limited(&limiter, peer, request, next).await;
+    metrics.inbound_request(endpoint, response.status().as_u16());
+    response
+}
+
+async fn limited(limiter: &RateLimiter, peer: SocketAddr, request: Request, next: Next) -> Response {
     match limiter.check(peer.ip()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
@@ -131,7 +146,8 @@ pub async fn serve(listener: TcpListener, config: InboundConfig, app: Router) ->
                     .with_safe_default_protocol_versions()?
                     .with_no_client_auth()
                     .with_cert_resolver(resolver);
-            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            // axum is built with HTTP/1 only here: never let ALPN pick h2.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
             axum::serve(TlsListener::start(listener, acceptor), app).await?;
         }
