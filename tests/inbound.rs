@@ -479,3 +479,75 @@ async fn inbound_without_tls_or_an_explicit_plain_http_flag_does_not_start() {
         .expect("refused");
     assert!(err.to_string().contains("--inbound-tls-cert"), "{err}");
 }
+
+/// An Integration outside the operator's namespaces, and one in a namespace
+/// the ClusterProvider does not allow, are never matched: a signed
+/// `integration-created` naming their origin id is answered 404 and neither
+/// is annotated.
+#[tokio::test]
+async fn an_origin_id_of_an_integration_elsewhere_is_refused() {
+    let (cluster, sim) = setup().await;
+    let operator = cluster.start_operator_with(&INBOUND).await;
+    let url = webhook_url(operator.inbound_addr.unwrap(), &cluster);
+    sim.set_webhook(&url, WEBHOOK_SECRET);
+    // Another namespace (not watched by this operator), same ClusterProvider.
+    let elsewhere = cluster
+        .control_plane()
+        .namespace(&cluster.client, "t-inbound-elsewhere")
+        .await;
+    let mut outside: Integration = serde_json::from_value(json!({
+        "apiVersion": "integration-operator.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": NAME, "namespace": elsewhere},
+        "spec": spec(),
+    }))
+    .unwrap();
+    outside.spec.provider = cluster.provider_name("kombo");
+    let outside_api: Api<Integration> = Api::namespaced(cluster.client.clone(), &elsewhere);
+    let outside = outside_api
+        .create(&kube::api::PostParams::default(), &outside)
+        .await
+        .unwrap();
+    // In this namespace, but the ClusterProvider stops allowing it.
+    let here = cluster.integration(NAME, spec()).await;
+    fresh_schema(&cluster).await;
+    let providers: Api<ClusterProvider> = Api::all(cluster.client.clone());
+    providers
+        .patch(
+            &cluster.provider_name("kombo"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"allowedNamespaces": ["someone-else"]}})),
+        )
+        .await
+        .unwrap();
+    for (n, origin) in [outside.metadata.uid.clone(), here.metadata.uid.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let event = json!({"id": format!("evt_elsewhere_{n}"), "type": "integration-created", "data": {
+            "id": "personio:elsewhere", "tool": "personio", "category": "ATS",
+            "end_user": {"organization_name": "x", "creator_email": null, "origin_id": origin}}});
+        assert_eq!(deliver(&cluster, &sim, &event).await, 404, "origin {n}");
+    }
+    // Refused for that reason, not for a missing webhook.
+    let provider = cluster.provider_name("kombo");
+    let refusals = logs()
+        .lines()
+        .filter(|l| l.contains(&format!("provider={provider} ")) && l.contains("no Integration matches this event"))
+        .count();
+    assert_eq!(refusals, 2, "{}", logs());
+    for i in [
+        outside_api.get(NAME).await.unwrap(),
+        cluster.integrations().get(NAME).await.unwrap(),
+    ] {
+        assert!(
+            i.metadata
+                .annotations
+                .unwrap_or_default()
+                .keys()
+                .all(|k| !k.starts_with("integration-operator.io/provider")),
+            "an Integration elsewhere was annotated"
+        );
+    }
+    operator.stop().await;
+}
