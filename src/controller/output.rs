@@ -255,6 +255,22 @@ pub fn is_intact(secret: &Secret, fingerprinter: &Fingerprinter) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attestations_bind_the_id_to_the_uid_and_the_key() {
+        let f = Fingerprinter::new(vec![7; 32]);
+        let a = f.attest("uid-1", "personio:abc");
+        assert!(f.attested("uid-1", "personio:abc", &a));
+        assert!(!f.attested("uid-2", "personio:abc", &a), "another Integration");
+        assert!(!f.attested("uid-1", "personio:abd", &a), "another id");
+        assert!(
+            !Fingerprinter::new(vec![8; 32]).attested("uid-1", "personio:abc", &a),
+            "another key"
+        );
+        for bad in ["", "00", "zz", &a[..a.len() - 2]] {
+            assert!(!f.attested("uid-1", "personio:abc", bad), "{bad:?}");
+        }
+    }
     use crate::crd::{IntegrationSpec, SecretReference, TargetSpec};
     use secrecy::SecretString;
 

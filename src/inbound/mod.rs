@@ -52,6 +52,9 @@ pub use rate::RateLimiter;
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once; beyond, new connections are
+/// closed at once (a flood of idle connections cannot pile up tasks).
+const MAX_HANDSHAKES: usize = 256;
 
 /// How the inbound server listens.
 #[derive(Debug, Clone)]
@@ -169,6 +172,7 @@ impl TlsListener {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -179,9 +183,15 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    drop(slot);
+                    if let Ok(Ok(tls)) = handshake {
                         let _ = tx.send((tls, peer)).await;
                     }
                 });
