@@ -38,6 +38,10 @@ render scoped --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecr
 render feedback --set feedback.enabled=true
 render rollouts --set rollouts.enabled=true
 render rollouts-scoped --set rollouts.enabled=true --set 'watchNamespaces={team-a,team-b}' --set rbac.clusterWideSecretAccess=false
+render inbound --set inbound.enabled=true --set inbound.tls.secretName=integration-operator-inbound-tls \
+  --set inbound.ingress.enabled=true --set inbound.ingress.host=hooks.example.com \
+  --set inbound.ingress.tlsSecretName=hooks-example-com
+render inbound-plain --set inbound.enabled=true --set inbound.insecureHttp=true
 render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.sandbox.smartrecruiters.com/ \
   --set clusterProviders.smartrecruiters.spec.tokenUrl=https://api.sandbox.smartrecruiters.com/identity/oauth/token
 
@@ -45,6 +49,18 @@ render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.s
 if "$HELM" template io "$CHART" --set replicaCount=zero >/dev/null 2>&1; then echo "a typo in values was accepted"; exit 1; fi
 if "$HELM" template io "$CHART" --set replicas=2 >/dev/null 2>&1; then echo "an unknown value was accepted"; exit 1; fi
 if "$HELM" template io "$CHART" --set rbac.clusterWideSecretAccess=false >/dev/null 2>&1; then echo "cluster-wide Secret access without opt-in was accepted"; exit 1; fi
+# Inbound: nothing unless enabled; TLS files mounted from the Secret; never
+# plain HTTP without asking; the Ingress exposes only /webhooks/ and /oauth2/callback.
+if grep -q 'INBOUND_ADDR\|-inbound$' "$out/default.yaml"; then echo "inbound server rendered while disabled"; exit 1; fi
+grep -q 'name: io-integration-operator-inbound' "$out/inbound.yaml" || { echo "no inbound Service"; exit 1; }
+grep -q 'secretName: integration-operator-inbound-tls' "$out/inbound.yaml" || { echo "inbound TLS Secret not mounted"; exit 1; }
+grep -q 'kind: Ingress' "$out/inbound.yaml" || { echo "no inbound Ingress"; exit 1; }
+grep -q 'path: /webhooks/' "$out/inbound.yaml" || { echo "the Ingress does not limit itself to /webhooks/"; exit 1; }
+grep -q 'path: /oauth2/callback' "$out/inbound.yaml" || { echo "the Ingress does not route the OAuth 2.0 redirect"; exit 1; }
+[ "$(grep -c '  - path: ' "$out/inbound.yaml")" = 2 ] || { echo "the Ingress exposes more than the two inbound paths"; exit 1; }
+if grep -q 'INBOUND_INSECURE_HTTP' "$out/inbound.yaml"; then echo "plain HTTP with TLS configured"; exit 1; fi
+grep -q 'INBOUND_INSECURE_HTTP' "$out/inbound-plain.yaml" || { echo "insecureHttp not passed"; exit 1; }
+if "$HELM" template io "$CHART" --set inbound.enabled=true >/dev/null 2>&1; then echo "inbound without TLS or insecureHttp was accepted"; exit 1; fi
 # Scoped to namespaces: Secrets only through Roles in those namespaces.
 [ "$(grep -c '^kind: Role$' "$out/scoped.yaml")" = 3 ] || { echo "expected a Role per watched namespace plus the operator's own"; exit 1; }
 "$TOOLS/venv/bin/python" - "$out/scoped.yaml" <<'PY' || { echo "cluster-wide Secret access with watchNamespaces set"; exit 1; }

@@ -15,7 +15,7 @@ use tracing::info;
 use crate::{
     companion,
     controller::{self, RetryPolicy, Settings, output::Fingerprinter},
-    crd,
+    crd, inbound,
     providers::{Drivers, ProviderHttp, limiter::Limiter},
     telemetry::{self, Health, Metrics},
 };
@@ -95,6 +95,29 @@ pub struct RunArgs {
     /// report (the credentials-rejected annotation) causes, per Integration.
     #[arg(long, env = "REJECTION_REPORT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub rejection_report_interval: Duration,
+    /// Address of the inbound server (provider webhooks), e.g. 0.0.0.0:8443;
+    /// unset: no inbound server. Its own port, never the metrics port.
+    #[arg(long, env = "INBOUND_ADDR")]
+    pub inbound_addr: Option<SocketAddr>,
+    /// PEM certificate chain the inbound server presents (mounted from a
+    /// Secret, e.g. cert-manager's); read again when the file changes.
+    #[arg(long, env = "INBOUND_TLS_CERT", requires = "inbound_tls_key")]
+    pub inbound_tls_cert: Option<PathBuf>,
+    /// PEM private key of --inbound-tls-cert.
+    #[arg(long, env = "INBOUND_TLS_KEY", requires = "inbound_tls_cert")]
+    pub inbound_tls_key: Option<PathBuf>,
+    /// Serve the inbound endpoints over plain HTTP (tests on 127.0.0.1, or
+    /// behind a proxy that terminates TLS). Without it, TLS is required.
+    #[arg(long, env = "INBOUND_INSECURE_HTTP", default_value_t = false)]
+    pub inbound_insecure_http: bool,
+    /// Inbound requests per second per source address (with a burst of
+    /// five times as many).
+    #[arg(long, env = "INBOUND_RATE", default_value_t = 5)]
+    pub inbound_rate: u32,
+    /// How long a webhook's event id is remembered (a repeat is refused as
+    /// a replay) and how old an event's own time may be (older is stale), e.g. 1h.
+    #[arg(long, env = "INBOUND_REPLAY_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub inbound_replay_window: Duration,
     /// How long in-flight reconciles may take to finish on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -164,6 +187,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 pub struct Operator {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// Where the inbound server listens, if it is on.
+    pub inbound_addr: Option<SocketAddr>,
+    inbound: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
     controller: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
@@ -186,6 +212,7 @@ impl Operator {
             Arc::new(move |provider, outcome, took| call_metrics.provider_call(provider, outcome, took)),
         )?;
         let key = fingerprint_key(&client, &args.namespace).await?;
+        let inbound_config = inbound_config(&args)?;
         let listener = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("binding {}", args.metrics_addr))?;
@@ -200,6 +227,40 @@ impl Operator {
         });
         info!(version = env!("CARGO_PKG_VERSION"), %metrics_addr, "starting integration-operator");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watch_namespaces: Vec<String> = args
+            .watch_namespaces
+            .into_iter()
+            .filter(|n| !n.trim().is_empty())
+            .collect();
+        let (inbound_addr, inbound) = match inbound_config {
+            None => (None, None),
+            Some(config) => {
+                let listener = inbound::bind(&config).await?;
+                let addr = listener.local_addr()?;
+                let app = inbound::router(
+                    inbound::kombo::KomboWebhooks::new(
+                        client.clone(),
+                        args.namespace.clone(),
+                        watch_namespaces.clone(),
+                        Fingerprinter::new(key.clone()),
+                        args.inbound_replay_window,
+                    ),
+                    controller::authorization::CallbackState {
+                        client: client.clone(),
+                        fingerprinter: Fingerprinter::new(key.clone()),
+                    },
+                    Arc::new(inbound::RateLimiter::new(config.rate_per_second, config.burst)),
+                    metrics.clone(),
+                );
+                info!(inbound_addr = %addr, tls = config.tls.is_some(), "inbound server listening");
+                let task = tokio::spawn(async move {
+                    if let Err(e) = inbound::serve(listener, config, app).await {
+                        tracing::error!(error = %e, "inbound server failed");
+                    }
+                });
+                (Some(addr), Some(task))
+            }
+        };
         let settings = Settings {
             drivers: Drivers::new(http),
             limiter,
@@ -213,11 +274,7 @@ impl Operator {
             },
             concurrency: args.concurrency,
             instance: args.instance,
-            watch_namespaces: args
-                .watch_namespaces
-                .into_iter()
-                .filter(|n| !n.trim().is_empty())
-                .collect(),
+            watch_namespaces,
             stall_after: args.renewal_overdue_after,
             report_interval: args.rejection_report_interval,
         };
@@ -239,6 +296,8 @@ impl Operator {
         };
         Ok(Self {
             metrics_addr,
+            inbound_addr,
+            inbound,
             stop,
             controller,
             server,
@@ -267,7 +326,35 @@ impl Operator {
             self.controller.abort();
         }
         self.server.abort();
+        if let Some(inbound) = self.inbound.take() {
+            inbound.abort();
+        }
     }
+}
+
+/// The inbound server's settings, checked: TLS unless plain HTTP is asked for.
+fn inbound_config(args: &RunArgs) -> anyhow::Result<Option<inbound::InboundConfig>> {
+    let Some(addr) = args.inbound_addr else {
+        return Ok(None);
+    };
+    let tls = match (
+        &args.inbound_tls_cert,
+        &args.inbound_tls_key,
+        args.inbound_insecure_http,
+    ) {
+        (Some(cert), Some(key), false) => Some((cert.clone(), key.clone())),
+        (None, None, true) => None,
+        (Some(_), Some(_), true) => anyhow::bail!("--inbound-insecure-http and --inbound-tls-cert exclude each other"),
+        _ => anyhow::bail!(
+            "--inbound-addr needs --inbound-tls-cert and --inbound-tls-key (or, for plain HTTP, --inbound-insecure-http)"
+        ),
+    };
+    Ok(Some(inbound::InboundConfig {
+        addr,
+        tls,
+        rate_per_second: args.inbound_rate.max(1),
+        burst: args.inbound_rate.max(1).saturating_mul(5),
+    }))
 }
 
 /// With leader election: stand by until this replica holds the Lease, run the

@@ -602,6 +602,15 @@ pub struct IntegrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection_answered: Option<String>,
 
+    /// The value of the `integration-operator.io/provider-event`
+    /// annotation that the last check answered. The operator's inbound
+    /// server sets that annotation to the id of a verified provider webhook
+    /// about this Integration (Kombo's `integration-deleted`,
+    /// `integration-state-changed`); the leader then checks the integration
+    /// with the provider at once, at most once per 10 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_event_answered: Option<String>,
+
     /// Restarts of `spec.rollout.workloads`: a change waiting to be rolled
     /// out and the last restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -730,6 +739,38 @@ pub struct ClusterProviderSpec {
     /// services or cloud metadata endpoints by mistake.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_private_addresses: bool,
+
+    /// Inbound webhooks from this provider (type `kombo`): the operator's
+    /// inbound server (`--inbound-addr`) accepts deliveries at
+    /// `/webhooks/kombo/<this ClusterProvider's name>` only while this is
+    /// set, and only with a valid signature made with this secret. Unset:
+    /// no webhook is accepted and the operator polls as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// Where a provider's webhook signing secret is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The Secret holding the webhook signing secret (for Kombo: the
+    /// webhook secret of the Kombo environment this ClusterProvider's API
+    /// key belongs to). It must be in the operator's own namespace, which
+    /// the operator may read and namespace users normally cannot.
+    pub secret_ref: WebhookSecretReference,
+}
+
+/// A key of a Secret in the operator's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecretReference {
+    /// Name of the Secret, in the operator's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// Key in the Secret's data. Default `webhook_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -6,6 +6,7 @@
 //! - [`controller`]: the reconcile loop that turns Integrations into Secrets.
 //! - [`reasons`]: every condition and Event reason, checked against the README.
 //! - [`telemetry`]: metrics, health endpoints, logging.
+//! - [`inbound`]: the inbound server (provider webhooks).
 //! - [`cli`]: the command line.
 //! - [`companion`]: the command-line companion (`status`, `renew`,
 //!   `explain`, `check`), also the kubectl plugin `kubectl integration`.
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod companion;
 pub mod controller;
 pub mod crd;
+pub mod inbound;
 pub mod providers;
 pub mod reasons;
 pub mod telemetry;

@@ -35,6 +35,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InboundLabels {
+    endpoint: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExchangeLabels {
     provider: String,
     flow: String,
@@ -112,6 +118,7 @@ impl Collector for IntegrationCollector {
 struct Inner {
     registry: Mutex<Registry>,
     reconciles: Family<ResultLabels, Counter>,
+    inbound_requests: Family<InboundLabels, Counter>,
     reconcile_duration: Histogram,
     exchanges: Family<ExchangeLabels, Counter>,
     exchange_duration: Family<ProviderLabels, Histogram>,
@@ -150,6 +157,7 @@ impl Metrics {
         let inner = Inner {
             registry: Mutex::new(Registry::with_prefix("integration_operator")),
             reconciles: Family::default(),
+            inbound_requests: Family::default(),
             reconcile_duration: latency_histogram(),
             exchanges: Family::default(),
             exchange_duration: Family::new_with_constructor(latency_histogram),
@@ -215,6 +223,11 @@ impl Metrics {
                 "Renewals more than the grace period late with Ready still True (the stall watchdog's count)",
                 inner.renewals_overdue.clone(),
             );
+            r.register(
+                "inbound_requests",
+                "Requests to the inbound server by endpoint and HTTP status",
+                inner.inbound_requests.clone(),
+            );
             r.register_collector(Box::new(IntegrationCollector(inner.integrations.clone())));
         }
         Self(Arc::new(inner))
@@ -232,6 +245,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(store);
+    }
+
+    /// One request to the inbound server. `endpoint` is a fixed name
+    /// (`kombo`, `other`), never the requested path.
+    pub fn inbound_request(&self, endpoint: &'static str, code: u16) {
+        self.0
+            .inbound_requests
+            .get_or_create(&InboundLabels { endpoint, code })
+            .inc();
     }
 
     pub fn reconciled(&self, result: &str) {

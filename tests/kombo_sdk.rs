@@ -6,8 +6,10 @@
 //! the operator uses, so the SDK's response models validate the simulator's
 //! answers; it validates every request the operator sent in this test
 //! against the SDK's request models (fields, required fields, enumerations
-//! such as `link_type`), and checks that the CRD's Kombo enumerations are
-//! exactly the SDK's.
+//! such as `link_type`), checks that the CRD's Kombo enumerations are
+//! exactly the SDK's, and parses the simulator's webhook deliveries
+//! (`integration-created`, `-deleted`, `-state-changed`, byte for byte as
+//! sent, with their `X-Kombo-Signature`) with the SDK's webhook models.
 
 mod common;
 
@@ -21,7 +23,7 @@ use common::{Cluster, eventually};
 use integration_operator::crd::Integration;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
-use testkit::sim::kombo::KomboSim;
+use testkit::sim::kombo::{KomboSim, delivery};
 
 const API_KEY: &str = "canary-kombo-sdk-key-31f9c0";
 
@@ -167,7 +169,24 @@ async fn the_official_kombo_sdk_accepts_the_simulator_and_the_operators_requests
     let embedded = links.iter().find(|l| l.request["link_type"] == "EMBEDDED").unwrap();
     let integration_id = sim.complete_link(&embedded.url, "smartrecruiters").unwrap();
     sim.add_integration("personio:deletable", "personio");
+    // The webhooks Kombo sends about them, exactly as the simulator sends them.
+    const WEBHOOK_SECRET: &str = "oracle-webhook-secret";
+    sim.set_integration_state(&integration_id, "INVALID", "COMPLETED");
+    let deliveries: Vec<Value> = [
+        sim.integration_created_event(&integration_id).unwrap(),
+        sim.integration_state_changed_event(&integration_id).unwrap(),
+        sim.integration_deleted_event(&integration_id, "smartrecruiters", Some("oracle-origin")),
+        sim.integration_deleted_event("personio:x", "personio", None),
+    ]
+    .iter()
+    .map(|event| {
+        let (body, signature) = delivery(event, WEBHOOK_SECRET);
+        json!({"body": String::from_utf8(body).unwrap(), "signature": signature})
+    })
+    .collect();
+    sim.set_integration_state(&integration_id, "ACTIVE", "COMPLETED");
     let case = json!({
+        "webhooks": {"secret": WEBHOOK_SECRET, "deliveries": deliveries},
         "base_url": sim.base_url(),
         "api_key": API_KEY,
         "integration_id": integration_id,

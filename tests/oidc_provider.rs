@@ -129,10 +129,12 @@ async fn client_secret_post_authentication_works() {
 /// the person's browser. It opens the URL the operator published, logs in
 /// and consents through oidc-provider's interaction endpoint (plain GETs,
 /// cookies kept by hand, redirects not followed) and reads `code` and
-/// `state` from the final redirect's Location. It then delivers them
-/// through `controller::authorization::deliver`, the function the inbound
-/// server's `GET /oauth2/callback` calls (that endpoint itself lands with
-/// the inbound server), with the operator's own ServiceAccount client.
+/// `state` from the final redirect's Location, then follows it to the
+/// operator's inbound server (`GET /oauth2/callback`, plain HTTP on
+/// 127.0.0.1). The hostile cases call `controller::authorization::deliver`
+/// (what that endpoint calls) directly, with the operator's own
+/// ServiceAccount client, where a clock or a forged state is easier to set
+/// up; a replayed redirect is refused over HTTP too.
 ///
 /// Covered: consent -> Ready with a token oidc-provider accepts; renewals
 /// by refresh token with rotation (the spent refresh token is inactive at
@@ -165,7 +167,15 @@ async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() 
     cluster
         .input_secret("creds", &[("client_id", &client_id), ("client_secret", SECRET)])
         .await;
-    let operator = cluster.start_operator().await;
+    // The inbound server serves the redirect (plain HTTP on 127.0.0.1 for
+    // the test; TLS in a cluster).
+    let operator = cluster
+        .start_operator_with(&["--inbound-addr", "127.0.0.1:0", "--inbound-insecure-http"])
+        .await;
+    let callback = format!(
+        "http://{}/oauth2/callback",
+        operator.inbound_addr.expect("the inbound server listens")
+    );
     let spec = json!({
         "provider": "oidc",
         "secretRef": {"name": "creds"},
@@ -228,10 +238,35 @@ async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() 
         Err(DeliveryError::Expired)
     );
     assert_eq!(version().await, before, "refused deliveries wrote nothing");
-    deliver(&client, &fingerprinter, &code, &state)
-        .await
-        .expect("the real redirect is delivered");
-    // A second delivery of the same redirect: refused.
+    // The browser follows the redirect to the operator's inbound server
+    // (the registered URI's path and query, at the address the Ingress
+    // would route it to).
+    let follow = |code: String, state: String| {
+        let callback = callback.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .get(&callback)
+                .query(&[("code", code.as_str()), ("state", state.as_str())])
+                .send()
+                .await
+                .expect("the inbound server answers");
+            let status = answer.status().as_u16();
+            let page = answer.text().await.unwrap_or_default();
+            assert!(
+                !page.contains(&code) && !page.contains(&state),
+                "the page echoes the request"
+            );
+            status
+        }
+    };
+    assert_eq!(
+        follow(code.clone(), state.clone()).await,
+        200,
+        "the real redirect is delivered"
+    );
+    // The same redirect again (a reload, a replay): refused.
+    let replay = follow(code.clone(), state.clone()).await;
+    assert!(replay == 409 || replay == 410, "a replayed redirect answered {replay}");
     let replay = deliver(&client, &fingerprinter, &code, &state).await;
     assert!(
         matches!(replay, Err(DeliveryError::Replayed | DeliveryError::NotCurrent)),

@@ -468,3 +468,65 @@ async fn workload_patches_are_allowed_only_with_the_charts_rollouts_opt_in() {
         "patch a Deployment outside watchNamespaces",
     );
 }
+
+/// The inbound server's receiver (any replica, leader or not) reads the
+/// ClusterProvider and its webhook Secret in the operator's namespace, lists
+/// Integrations and records a delivery as annotations with a uid-guarded
+/// merge patch: the chart's RBAC allows exactly that, and not deleting an
+/// Integration or reading a webhook Secret elsewhere.
+#[tokio::test]
+async fn the_operator_can_do_what_the_inbound_receiver_needs() {
+    let cluster = Cluster::start().await;
+    let op = cluster.operator_client.clone();
+    cluster
+        .cluster_provider(
+            "kombo",
+            json!({"type": "kombo", "baseUrl": "http://127.0.0.1:9/v1", "webhook": {"secretRef": {"name": "kombo-webhook"}}}),
+        )
+        .await;
+    cluster.input_secret("kombo-webhook", &[("webhook_secret", "s")]).await;
+    cluster.input_secret("kombo-api-key", &[("api_key", "k")]).await;
+    let created = cluster
+        .integration(
+            "hooked",
+            json!({"provider": "kombo", "secretRef": {"name": "kombo-api-key"},
+                   "connection": {"endUserEmail": "a@b.example", "endUserOrganizationName": "B"},
+                   "target": {"name": "hooked-out"}}),
+        )
+        .await;
+
+    let providers: Api<ClusterProvider> = Api::all(op.clone());
+    allowed(
+        providers.get(&cluster.provider_name("kombo")).await,
+        "get clusterprovider",
+    );
+    let own: Api<Secret> = Api::namespaced(op.clone(), &cluster.operator_namespace());
+    allowed(
+        own.get("kombo-webhook").await,
+        "get the webhook Secret in the operator's namespace",
+    );
+    let integrations: Api<Integration> = Api::namespaced(op.clone(), &cluster.namespace);
+    allowed(integrations.list(&ListParams::default()).await, "list integrations");
+    allowed(
+        integrations
+            .patch(
+                "hooked",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"uid": created.metadata.uid, "annotations": {
+                    "integration-operator.io/provider-event": "evt_1",
+                    "integration-operator.io/provider-reported-id": "personio:x 00"}}})),
+            )
+            .await,
+        "patch integration annotations (the receiver's record)",
+    );
+
+    forbidden(
+        integrations.delete("hooked", &DeleteParams::default()).await,
+        "delete integration",
+    );
+    let elsewhere: Api<Secret> = Api::namespaced(op.clone(), "default");
+    forbidden(
+        elsewhere.get("kombo-webhook").await,
+        "get a Secret outside the operator's namespaces",
+    );
+}

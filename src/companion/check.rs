@@ -173,6 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retry_requested: retry.as_deref(),
         recorded_id: None,
         recorded_awaiting: None,
+        reported_id: None,
         now,
     };
     // The same classification the controller makes of a driver error.

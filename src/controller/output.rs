@@ -125,6 +125,33 @@ impl Fingerprinter {
         Self::finish(mac)
     }
 
+    /// Attestation that a verified provider webhook reported provider-side
+    /// id `id` for the Integration with uid `uid`. The inbound server (any
+    /// replica: they share the key) writes it beside the id in the
+    /// [`REPORTED_ID_ANNOTATION`](super::reconcile::REPORTED_ID_ANNOTATION);
+    /// the leader accepts the id only with it, so a namespace user who can
+    /// set annotations cannot forge the report.
+    pub fn attest(&self, uid: &str, id: &str) -> String {
+        let mut mac = self.mac();
+        feed(&mut mac, b"provider-reported-id");
+        feed(&mut mac, uid.as_bytes());
+        feed(&mut mac, id.as_bytes());
+        Self::finish(mac)
+    }
+
+    /// Whether `attestation` is [`Fingerprinter::attest`] of `uid` and `id`
+    /// (compared in constant time).
+    pub fn attested(&self, uid: &str, id: &str, attestation: &str) -> bool {
+        let Ok(given) = hex::decode(attestation) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        feed(&mut mac, b"provider-reported-id");
+        feed(&mut mac, uid.as_bytes());
+        feed(&mut mac, id.as_bytes());
+        given.len() == 16 && mac.verify_truncated_left(&given).is_ok()
+    }
+
     /// Fingerprint of a Secret's data and of which keys in it are rendered
     /// (fed only when some are, so the content hash of a Secret without
     /// templates is what it always was).
@@ -323,6 +350,22 @@ pub fn is_intact(secret: &Secret, fingerprinter: &Fingerprinter) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attestations_bind_the_id_to_the_uid_and_the_key() {
+        let f = Fingerprinter::new(vec![7; 32]);
+        let a = f.attest("uid-1", "personio:abc");
+        assert!(f.attested("uid-1", "personio:abc", &a));
+        assert!(!f.attested("uid-2", "personio:abc", &a), "another Integration");
+        assert!(!f.attested("uid-1", "personio:abd", &a), "another id");
+        assert!(
+            !Fingerprinter::new(vec![8; 32]).attested("uid-1", "personio:abc", &a),
+            "another key"
+        );
+        for bad in ["", "00", "zz", &a[..a.len() - 2]] {
+            assert!(!f.attested("uid-1", "personio:abc", bad), "{bad:?}");
+        }
+    }
     use crate::crd::{IntegrationSpec, SecretReference, TargetSpec};
     use secrecy::SecretString;
 

@@ -59,6 +59,20 @@ pub const RENEW_NOW_ANNOTATION: &str = "integration-operator.io/renew-now";
 /// or renews them. The chart's opt-in `feedback` role lets an application's
 /// ServiceAccount set this annotation and nothing else.
 pub const REJECTED_ANNOTATION: &str = "integration-operator.io/credentials-rejected";
+/// Annotation the operator's inbound server sets (to the id of a verified
+/// provider webhook about this Integration, e.g. Kombo's
+/// `integration-state-changed`) so that the leader checks the integration
+/// with the provider at once; answered in `status.providerEventAnswered`.
+/// Anyone who may set it could equally set renew-now: it asks for a check,
+/// capped like renew-now, and carries nothing the operator trusts.
+pub const PROVIDER_EVENT_ANNOTATION: &str = "integration-operator.io/provider-event";
+/// Annotation the operator's inbound server sets to `<id> <attestation>`
+/// when a verified provider webhook reports the provider-side object created
+/// for this Integration (Kombo's `integration-created`). The attestation is
+/// a MAC under the operator's key bound to the Integration's uid (see
+/// [`output::Fingerprinter::attest`]): a value without a valid one is
+/// ignored, and the driver still checks the id with the provider.
+pub const REPORTED_ID_ANNOTATION: &str = "integration-operator.io/provider-reported-id";
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
 pub(crate) const UNFINISHED: &str = "unfinished";
@@ -205,6 +219,18 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
                 state.rejection_answered.as_deref(),
                 status::parse_time(state.last_exchange_time.as_ref()),
                 ctx.report_interval,
+            )
+        })
+        .or_else(|| {
+            // A provider webhook about this Integration: check it now,
+            // capped like a renew-now request.
+            plan::renew_request(
+                integration
+                    .annotations()
+                    .get(PROVIDER_EVENT_ANNOTATION)
+                    .map(String::as_str),
+                state.provider_event_answered.as_deref(),
+                status::parse_time(state.last_exchange_time.as_ref()),
             )
         }),
         template_fingerprint: template_fingerprint.clone(),
@@ -659,6 +685,7 @@ async fn exchange(
     let identity = uid(integration);
     let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
     let state_key = ctx.fingerprinter.state_key();
+    let reported = reported_id(integration, ctx, &identity);
     let request = ExchangeRequest {
         state_key: Some(&state_key),
         provider: &resolved.provider,
@@ -671,6 +698,7 @@ async fn exchange(
         retry_requested: retry.as_deref(),
         recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
         recorded_awaiting: integration.status.as_ref().and_then(|s| s.awaiting.as_deref()),
+        reported_id: reported.as_deref(),
         now,
     };
     let started = std::time::Instant::now();
@@ -742,6 +770,19 @@ async fn exchange(
 }
 
 /// The refusal fingerprint of these inputs with the retry annotation as it is now.
+/// The provider-side id a verified webhook reported for this Integration,
+/// if the annotation carries one with a valid attestation for this uid.
+fn reported_id(integration: &Integration, ctx: &Context, uid: &str) -> Option<String> {
+    let value = integration.annotations().get(REPORTED_ID_ANNOTATION)?;
+    let (id, attestation) = value.split_once(' ')?;
+    if ctx.fingerprinter.attested(uid, id, attestation) {
+        Some(id.to_string())
+    } else {
+        warn!("ignoring a provider-reported-id annotation without a valid attestation");
+        None
+    }
+}
+
 fn refusal_of(integration: &Integration, ctx: &Context, input_fingerprint: &str) -> String {
     let retry = integration.annotations().get(RETRY_ANNOTATION).map(String::as_str);
     ctx.fingerprinter.refusal(input_fingerprint, retry)
@@ -1144,6 +1185,7 @@ async fn finish(
             // report made before it.
             new.renew_now_answered = integration.annotations().get(RENEW_NOW_ANNOTATION).cloned();
             new.rejection_answered = integration.annotations().get(REJECTED_ANNOTATION).cloned();
+            new.provider_event_answered = integration.annotations().get(PROVIDER_EVENT_ANNOTATION).cloned();
             if issued.provider_id.is_some() {
                 new.integration_id = issued.provider_id.clone();
             }
@@ -1164,6 +1206,19 @@ async fn finish(
                     reasons::REPAIRED,
                     "output Secret was missing or edited: credentials reissued".to_string(),
                 ),
+                ExchangeReason::Requested
+                    if integration.annotations().get(PROVIDER_EVENT_ANNOTATION)
+                        != old.provider_event_answered.as_ref()
+                        && integration.annotations().get(RENEW_NOW_ANNOTATION) == old.renew_now_answered.as_ref() =>
+                {
+                    (
+                        reasons::ISSUED,
+                        reasons::RENEWED,
+                        format!(
+                            "checked with the provider at once after a provider webhook ({PROVIDER_EVENT_ANNOTATION})"
+                        ),
+                    )
+                }
                 ExchangeReason::Requested => (
                     reasons::RENEWED,
                     reasons::RENEWED,

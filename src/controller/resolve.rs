@@ -451,6 +451,7 @@ mod tests {
             allowed_namespaces: vec![],
             allow_insecure_http: false,
             allow_private_addresses: false,
+            webhook: None,
         }
     }
 

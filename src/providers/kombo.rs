@@ -18,9 +18,13 @@
 //! the `integration-created` webhook. The link's own `token` parameter is not
 //! such a token, and Kombo's API has no lookup by `end_user_origin_id` (the
 //! SDKs generated from its OpenAPI document list no `GET /integrations`).
-//! Until the operator receives that webhook, it therefore does not poll
-//! Kombo while a link is out: the condition tells the admin how to finish
-//! (name the integration in `spec.connection.integrationId`).
+//! Without that webhook the operator therefore does not poll Kombo while a
+//! link is out: the condition tells the admin how to finish (name the
+//! integration in `spec.connection.integrationId`). With it (the inbound
+//! server, `crate::inbound::kombo`), the receiving replica hands the
+//! integration id to the leader in an attested annotation
+//! ([`ExchangeRequest::reported_id`]); the driver takes it only if
+//! `GET /integrations/{id}` shows the origin id sent with the link.
 //!
 //! State between reconciles lives in the output Secret, written through the
 //! checkpoint before the link is shown to anyone: the link, its type and
@@ -649,6 +653,40 @@ impl KomboDriver {
         Ok(awaiting(req, &link, created_at, *link_type))
     }
 
+    /// The integration an `integration-created` webhook reported: recorded
+    /// as created by this operator when Kombo shows this Integration's
+    /// origin id on it. `Ok(None)`: not taken (the link keeps waiting).
+    async fn claim_reported(
+        &self,
+        req: &ExchangeRequest<'_>,
+        api_key: &str,
+        id: &str,
+        origin: &str,
+        secrets: &Credentials,
+    ) -> Result<Option<Outcome>, DriverError> {
+        if !path_safe(id, &[':', '@', '+', '=']) {
+            return Ok(None);
+        }
+        match self.details(req.provider, api_key, id, secrets).await? {
+            Some(d) if d.origin_id.as_deref() == Some(origin) => {
+                req.checkpoint
+                    .save(
+                        &fields([(CREATED, id.to_string()), (ORIGIN, origin.to_string())]),
+                        &LINK_KEYS,
+                    )
+                    .await?;
+                Ok(Some(self.validate(req, api_key, id, true, secrets).await?))
+            }
+            _ => {
+                tracing::warn!(
+                    integration_id = %id,
+                    "the reported Kombo integration does not exist or does not carry this Integration's origin id: not taken"
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// The Secret lost the flow's state, but status recorded the
     /// integration created with this operator's link: take it back if Kombo
     /// still has it with this Integration's origin id. `Ok(None)`: nothing to
@@ -947,6 +985,20 @@ impl Driver for KomboDriver {
                 }
                 other => return other,
             }
+        }
+
+        // A verified integration-created webhook named the integration the
+        // customer created (handed over by the inbound server): take it as
+        // this operator's only if Kombo shows the origin id sent with the
+        // link, and only while a link is (or was) out.
+        if let Some(id) = req.reported_id
+            && get(&persisted, CREATED).is_none()
+            && (get(&persisted, LINK).is_some() || req.recorded_awaiting.is_some())
+            && let Some(outcome) = self
+                .claim_reported(req, &api_key, id, end_user_origin_id, &secrets)
+                .await?
+        {
+            return Ok(outcome);
         }
 
         // A link waiting for the customer: nothing to ask Kombo (see the

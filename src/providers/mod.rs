@@ -323,6 +323,12 @@ pub struct ExchangeRequest<'a> {
     /// driver named it in `Outcome::Pending::started` and the status
     /// recorded it (`status.awaiting`); survives the loss of the Secret.
     pub recorded_awaiting: Option<&'a str>,
+    /// A provider-side id that a verified provider webhook reported for
+    /// this Integration (Kombo's `integration-created`: the integration the
+    /// customer created with the operator's link), handed over by the
+    /// inbound server through an attested annotation. A hint only: the
+    /// driver checks it with the provider before it uses it.
+    pub reported_id: Option<&'a str>,
     pub now: Timestamp,
 }
 

@@ -826,6 +826,7 @@ mod tests {
                     retry_requested: self.retry,
                     recorded_id: self.recorded,
                     recorded_awaiting: None,
+                    reported_id: None,
                     now: Timestamp::now(),
                 })
                 .await;

@@ -338,6 +338,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  {OPERATOR_NS}/{service_account}: the chart's ClusterRole (cluster-wide Secret access), no more");
 
     step("starting the operator");
+    // The inbound server (Kombo's webhooks) on a free loopback port, plain
+    // HTTP as the demo has no certificate (a cluster serves it over TLS).
+    let inbound_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let log_path = workdir.join("operator.log");
     let log = std::fs::File::create(&log_path)?;
     let mut operator = tokio::process::Command::new(&args.operator)
@@ -347,6 +350,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--namespace",
             OPERATOR_NS,
+            "--inbound-addr",
+            &inbound_addr.to_string(),
+            "--inbound-insecure-http",
             "--kubeconfig",
         ])
         .arg(&operator_kubeconfig)
@@ -363,6 +369,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sims: &sims,
         workdir: &workdir,
         args: &args,
+        inbound_addr,
     };
     let result = demo.all().await;
 
@@ -393,6 +400,8 @@ struct Demo<'a> {
     sims: &'a Sims,
     workdir: &'a Path,
     args: &'a DemoArgs,
+    /// Where the operator's inbound server listens (Kombo's webhooks).
+    inbound_addr: std::net::SocketAddr,
 }
 
 impl Demo<'_> {
@@ -728,10 +737,31 @@ impl Demo<'_> {
         heading("Kombo: connection");
         step("applying examples/kombo.yaml (baseUrl pointed at the simulator)");
         let base = sim.base_url();
+        step("the admin stores Kombo's webhook secret in the operator's namespace and names it in the ClusterProvider");
+        const WEBHOOK_SECRET: &str = "demo-kombo-webhook-secret";
+        kubectl.show(&[
+            "create",
+            "secret",
+            "generic",
+            "kombo-webhook",
+            "-n",
+            OPERATOR_NS,
+            "--from-literal=webhook_secret=demo-kombo-webhook-secret",
+        ])?;
         self.apply_example("kombo.yaml", |doc| {
             point_at(doc, &[("baseUrl", &base)]);
+            if doc["kind"] == "ClusterProvider" {
+                let mut secret_ref = serde_yaml::Mapping::new();
+                secret_ref.insert("name".into(), "kombo-webhook".into());
+                let mut webhook = serde_yaml::Mapping::new();
+                webhook.insert("secretRef".into(), secret_ref.into());
+                doc["spec"]["webhook"] = webhook.into();
+            }
             vec![]
         })?;
+        let webhook_url = format!("http://{}/webhooks/kombo/kombo", self.inbound_addr);
+        sim.set_webhook(&webhook_url, WEBHOOK_SECRET);
+        println!("  webhook registered at Kombo (simulated): {webhook_url}");
         step("acme-kombo: the operator creates a connect link and publishes it in status");
         let deadline = Instant::now() + Duration::from_secs(30);
         let waiting = loop {
@@ -760,22 +790,17 @@ impl Demo<'_> {
             .complete_link(&link, "smartrecruiters")
             .context("the simulator could not complete the link")?;
         println!("  Kombo created integration {id}");
-        // Kombo reports a finished link only to its front-end SDK or by
-        // webhook: the admin, who finds it in the Kombo dashboard by the
-        // origin id the message names, puts its id into the spec.
-        step("the admin names the new integration in spec.connection.integrationId");
-        let patch = serde_json::json!({"spec": {"connection": {"integrationId": id}}}).to_string();
-        kubectl.show(&[
-            "patch",
-            "integration",
-            "acme-kombo",
-            "-n",
-            NS,
-            "--type",
-            "merge",
-            "-p",
-            &patch,
-        ])?;
+        // Kombo reports a finished link by its signed integration-created
+        // webhook: the operator's inbound server records it on the
+        // Integration and the leader finishes the connection, without the
+        // admin (who otherwise names the id in spec.connection.integrationId).
+        step("Kombo sends the signed integration-created webhook to the operator's inbound server");
+        let event = sim
+            .integration_created_event(&id)
+            .context("the simulator has no such integration")?;
+        let status = sim.deliver(&event).await?;
+        println!("  POST {webhook_url} (X-Kombo-Signature): HTTP {status}");
+        ensure!(status == 200, "the operator answered the webhook with HTTP {status}");
         kubectl.wait_ready(NS, &["acme-kombo", "globex-kombo"])?;
         kubectl.get_integrations(NS, &["acme-kombo", "globex-kombo"])?;
         step("the generated Secrets");
@@ -792,7 +817,7 @@ impl Demo<'_> {
             );
         }
         Ok(format!(
-            "Kombo: connect link (MAGIC_LINK) published in status (AwaitingConnection); once the customer completed it and the admin named it, integration {id} Ready; existing integration {} validated; both accepted",
+            "Kombo: connect link (MAGIC_LINK) published in status (AwaitingConnection); the customer completed it, Kombo's signed integration-created webhook reached the inbound server, integration {id} Ready without the admin; existing integration {} validated; both accepted",
             example::KOMBO_EXISTING_ID
         ))
     }

@@ -14,12 +14,17 @@ case.json (written by the Rust test):
                            recorded them: {route, method, path, body}
   crd_enums                {integrationTool, integrationCategory, linkType}:
                            the values the CRD accepts
+  webhooks                 {secret, deliveries: [{body, signature}]}: the
+                           webhook events the simulator sends, byte for byte
 
 Prints one line per check; exits 1 on the first disagreement, naming it.
 Every SDK call goes through an httpx client that ignores proxy settings, to
 the simulator only.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import sys
 import typing
@@ -151,6 +156,59 @@ def main():
         if crd != kombo:
             fail(f"{field}: CRD only {sorted(crd - kombo)}, SDK only {sorted(kombo - crd)}")
         ok(f"CRD {field}: the SDK's {len(kombo)} values")
+
+    # 4. The simulator's webhook deliveries: each body parses with the
+    # SDK's webhook model of its type (no field the model lacks), the
+    # request model accepts it with its X-Kombo-Signature header, and the
+    # signature is what Kombo documents (HMAC-SHA256 of the raw body,
+    # base64url without padding), computed here with Python's hmac.
+    webhook_models = {
+        "integration-created": (models.IntegrationCreatedWebhookPayload,
+                                models.WebhookIntegrationCreatedWebhookPayloadRequest),
+        "integration-deleted": (models.IntegrationDeletedWebhookPayload,
+                                models.WebhookIntegrationDeletedWebhookPayloadRequest),
+        "integration-state-changed": (models.IntegrationStateChangedWebhookPayload,
+                                      models.WebhookIntegrationStateChangedWebhookPayloadRequest),
+    }
+    secret = case["webhooks"]["secret"].encode()
+    seen_types = set()
+    for d in case["webhooks"]["deliveries"]:
+        body = d["body"].encode()
+        event = json.loads(body)
+        kind = event.get("type")
+        if kind not in webhook_models:
+            fail(f"webhook of unexpected type {kind!r}")
+        payload_model, request_model = webhook_models[kind]
+        try:
+            payload = payload_model.model_validate_json(body)
+        except Exception as e:  # pydantic.ValidationError
+            fail(f"{kind}: the body does not validate: {e}")
+
+        def unknown_fields(model_cls, value, where):
+            known = {f.alias or n for n, f in model_cls.model_fields.items()}
+            extra = set(value) - known
+            if extra:
+                fail(f"{kind}: {where} has fields the SDK does not know: {sorted(extra)}")
+            for n, f in model_cls.model_fields.items():
+                sub = value.get(f.alias or n)
+                ann = f.annotation
+                for t in (ann, *typing.get_args(ann)):
+                    if isinstance(t, type) and hasattr(t, "model_fields") and isinstance(sub, dict):
+                        unknown_fields(t, sub, f"{where}.{f.alias or n}")
+
+        unknown_fields(payload_model, event, "the event")
+        try:
+            request_model.model_validate({"X-Kombo-Signature": d["signature"], "body": payload})
+        except Exception as e:
+            fail(f"{kind}: the request model refuses it: {e}")
+        expected = base64.urlsafe_b64encode(hmac.new(secret, body, hashlib.sha256).digest()).rstrip(b"=").decode()
+        if not hmac.compare_digest(expected, d["signature"]):
+            fail(f"{kind}: X-Kombo-Signature is not HMAC-SHA256/base64url of the body")
+        seen_types.add(kind)
+        ok(f"webhook {kind}: parsed by {payload_model.__name__}, signature verified")
+    for kind in webhook_models:
+        if kind not in seen_types:
+            fail(f"no {kind} webhook was checked")
     print("the SDK agrees")
 
 

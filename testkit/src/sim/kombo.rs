@@ -34,6 +34,17 @@
 //! [`KomboSim::activation_token`]); the link's `token` query parameter is not
 //! one and answers 404 `PLATFORM.INTEGRATION_NOT_FOUND`.
 //!
+//! Webhooks: with [`KomboSim::set_webhook`] (the URL and secret registered
+//! on Kombo's dashboard) the simulator delivers events as Kombo does
+//! (providers.md 4.3): a JSON envelope `{"id","type","data"}` whose `data`
+//! follows the official SDK's webhook models (`IntegrationCreatedWebhookPayload`
+//! and the others; tests/kombo_sdk checks them), POSTed with
+//! `X-Kombo-Signature`, the HMAC-SHA256 of the raw body under the secret,
+//! base64url without padding (computed here independently of the operator).
+//! [`KomboSim::integration_created_event`] and the other builders make the
+//! payloads; [`KomboSim::deliver`] signs and sends one;
+//! [`KomboSim::delivered`] lists what was sent.
+//!
 //! Assumptions where providers.md says UNKNOWN or is silent (also listed in
 //! docs/providers/kombo.md):
 //! - Activation tokens do not expire in the simulator.
@@ -140,6 +151,10 @@ struct World {
     activations: HashMap<String, String>,
     deleted: Vec<String>,
     auto_complete: Option<String>,
+    /// The webhook URL and secret registered on Kombo's dashboard.
+    webhook: Option<(String, String)>,
+    /// Every event delivered, with the HTTP status the receiver answered.
+    delivered: Vec<(Value, u16)>,
 }
 
 #[derive(Default)]
@@ -234,6 +249,85 @@ impl KomboSim {
     /// with that tool (an `ACTIVE`, `COMPLETED` integration).
     pub fn set_auto_complete(&self, tool: Option<&str>) {
         self.inner.world().auto_complete = tool.map(str::to_string);
+    }
+
+    /// Registers the webhook URL and signing secret (Kombo dashboard, Webhooks).
+    pub fn set_webhook(&self, url: &str, secret: &str) {
+        self.inner.world().webhook = Some((url.to_string(), secret.to_string()));
+    }
+
+    /// The `integration-created` event Kombo sends when the customer
+    /// finishes a connect link (`IntegrationCreatedWebhookPayload`).
+    pub fn integration_created_event(&self, id: &str) -> Option<Value> {
+        let world = self.inner.world();
+        let i = world.integrations.get(id)?;
+        Some(json!({
+            "id": event_id(),
+            "type": "integration-created",
+            "data": {
+                "id": i.id,
+                "tool": i.tool,
+                "category": category_of(&world, id),
+                "end_user": end_user(i),
+            },
+        }))
+    }
+
+    /// The `integration-deleted` event (`IntegrationDeletedWebhookPayload`)
+    /// for an integration deleted in the dashboard (or about to be).
+    pub fn integration_deleted_event(&self, id: &str, tool: &str, origin_id: Option<&str>) -> Value {
+        json!({
+            "id": event_id(),
+            "type": "integration-deleted",
+            "data": {
+                "id": id,
+                "tool": tool,
+                "category": "ATS",
+                "end_user": {"organization_name": "ACME Inc.", "creator_email": null, "origin_id": origin_id},
+                "deleted_at": now_rfc3339(),
+            },
+        })
+    }
+
+    /// The `integration-state-changed` event
+    /// (`IntegrationStateChangedWebhookPayload`) for the integration's current state.
+    pub fn integration_state_changed_event(&self, id: &str) -> Option<Value> {
+        let world = self.inner.world();
+        let i = world.integrations.get(id)?;
+        Some(json!({
+            "id": event_id(),
+            "type": "integration-state-changed",
+            "data": {
+                "integration_tool": i.tool,
+                "integration_id": i.id,
+                "integration_category": category_of(&world, id),
+                "end_user": end_user(i),
+                "qa_status": "PASSED",
+                "setup_status": i.setup_status,
+                "state": i.status,
+                "updated_at": now_rfc3339(),
+            },
+        }))
+    }
+
+    /// Delivers `event` to the registered webhook as Kombo does: the body
+    /// serialised once, signed, POSTed. Returns the receiver's HTTP status.
+    pub async fn deliver(&self, event: &Value) -> anyhow::Result<u16> {
+        let (url, secret) = self
+            .inner
+            .world()
+            .webhook
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no webhook registered"))?;
+        let (body, signature) = delivery(event, &secret);
+        let status = deliver_raw(&url, body, Some(&signature)).await?;
+        self.inner.world().delivered.push((event.clone(), status));
+        Ok(status)
+    }
+
+    /// Every event delivered so far, with the answer's HTTP status.
+    pub fn delivered(&self) -> Vec<(Value, u16)> {
+        self.inner.world().delivered.clone()
     }
 
     /// Every link created so far, oldest first.
@@ -397,6 +491,60 @@ fn complete(world: &mut World, token: &str, tool: &str) -> Option<String> {
         },
     );
     Some(id)
+}
+
+/// Kombo's webhook signature: HMAC-SHA256 of the raw body under the
+/// webhook secret, base64url without padding (providers.md 4.3).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// The exact body and `X-Kombo-Signature` [`KomboSim::deliver`] sends for
+/// `event` under `secret` (the body is serialised once and signed as sent).
+pub fn delivery(event: &Value, secret: &str) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let signature = sign(secret.as_bytes(), &body);
+    (body, signature)
+}
+
+/// POSTs `body` to `url` with `signature` (if any) in `X-Kombo-Signature`,
+/// as Kombo's webhook sender does; for hostile tests too. Returns the status.
+pub async fn deliver_raw(url: &str, body: Vec<u8>, signature: Option<&str>) -> anyhow::Result<u16> {
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+    let mut request = client.post(url).header("content-type", "application/json").body(body);
+    if let Some(s) = signature {
+        request = request.header("X-Kombo-Signature", s);
+    }
+    Ok(request.send().await?.status().as_u16())
+}
+
+fn event_id() -> String {
+    format!("evt_{}", random(24))
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+fn end_user(i: &Integration) -> Value {
+    json!({"organization_name": i.organization_name, "creator_email": i.creator_email, "origin_id": i.origin_id})
+}
+
+/// The category of the link an integration was created with (default `ATS`).
+fn category_of(world: &World, id: &str) -> String {
+    world
+        .links
+        .values()
+        .find(|l| l.integration_id.as_deref() == Some(id))
+        .and_then(|l| l.request["integration_category"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "ATS".into())
 }
 
 fn random(n: usize) -> String {
