@@ -803,6 +803,7 @@ mod tests {
                 retry_requested: None,
                 recorded_id: None,
                 recorded_awaiting: None,
+                reported_id: None,
                 now: now(),
             };
             authorization_code(&ProviderHttp::plain().unwrap(), &req).await

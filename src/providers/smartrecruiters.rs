@@ -1067,6 +1067,7 @@ mod tests {
                 retry_requested: None,
                 recorded_id: None,
                 recorded_awaiting: None,
+                reported_id: None,
                 now: Timestamp::now(),
             })
             .await
