@@ -73,6 +73,16 @@ pub const PROVIDER_EVENT_ANNOTATION: &str = "integration-operator.io/provider-ev
 /// [`output::Fingerprinter::attest`]): a value without a valid one is
 /// ignored, and the driver still checks the id with the provider.
 pub const REPORTED_ID_ANNOTATION: &str = "integration-operator.io/provider-reported-id";
+/// Annotation the operator's inbound server sets to `<id> <time> <attestation>`
+/// when a verified provider callback reports the provider-side integration
+/// `id` of this Integration disabled (SmartRecruiters' `INTEGRATION_DISABLED`),
+/// `time` being when it was received (Unix seconds). The attestation is a
+/// MAC under the operator's key over the Integration's uid, `id` and `time`
+/// ([`output::Fingerprinter::attest_disabled`]): a value without a valid one
+/// is ignored. While `id` is the integration status records, the leader
+/// sends nothing to the provider for it and shows `ReauthRequired`, until a
+/// person sets [`RETRY_ANNOTATION`] to `id`.
+pub const PROVIDER_DISABLED_ANNOTATION: &str = "integration-operator.io/provider-disabled";
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
 pub(crate) const UNFINISHED: &str = "unfinished";
@@ -236,7 +246,34 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         template_fingerprint: template_fingerprint.clone(),
     };
     let keeps_state = resolved.flow.keeps_state();
-    let reason = match plan::decide(&facts, now) {
+    // A verified provider callback reported the integration status records
+    // disabled: the customer switched it off. Its credentials would only be
+    // refused (each refusal one more failed login), so nothing is sent
+    // until a person asks for it to be created again, and the condition
+    // says so at once rather than at the next renewal.
+    let mut forced = None;
+    if let Some((id, at)) = disabled_report(integration, ctx, &state) {
+        if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
+            return Err(Error::invalid(
+                reasons::REAUTH_REQUIRED,
+                format!(
+                    "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
+                    resolved.provider.name,
+                    Timestamp::from_second(at).map(status::rfc3339).unwrap_or_default(),
+                ),
+            ));
+        }
+        // Asked for: one exchange (the driver creates the integration again
+        // once the provider refuses the old credentials), not one per look.
+        if status::parse_time(state.last_exchange_time.as_ref()).is_none_or(|t| t.as_second() <= at) {
+            forced = Some(ExchangeReason::Requested);
+        }
+    }
+    let decision = match forced {
+        Some(reason) => Decision::Exchange(reason),
+        None => plan::decide(&facts, now),
+    };
+    let reason = match decision {
         Decision::UpToDate { recheck_at } => {
             debug!(renew_at = ?recheck_at, "credentials are current");
             return Ok(Ending::UpToDate {
@@ -781,6 +818,33 @@ fn reported_id(integration: &Integration, ctx: &Context, uid: &str) -> Option<St
         warn!("ignoring a provider-reported-id annotation without a valid attestation");
         None
     }
+}
+
+/// The provider-side integration a verified callback reported disabled, and
+/// when (Unix seconds), if the annotation carries a valid attestation for
+/// this uid and names the integration status records (a report about an
+/// integration replaced since is history).
+fn disabled_report(integration: &Integration, ctx: &Context, state: &IntegrationStatus) -> Option<(String, i64)> {
+    let value = integration.annotations().get(PROVIDER_DISABLED_ANNOTATION)?;
+    let (id, at, attestation) = parse_disabled(value)?;
+    if !ctx
+        .fingerprinter
+        .attested_disabled(&uid(integration), id, at, attestation)
+    {
+        warn!("ignoring a provider-disabled annotation without a valid attestation");
+        return None;
+    }
+    (state.integration_id.as_deref() == Some(id)).then(|| (id.to_string(), at))
+}
+
+/// Splits a [`PROVIDER_DISABLED_ANNOTATION`] value into id, time and attestation.
+pub fn parse_disabled(value: &str) -> Option<(&str, i64, &str)> {
+    let mut parts = value.split(' ');
+    let (id, at, attestation) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || id.is_empty() {
+        return None;
+    }
+    Some((id, at.parse().ok()?, attestation))
 }
 
 fn refusal_of(integration: &Integration, ctx: &Context, input_fingerprint: &str) -> String {
