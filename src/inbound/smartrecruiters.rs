@@ -88,7 +88,7 @@ const TOKEN_LIFETIME_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Du
 /// The event SmartRecruiters sends when a customer disables an integration.
 pub const INTEGRATION_DISABLED: &str = "INTEGRATION_DISABLED";
 /// Purpose label of the token key derived from the operator's fingerprint key.
-const TOKEN_KEY_PURPOSE: &str = "smartrecruiters partner token v1";
+pub const TOKEN_KEY_PURPOSE: &str = "smartrecruiters partner token v1";
 
 /// The receiver's state, shared by every request.
 #[derive(Clone)]
