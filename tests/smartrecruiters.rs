@@ -981,6 +981,22 @@ async fn a_disable_callback_turns_the_integration_reauth_required_at_once_and_re
     annotate_retry(&cluster, "acme", &first.integration_id).await;
     let i = cluster.wait_ready("acme", "True", None).await;
     assert_eq!(sim.calls("integrations"), 2);
+    let (reason, message) = ready(&i);
+    assert_eq!(reason, "Issued", "{message}");
+    // (Recovered: it comes after a failure.)
+    eventually(
+        Duration::from_secs(10),
+        "an Event saying why it was created again",
+        || async {
+            cluster
+                .events_text()
+                .await
+                .lines()
+                .any(|l| l.starts_with("Normal ") && l.contains("reported the integration disabled"))
+                .then_some(())
+        },
+    )
+    .await;
     let second = sim.integrations()[1].clone();
     assert_eq!(
         i.status.as_ref().unwrap().integration_id.as_deref(),

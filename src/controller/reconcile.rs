@@ -837,6 +837,20 @@ fn disabled_report(integration: &Integration, ctx: &Context, state: &Integration
     (state.integration_id.as_deref() == Some(id)).then(|| (id.to_string(), at))
 }
 
+/// Whether the retry annotation asks again for the integration a
+/// provider-disabled report names (for the message of the exchange it
+/// causes; the report's attestation was checked when it was acted on).
+fn retried_after_disable(integration: &Integration, old: &IntegrationStatus) -> bool {
+    let annotations = integration.annotations();
+    annotations
+        .get(PROVIDER_DISABLED_ANNOTATION)
+        .and_then(|v| parse_disabled(v))
+        .is_some_and(|(id, _, _)| {
+            annotations.get(RETRY_ANNOTATION).map(String::as_str) == Some(id)
+                && old.integration_id.as_deref() == Some(id)
+        })
+}
+
 /// Splits a [`PROVIDER_DISABLED_ANNOTATION`] value into id, time and attestation.
 pub fn parse_disabled(value: &str) -> Option<(&str, i64, &str)> {
     let mut parts = value.split(' ');
@@ -1283,6 +1297,13 @@ async fn finish(
                         ),
                     )
                 }
+                ExchangeReason::Requested if retried_after_disable(integration, &old) => (
+                    reasons::ISSUED,
+                    reasons::REISSUED,
+                    format!(
+                        "exchanged on request ({RETRY_ANNOTATION}) after the provider reported the integration disabled ({PROVIDER_DISABLED_ANNOTATION})"
+                    ),
+                ),
                 ExchangeReason::Requested => (
                     reasons::RENEWED,
                     reasons::RENEWED,

@@ -12,8 +12,9 @@
 //!   behind a proxy that terminates TLS).
 //! - Every request: at most [`MAX_BODY`] bytes (413 beyond), and a token
 //!   bucket per source IP address (429 with `Retry-After` when empty).
-//! - Nothing it receives is logged: no payload, no signature, no secret;
-//!   only the provider, the event type and the outcome.
+//! - Nothing it receives is logged: no payload, no signature, no secret,
+//!   no token; only the provider, the event type, the outcome and (for
+//!   SmartRecruiters' consent page) the companyId, after a character check.
 //!
 //! Any replica may receive a request while only the leader reconciles: the
 //! receiver never runs a flow. It records the fact on the Integration
