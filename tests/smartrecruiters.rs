@@ -1298,3 +1298,64 @@ async fn the_consent_page_is_a_hand_off_that_never_redirects_off_smartrecruiters
     );
     operator.stop().await;
 }
+
+/// Tokens carry everything needed to check them: one replica issues the
+/// token, another (the standby) receives the callback, the leader acts.
+#[tokio::test]
+async fn a_token_issued_by_one_replica_is_accepted_by_another_and_the_leader_acts() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    provider(
+        &cluster,
+        &sim,
+        PROVIDER,
+        json!({"partnerEndpoints": {"tokenLifetime": "10m"}}),
+    )
+    .await;
+    master_secret(&cluster).await;
+    let replica = |name: &'static str| {
+        let mut args = INBOUND.to_vec();
+        args.extend(["--leader-elect", "--instance", name, "--lease-duration-seconds", "4"]);
+        args
+    };
+    let a = cluster.start_operator_with(&replica("replica-a")).await;
+    cluster.integration("acme", partner_spec("ACME", "out", true)).await;
+    cluster.wait_ready("acme", "True", None).await;
+    let b = cluster.start_operator_with(&replica("replica-b")).await;
+    let lease: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.operator_namespace());
+    let holder = lease
+        .get("integration-operator")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("replica-a"));
+
+    // The token from the leader's endpoint, the callback to the standby's.
+    let (on_a, on_b) = (
+        partner_urls(&a, &cluster, PROVIDER),
+        partner_urls(&b, &cluster, PROVIDER),
+    );
+    sim.register_partner_app(APP, Some(&on_a.token), Some(&on_b.callback));
+    let created = sim.integrations()[0].clone();
+    let notified = sim.disable_and_notify(&created.integration_id).await.unwrap();
+    assert_eq!(
+        (notified.token_status, notified.callback_status),
+        (Some(200), Some(200))
+    );
+    cluster.wait_ready("acme", "False", Some("ReauthRequired")).await;
+    // The lifetime the ClusterProvider asked for.
+    let data = cluster.secret_data("out").await.unwrap();
+    let (_, body, _) = token_request(
+        &on_b.token,
+        Some((&data["partner_client_id"], &data["partner_client_secret"])),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(body["expires_in"], 600);
+    b.stop().await;
+    a.stop().await;
+    let mut canaries = vec![data["partner_client_secret"].clone(), notified.token.unwrap()];
+    canaries.extend(body["access_token"].as_str().map(String::from));
+    assert_no_canary(&cluster, &["acme"], &canaries).await;
+}

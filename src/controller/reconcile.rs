@@ -1681,3 +1681,31 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     let d = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
     d.max(Duration::from_millis(200))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_disabled_value_is_id_time_and_attestation() {
+        assert_eq!(
+            parse_disabled("7cbc0f64 1780000000 00ff"),
+            Some(("7cbc0f64", 1_780_000_000, "00ff"))
+        );
+        for bad in [
+            "",
+            "7cbc0f64",
+            "7cbc0f64 1780000000",
+            "7cbc0f64 soon 00ff",
+            "7cbc0f64 1780000000 00ff extra",
+            " 1780000000 00ff",
+        ] {
+            assert_eq!(parse_disabled(bad), None, "{bad:?}");
+        }
+        // What the receiver writes, the leader reads back and verifies.
+        let f = output::Fingerprinter::new(vec![1; 32]);
+        let value = format!("iid 1780000000 {}", f.attest_disabled("uid", "iid", 1_780_000_000));
+        let (id, at, attestation) = parse_disabled(&value).unwrap();
+        assert!(f.attested_disabled("uid", id, at, attestation));
+    }
+}
