@@ -12,17 +12,15 @@
 //!
 //! Every test says what a user ends up with: Ready, a token the provider
 //! accepts in the Secret, a status that agrees with the Secret, and exactly
-//! as many provider calls as the flow needs (tests/oauth2.rs covers the
+//! as many provider calls as the flow needs (tests/integration/providers/oauth2.rs covers the
 //! single-fault basics; these add what it does not).
-
-mod common;
 
 use std::{
     process::{ExitStatus, Stdio},
     time::Duration,
 };
 
-use common::{Cluster, calls_during, eventually, logs};
+use crate::common::{Cluster, calls_during, eventually, logs};
 use integration_operator::{controller::reconcile::failpoints, crd::Integration};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -434,7 +432,7 @@ async fn an_expired_resource_version_makes_the_watchers_relist_without_losing_or
 }
 
 // ---------------------------------------------------------------------------
-// Provider faults (beyond tests/oauth2.rs)
+// Provider faults (beyond tests/integration/providers/oauth2.rs)
 // ---------------------------------------------------------------------------
 
 #[tokio::test]

@@ -14,7 +14,8 @@ use testkit::sim::{
     cloud_elements::{CloudElementsSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, rotated};
+use crate::common::Cluster;
 
 const USER_SECRET: &str = "canary-ce-conformance-user-9d1f35";
 const ORG_SECRET: &str = "canary-ce-conformance-org-47ab02";

@@ -5,15 +5,13 @@
 //! simulators. Every output is checked for the leak canaries: the input
 //! secrets and every token a simulator issued.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Output,
     time::Duration,
 };
 
-use common::{Cluster, calls_during, eventually};
+use crate::common::{Cluster, calls_during, eventually};
 use integration_operator::controller::reconcile::RENEW_NOW_ANNOTATION;
 use serde_json::json;
 use testkit::sim::{Fault, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim};

@@ -13,7 +13,8 @@ use testkit::sim::{
     smartrecruiters::{ROUTES, SmartRecruitersSim},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, rotated};
+use crate::common::Cluster;
 
 const PROVIDER: &str = "smartrecruiters";
 const COMPANY: &str = "ACME";

@@ -5,9 +5,7 @@
 //! verb the operator uses is allowed; what it must never do is refused with
 //! 403 Forbidden.
 
-mod common;
-
-use common::Cluster;
+use crate::common::Cluster;
 use integration_operator::crd::{ClusterProvider, Integration};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -307,7 +305,7 @@ async fn the_feedback_role_lets_an_application_report_a_rejection_and_change_not
 
     // The policy takes effect once the apiserver has loaded it: until a
     // spec edit is refused, it has not.
-    let message = common::eventually(
+    let message = crate::common::eventually(
         std::time::Duration::from_secs(20),
         "the admission policy in force",
         || async {

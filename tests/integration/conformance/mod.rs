@@ -9,9 +9,6 @@
 //! of any provider's wire format: everything provider-specific goes through
 //! the case.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod cloud_elements;
 mod kombo;
 mod oauth2;
@@ -20,7 +17,7 @@ mod talentlink;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Cluster, eventually, logs};
+use crate::common::{Cluster, eventually, logs};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -386,16 +383,19 @@ macro_rules! conformance {
     };
 }
 
-conformance!(oauth2_client_credentials, crate::oauth2::ClientCredentials);
-conformance!(kombo_connection, crate::kombo::Connection);
-conformance!(smartrecruiters_api_key, crate::smartrecruiters::ApiKey);
+conformance!(oauth2_client_credentials, crate::conformance::oauth2::ClientCredentials);
+conformance!(kombo_connection, crate::conformance::kombo::Connection);
+conformance!(smartrecruiters_api_key, crate::conformance::smartrecruiters::ApiKey);
 conformance!(
     smartrecruiters_client_credentials,
-    crate::smartrecruiters::ClientCredentials
+    crate::conformance::smartrecruiters::ClientCredentials
 );
 conformance!(
     smartrecruiters_partner_integration,
-    crate::smartrecruiters::PartnerIntegration
+    crate::conformance::smartrecruiters::PartnerIntegration
 );
-conformance!(talentlink_basic_auth, crate::talentlink::BasicAuth);
-conformance!(cloud_elements_element_instance, crate::cloud_elements::ElementInstance);
+conformance!(talentlink_basic_auth, crate::conformance::talentlink::BasicAuth);
+conformance!(
+    cloud_elements_element_instance,
+    crate::conformance::cloud_elements::ElementInstance
+);

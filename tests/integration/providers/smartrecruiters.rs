@@ -5,11 +5,9 @@
 //! methods at `/identity/oauth/token`, and the one-shot General Partner
 //! Integration.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Cluster, eventually, logs};
+use crate::common::{Cluster, eventually, logs};
 use integration_operator::crd::Integration;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;

@@ -14,7 +14,8 @@ use testkit::sim::{
     talentlink::{TalentLinkSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, rotated};
+use crate::common::Cluster;
 
 const USERNAME: &str = "conformance-api-user";
 const PASSWORD: &str = "canary-talentlink-password-3f9b27";

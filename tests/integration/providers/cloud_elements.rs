@@ -3,13 +3,9 @@
 //! real kube-apiserver (testkit's control plane) and the Cloud Elements / SAP
 //! Open Connectors platform simulator.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, eventually, logs};
-use integration_operator::crd::Integration;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use crate::common::{Cluster, eventually, ready};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use testkit::sim::{
@@ -72,14 +68,6 @@ fn spec(extra: serde_json::Value) -> serde_json::Value {
     })
 }
 
-fn ready(i: &Integration) -> Condition {
-    i.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .cloned()
-        .expect("a Ready condition")
-}
-
 /// The only instance on the platform.
 fn only_instance(sim: &CloudElementsSim) -> testkit::sim::cloud_elements::Instance {
     let all = sim.instances();
@@ -107,15 +95,7 @@ async fn assert_no_secret_anywhere(cluster: &Cluster, sim: &CloudElementsSim) {
         .map(|s| s.to_string())
         .collect();
     canaries.extend(sim.tokens());
-    for (what, text) in [
-        ("logs", logs()),
-        ("events", cluster.events_text().await),
-        ("status", cluster.integration_yaml(NAME).await),
-    ] {
-        for canary in &canaries {
-            assert!(!text.contains(canary.as_str()), "a secret value appeared in {what}");
-        }
-    }
+    cluster.assert_nowhere(NAME, &canaries).await;
 }
 
 #[tokio::test]

@@ -7,8 +7,6 @@
 //! every log line it writes, at trace level, for the no-secret-in-logs
 //! checks.
 
-#![allow(dead_code)]
-
 use std::{
     io::Write,
     sync::{Arc, Mutex, OnceLock},
@@ -24,7 +22,7 @@ use k8s_openapi::{
     api::core::v1::Secret, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, CustomResourceExt,
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
@@ -566,9 +564,29 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    pub fn name_of(i: &Integration) -> String {
-        i.name_any()
+    /// Asserts that none of `canaries` (secret values the test planted or
+    /// the simulator issued) appears in the operator's logs, the namespace's
+    /// Events or the Integration `name` as stored (status included).
+    pub async fn assert_nowhere<S: AsRef<str>>(&self, name: &str, canaries: &[S]) {
+        for (what, text) in [
+            ("logs", logs()),
+            ("events", self.events_text().await),
+            ("status", self.integration_yaml(name).await),
+        ] {
+            for canary in canaries {
+                assert!(!text.contains(canary.as_ref()), "a secret value appeared in {what}");
+            }
+        }
     }
+}
+
+/// The Integration's Ready condition; panics when it has none yet.
+pub fn ready(i: &Integration) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    i.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .cloned()
+        .expect("a Ready condition")
 }
 
 fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {

@@ -7,11 +7,9 @@
 //! (without a credential value), and keys the apiserver refuses at
 //! admission.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Cluster, eventually, logs};
+use crate::common::{Cluster, eventually, logs};
 use integration_operator::crd::Integration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -207,8 +205,13 @@ async fn template_edits_rewrite_the_secret_without_a_provider_call() {
     .await;
     assert_eq!(data, issued, "back to exactly the issued keys and values");
 
-    let i = cluster.wait_ready("api", "True", None).await;
-    assert_eq!(i.status.as_ref().unwrap().observed_generation, i.metadata.generation);
+    // The Secret is written before status: wait for the status of the last edit.
+    eventually(Duration::from_secs(10), "status observes the last edit", || async {
+        let i = cluster.integrations().get("api").await.ok()?;
+        (i.status.as_ref()?.observed_generation == i.metadata.generation).then_some(())
+    })
+    .await;
+    cluster.wait_ready("api", "True", None).await;
     assert_eq!(sim.token_calls(), calls, "a template edit called the provider");
     assert!(cluster.has_event("Rerendered").await, "no Rerendered Event");
 

@@ -4,11 +4,9 @@
 //! Polling stays slow here (`revalidateInterval: 1h`), so everything that
 //! happens within seconds happened because of a webhook.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, eventually, logs};
+use crate::common::{Cluster, eventually, logs};
 use integration_operator::crd::{ClusterProvider, Integration};
 use kube::{
     Api,

@@ -16,7 +16,8 @@ use testkit::sim::{
     kombo::{KomboSim, routes},
 };
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, rotated};
+use crate::common::Cluster;
 
 const API_KEY: &str = "canary-kombo-conformance-key-8b2e61";
 const INTEGRATION_ID: &str = "smartrecruiters:8d1hpPsbjxUkoCoa1veLZGe5";

@@ -3,9 +3,7 @@
 //! The apiserver validates every rendered object, the chart's ClusterProviders
 //! against the CRD's OpenAPI schema and CEL rules included.
 
-mod common;
-
-use common::Cluster;
+use crate::common::Cluster;
 use integration_operator::crd::ClusterProvider;
 use k8s_openapi::api::{
     apps::v1::Deployment,

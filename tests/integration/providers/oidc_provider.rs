@@ -3,11 +3,9 @@
 //! 127.0.0.1 with 3-second tokens. The operator runs against the real
 //! kube-apiserver (testkit's control plane).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, eventually};
+use crate::common::{Cluster, eventually};
 use serde_json::json;
 use testkit::sim::oidc::OidcProvider;
 
@@ -151,7 +149,7 @@ async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() 
         authorization::{DeliveryError, deliver, deliver_with},
         output::Fingerprinter,
     };
-    common::capture_logs();
+    crate::common::capture_logs();
     let cluster = Cluster::start().await;
     let oidc = OidcProvider::start("operator", SECRET, 6)
         .await
@@ -365,7 +363,7 @@ async fn authorization_code_consent_rotation_revocation_and_hostile_callbacks() 
     // Leak canary.
     let status = serde_json::to_string(&cluster.integrations().get("crm").await.unwrap().status).unwrap();
     let events = cluster.events_text().await;
-    let logs = common::logs();
+    let logs = crate::common::logs();
     for canary in &canaries {
         assert!(canary.len() >= 16, "a canary too short to mean anything");
         for (place, text) in [("status", &status), ("Events", &events), ("logs", &logs)] {

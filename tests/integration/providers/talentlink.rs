@@ -3,14 +3,10 @@
 //! kube-apiserver (testkit's control plane) and TalentLink REST simulators
 //! (one per regional host).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Cluster, eventually, ready};
 use base64::Engine;
-use common::{Cluster, eventually, logs};
-use integration_operator::crd::Integration;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::json;
 use testkit::sim::{
     Fault,
@@ -70,14 +66,6 @@ fn spec() -> serde_json::Value {
     })
 }
 
-fn ready(i: &Integration) -> Condition {
-    i.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .cloned()
-        .expect("a Ready condition")
-}
-
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -104,15 +92,9 @@ async fn app_call(cluster: &Cluster) -> u16 {
 async fn assert_no_secret_anywhere(cluster: &Cluster) {
     let header = basic(USERNAME, PASSWORD);
     let encoded = header.trim_start_matches("Basic ");
-    for (what, text) in [
-        ("logs", logs()),
-        ("events", cluster.events_text().await),
-        ("status", cluster.integration_yaml(NAME).await),
-    ] {
-        for canary in [PASSWORD, API_KEY, NEW_PASSWORD, encoded] {
-            assert!(!text.contains(canary), "a secret value appeared in {what}");
-        }
-    }
+    cluster
+        .assert_nowhere(NAME, &[PASSWORD, API_KEY, NEW_PASSWORD, encoded])
+        .await;
 }
 
 #[tokio::test]

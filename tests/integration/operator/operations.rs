@@ -3,11 +3,9 @@
 //! and the metrics and health endpoints. Against the real kube-apiserver
 //! (testkit's control plane) and the OAuth 2.0 simulator.
 
-mod common;
-
 use std::{process::Stdio, time::Duration};
 
-use common::{Cluster, eventually};
+use crate::common::{Cluster, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;

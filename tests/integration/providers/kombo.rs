@@ -4,13 +4,10 @@
 //! who completes (or ignores) the connect link and the admin who finishes the
 //! connection.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, eventually, logs};
+use crate::common::{Cluster, eventually, ready};
 use integration_operator::crd::Integration;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
@@ -57,14 +54,6 @@ fn spec(extra: serde_json::Value) -> serde_json::Value {
         "connection": connection,
         "target": {"name": OUTPUT},
     })
-}
-
-fn ready(i: &Integration) -> Condition {
-    i.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .cloned()
-        .expect("a Ready condition")
 }
 
 /// What an application does with the output Secret: a Kombo data call with
@@ -159,16 +148,8 @@ fn retry_value(message: &str) -> String {
         .to_string()
 }
 
-fn assert_no_canary(what: &str, text: &str) {
-    for canary in [API_KEY, ROTATED_KEY] {
-        assert!(!text.contains(canary), "an API key appeared in {what}");
-    }
-}
-
 async fn assert_no_secret_anywhere(cluster: &Cluster) {
-    assert_no_canary("logs", &logs());
-    assert_no_canary("events", &cluster.events_text().await);
-    assert_no_canary("status", &cluster.integration_yaml(NAME).await);
+    cluster.assert_nowhere(NAME, &[API_KEY, ROTATED_KEY]).await;
 }
 
 /// The time a condition message says the link is valid until.

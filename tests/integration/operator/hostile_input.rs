@@ -3,21 +3,19 @@
 //! text into logs, Events, status or Secrets. Each is refused with a clear
 //! message and has no side effect: no provider call, no Secret written.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::common::{Cluster, eventually, logs};
 use axum::{
     Router,
     body::Bytes,
     http::{HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
-use common::{Cluster, eventually, logs};
 use integration_operator::crd::Integration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{

@@ -9,7 +9,8 @@ use std::{
 use serde_json::json;
 use testkit::sim::{Fault, oauth2::OAuth2Sim};
 
-use super::{Case, INPUT_SECRET, OUTPUT_SECRET, common::Cluster, rotated};
+use super::{Case, INPUT_SECRET, OUTPUT_SECRET, rotated};
+use crate::common::Cluster;
 
 const CLIENT_ID: &str = "conformance-client";
 const CLIENT_SECRET: &str = "canary-oauth2-secret-4d1c9a";

@@ -2,11 +2,9 @@
 //! controller over real HTTP, against the real kube-apiserver (testkit's
 //! control plane) and the OAuth 2.0 token-server simulator.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, calls_during, eventually, logs};
+use crate::common::{Cluster, calls_during, eventually, logs};
 use integration_operator::crd::Integration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};

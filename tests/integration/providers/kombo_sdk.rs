@@ -11,15 +11,13 @@
 //! (`integration-created`, `-deleted`, `-state-changed`, byte for byte as
 //! sent, with their `X-Kombo-Signature`) with the SDK's webhook models.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use common::{Cluster, eventually};
+use crate::common::{Cluster, eventually};
 use integration_operator::crd::Integration;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -145,7 +143,7 @@ async fn the_official_kombo_sdk_accepts_the_simulator_and_the_operators_requests
         .find(|l| l.request["link_type"] == "MAGIC_LINK")
         .expect("a MAGIC_LINK");
     let id = sim.complete_link(&magic.url, "personio").unwrap();
-    // Stands in for the integration-created webhook (see tests/kombo.rs).
+    // Stands in for the integration-created webhook (see tests/integration/providers/kombo.rs).
     eventually(Duration::from_secs(20), "the magic link's Secret", || async {
         cluster.secret_data("magic-out").await
     })
