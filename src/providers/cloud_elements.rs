@@ -37,6 +37,7 @@
 //! instance); a 409 at creation means the instance name is taken; the instance
 //! token does not expire (re-validated every `revalidateInterval`).
 
+use crate::reasons::Reason;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -60,10 +61,6 @@ const MADE_FOR_NAME: &str = "instance_name";
 const PLATFORM: &str = "Cloud Elements";
 /// Every key the flow persists besides the documented layout.
 pub(crate) const STATE_KEYS: &[&str] = &[CONFIG_HASH, INSTANCE_TOKEN, MADE_FOR_ELEMENT_KEY, MADE_FOR_NAME];
-pub use crate::reasons::{
-    ELEMENT_INSTANCE_DISABLED as INSTANCE_DISABLED, ELEMENT_INSTANCE_GONE as INSTANCE_GONE,
-    ELEMENT_INSTANCE_NOT_OWNED as INSTANCE_NOT_OWNED,
-};
 
 /// The `cloud-elements` driver.
 #[derive(Debug)]
@@ -441,7 +438,7 @@ impl Driver for CloudElementsDriver {
         ) && (old_key.as_str(), old_name.as_str()) != (element_key.as_str(), instance_name.as_str())
         {
             return Err(DriverError::NeedsAttention {
-                reason: crate::reasons::IMMUTABLE_FIELD_CHANGED,
+                reason: Reason::ImmutableFieldChanged,
                 message: format!(
                     "{PLATFORM}: element instance {id} was created for element {old_key:?} under the name {old_name:?}, but spec.elementInstance now names element {element_key:?} and name {instance_name:?}; an instance cannot change its element or name here, so its token is not published for the new values. Put the old elementKey and instanceName back, or delete this Integration (which deletes the instance unless retained) and create a new one"
                 ),
@@ -495,7 +492,7 @@ impl Driver for CloudElementsDriver {
         let (status, answer) = self.call(req.provider, &step, &auth, None, &scrub).await?;
         if status == 404 {
             return Err(DriverError::NeedsAttention {
-                reason: INSTANCE_GONE,
+                reason: Reason::ElementInstanceGone,
                 message: format!(
                     "{PLATFORM} has no element instance {id} any more ({}: HTTP 404), it was deleted on the platform; to create a new one, set the annotation integration-operator.io/retry={id} on this Integration",
                     step.describe()
@@ -508,7 +505,7 @@ impl Driver for CloudElementsDriver {
         let instance = parse_instance(&answer).map_err(|e| in_step(&step, e))?;
         if instance.disabled == Some(true) {
             return Err(DriverError::NeedsAttention {
-                reason: INSTANCE_DISABLED,
+                reason: Reason::ElementInstanceDisabled,
                 message: format!(
                     "{PLATFORM} element instance {id} is disabled ({}); enable it on the platform",
                     step.describe()
@@ -561,7 +558,7 @@ impl Driver for CloudElementsDriver {
                 let instance = parse_instance(&answer).map_err(|e| in_step(&step, e))?;
                 if !req.identity.is_empty() && !instance.has_tag(&tag) {
                     return Err(DriverError::NeedsAttention {
-                        reason: INSTANCE_NOT_OWNED,
+                        reason: Reason::ElementInstanceNotOwned,
                         message: format!(
                             "{PLATFORM} element instance {id} does not carry the tag {tag} ({}), so this Integration did not create it and it is not deleted; delete it on the platform if it should go, then remove the finalizer integration-operator.io/cleanup",
                             step.describe()
@@ -598,7 +595,7 @@ mod tests {
             Some(("2".to_string(), "b/c+d=".to_string()))
         );
         assert_eq!(find_tagged(body, &identity_tag("u-2")).unwrap(), None);
-        assert_eq!(find_tagged(b"{}", "t").unwrap_err().reason(), "MalformedResponse");
+        assert_eq!(find_tagged(b"{}", "t").unwrap_err().reason(), Reason::MalformedResponse);
         // An entry of another shape is skipped, not fatal.
         assert_eq!(find_tagged(br#"[7, {"id":"x"}]"#, "t").unwrap(), None);
     }
@@ -609,14 +606,14 @@ mod tests {
             &Step::Create("team-a-acme"),
             classify_status(409, "name in use", &Credentials::default()),
         );
-        assert_eq!(err.reason(), "ProviderConflict");
+        assert_eq!(err.reason(), Reason::ProviderConflict);
         let text = err.to_string();
         assert!(
             text.contains("Cloud Elements") && text.contains("POST /instances") && text.contains("instanceName"),
             "{text}"
         );
         let err = in_step(&Step::Validate("12"), classify_status(401, "", &Credentials::default()));
-        assert_eq!(err.reason(), "ReauthRequired");
+        assert_eq!(err.reason(), Reason::ReauthRequired);
         assert!(err.to_string().contains("GET /instances/12"), "{err}");
     }
 }

@@ -96,7 +96,7 @@ impl ProviderHttp {
         let result = self.send_once(provider, request, secrets).await;
         let outcome = match &result {
             Ok(_) => "answered",
-            Err(e) => e.reason(),
+            Err(e) => e.reason().as_str(),
         };
         (self.observer)(&provider.name, outcome, started.elapsed());
         if let Err(DriverError::RateLimited { retry_after }) = &result {

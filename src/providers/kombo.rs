@@ -43,7 +43,7 @@
 //!   only when a person asks (the annotation `integration-operator.io/retry`
 //!   set to the value the condition names), never automatically.
 //! - A 404 that carries Kombo's error envelope (`{"status":"error",
-//!   "error":{…}}`, `PLATFORM.INTEGRATION_NOT_FOUND`) means the integration
+//!   "error":{…}}`, `PLATFORM.Reason::IntegrationNotFound`) means the integration
 //!   does not exist; a 404 without it comes from something that is not
 //!   Kombo's API (a wrong `baseUrl`) and is reported as a misconfiguration.
 //! - API keys do not expire (none documented); the key is validated with every
@@ -51,6 +51,7 @@
 //! - Numeric rate limits and `Retry-After` are unknown: a 429 is retried with
 //!   backoff, at least the `Retry-After` when Kombo sends one.
 
+use crate::reasons::Reason;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -88,10 +89,6 @@ const EMBEDDED_LIFETIME: SignedDuration = SignedDuration::from_secs(3600);
 const MAGIC_LINK_LIFETIME: SignedDuration = SignedDuration::from_secs(365 * 24 * 3600);
 /// Header carrying the integration id on integration-scoped calls.
 pub const INTEGRATION_HEADER: &str = "X-Integration-Id";
-pub use crate::reasons::{AWAITING_CONNECTION, CONNECT_LINK_EXPIRED, CONNECT_LINK_LOST, INTEGRATION_NOT_FOUND};
-use crate::reasons::{
-    INTEGRATION_INACTIVE, INTEGRATION_INVALID, INTEGRATION_SETUP_INCOMPLETE, INTEGRATION_SYNC_PENDING,
-};
 /// Longest id or token accepted from Kombo (they end up in URL paths).
 const MAX_ID: usize = 256;
 /// Longest connect link accepted from Kombo.
@@ -100,7 +97,7 @@ const MAX_LINK: usize = 2048;
 /// Kombo's tool ids (the `integration_tool` enumeration of
 /// `POST /connect/create-link`), as the official SDK generated from Kombo's
 /// OpenAPI document lists them (PyPI `kombo` 1.4.0, pinned in
-/// tests/kombo_sdk; tests/kombo_sdk.rs checks this list against it).
+/// tests/kombo_sdk; tests/integration/providers/kombo_sdk.rs checks this list against it).
 pub const TOOLS: [&str; 207] = [
     "workday",
     "successfactors",
@@ -348,7 +345,7 @@ impl Answer {
     /// in Kombo's error envelope. A bare 404 (no envelope) is not Kombo
     /// speaking: see [`classify_answer`].
     fn not_found(&self) -> bool {
-        error_code(&self.body) == Some("PLATFORM.INTEGRATION_NOT_FOUND")
+        error_code(&self.body) == Some("PLATFORM.Reason::IntegrationNotFound")
             || (self.status == 404 && is_kombo_error(&self.body))
     }
 }
@@ -516,7 +513,7 @@ impl KomboDriver {
         let step = Step::Validate(integration_id);
         let Some(details) = self.details(req.provider, api_key, integration_id, secrets).await? else {
             return Err(DriverError::NeedsAttention {
-                reason: INTEGRATION_NOT_FOUND,
+                reason: Reason::IntegrationNotFound,
                 message: format!("Kombo has no integration {integration_id} ({})", step.describe()),
             });
         };
@@ -525,7 +522,7 @@ impl KomboDriver {
             "ACTIVE" => {}
             "INVALID" => {
                 return Err(DriverError::NeedsAttention {
-                    reason: INTEGRATION_INVALID,
+                    reason: Reason::IntegrationInvalid,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is INVALID: the customer's credentials for the tool stopped working. The customer must reconnect it in Kombo (a relink from the Kombo dashboard); the operator picks it up at the next check"
                     ),
@@ -533,7 +530,7 @@ impl KomboDriver {
             }
             "INACTIVE" => {
                 return Err(DriverError::NeedsAttention {
-                    reason: INTEGRATION_INACTIVE,
+                    reason: Reason::IntegrationInactive,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is INACTIVE: it was paused in Kombo (or, in a development environment, went unused for two weeks). Enable it in the Kombo dashboard"
                     ),
@@ -553,7 +550,7 @@ impl KomboDriver {
             None | Some("COMPLETED") => {}
             Some("FINAL_SYNC_PENDING") => {
                 return Ok(Outcome::Pending {
-                    reason: INTEGRATION_SYNC_PENDING,
+                    reason: Reason::IntegrationSyncPending,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is connected and Kombo is running its first full sync (setup_status FINAL_SYNC_PENDING); the credentials are published when it finishes"
                     ),
@@ -563,7 +560,7 @@ impl KomboDriver {
             }
             Some(other) => {
                 return Ok(Outcome::Pending {
-                    reason: INTEGRATION_SETUP_INCOMPLETE,
+                    reason: Reason::IntegrationSetupIncomplete,
                     message: format!(
                         "Kombo integration {integration_id} ({tool}) is connected but its setup is not finished (setup_status {}): the customer must complete the setup steps in Kombo",
                         scrub(other, secrets)
@@ -710,7 +707,7 @@ impl KomboDriver {
         }
         match self.details(req.provider, api_key, recorded, secrets).await? {
             None => Err(DriverError::NeedsAttention {
-                reason: INTEGRATION_NOT_FOUND,
+                reason: Reason::IntegrationNotFound,
                 message: format!(
                     "the output Secret lost the Kombo connection state, and Kombo has no integration {recorded} (status.integrationId) any more: it was deleted in Kombo. {retry}"
                 ),
@@ -725,7 +722,7 @@ impl KomboDriver {
                 Ok(Some(self.validate(req, api_key, recorded, true, secrets).await?))
             }
             Some(_) => Err(DriverError::NeedsAttention {
-                reason: INTEGRATION_NOT_FOUND,
+                reason: Reason::IntegrationNotFound,
                 message: format!(
                     "the output Secret lost the Kombo connection state; status.integrationId names integration {recorded}, but its end_user.origin_id is not this Integration's ({origin}), so it is not taken over. Name it in spec.connection.integrationId to use it. {retry}"
                 ),
@@ -773,7 +770,7 @@ fn awaiting(req: &ExchangeRequest<'_>, link: &str, created_at: Timestamp, link_t
         }
     };
     Outcome::Pending {
-        reason: AWAITING_CONNECTION,
+        reason: Reason::AwaitingConnection,
         message: format!(
             "waiting for the customer to connect their tool in Kombo: {purpose}: {link} ({}, valid until {expires}). When they have finished, find the integration with origin id {origin} in the Kombo dashboard and set spec.connection.integrationId to its id: Kombo reports a finished connection only through its front-end SDK or its integration-created webhook, and its API has no lookup by origin id",
             link_type.as_str()
@@ -947,7 +944,7 @@ impl Driver for KomboDriver {
                 .validate(req, &api_key, id, false, &secrets)
                 .await
                 .map_err(|e| match e {
-                    DriverError::NeedsAttention { reason, message } if reason == INTEGRATION_NOT_FOUND => {
+                    DriverError::NeedsAttention { reason, message } if reason == Reason::IntegrationNotFound => {
                         DriverError::NeedsAttention {
                             reason,
                             message: format!(
@@ -967,7 +964,7 @@ impl Driver for KomboDriver {
             }
             match self.validate(req, &api_key, &id, true, &secrets).await {
                 Err(DriverError::NeedsAttention { reason, message })
-                    if reason == INTEGRATION_NOT_FOUND && req.retry_requested != Some(id.as_str()) =>
+                    if reason == Reason::IntegrationNotFound && req.retry_requested != Some(id.as_str()) =>
                 {
                     return Err(DriverError::NeedsAttention {
                         reason,
@@ -977,7 +974,10 @@ impl Driver for KomboDriver {
                     });
                 }
                 // Asked for a new link: forget the integration and start over.
-                Err(DriverError::NeedsAttention { reason, .. }) if reason == INTEGRATION_NOT_FOUND => {
+                Err(DriverError::NeedsAttention {
+                    reason: Reason::IntegrationNotFound,
+                    ..
+                }) => {
                     persisted = req
                         .checkpoint
                         .save(&Credentials::default(), &[keys::INTEGRATION_ID, CREATED])
@@ -1016,7 +1016,7 @@ impl Driver for KomboDriver {
             }
             if req.retry_requested != Some(created.as_str()) {
                 return Err(DriverError::NeedsAttention {
-                    reason: CONNECT_LINK_EXPIRED,
+                    reason: Reason::ConnectLinkExpired,
                     message: format!(
                         "the Kombo connect link created at {created} ({}) expired at {expires} unless the customer completed it. If they did, find the integration with origin id {end_user_origin_id} in the Kombo dashboard and set spec.connection.integrationId to its id; otherwise, to create a new {} link, set the annotation integration-operator.io/retry={created} on this Integration",
                         sent_type.as_str(),
@@ -1046,7 +1046,7 @@ impl Driver for KomboDriver {
             && req.retry_requested != Some(marker)
         {
             return Err(DriverError::NeedsAttention {
-                reason: CONNECT_LINK_LOST,
+                reason: Reason::ConnectLinkLost,
                 message: format!(
                     "the output Secret holding the Kombo connect link ({marker}) was deleted before the customer completed it; Kombo cannot list connect links, so it cannot be recovered, and the customer may still complete it. If they did, find the integration with origin id {end_user_origin_id} in the Kombo dashboard and set spec.connection.integrationId to its id; to create a new link instead, set the annotation integration-operator.io/retry={marker} on this Integration"
                 ),
@@ -1113,7 +1113,7 @@ mod tests {
         // A wrong baseUrl: a web server's page, or JSON that is not Kombo's envelope.
         for bare in [Value::Null, json!({"message": "Not Found"}), json!("Not Found")] {
             let e = classify_answer(404, &bare, &none);
-            assert_eq!(e.reason(), "ProviderMisconfigured", "{bare}");
+            assert_eq!(e.reason(), Reason::ProviderMisconfigured, "{bare}");
             assert!(e.to_string().contains("baseUrl"), "{e}");
             assert!(
                 !Answer {
@@ -1123,7 +1123,7 @@ mod tests {
                 .not_found()
             );
         }
-        let kombo = json!({"status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": null, "message": "m", "log_url": null}});
+        let kombo = json!({"status": "error", "error": {"code": "PLATFORM.Reason::IntegrationNotFound", "title": null, "message": "m", "log_url": null}});
         assert!(
             Answer {
                 status: 404,
@@ -1140,7 +1140,10 @@ mod tests {
             }
             .not_found()
         );
-        assert_ne!(classify_answer(404, &kombo, &none).reason(), "ProviderMisconfigured");
+        assert_ne!(
+            classify_answer(404, &kombo, &none).reason(),
+            Reason::ProviderMisconfigured
+        );
     }
 
     #[test]
@@ -1158,7 +1161,7 @@ mod tests {
         flat["data"]["tool"] = json!("personio");
         assert_eq!(
             parse_integration(&flat, &Credentials::default()).unwrap_err().reason(),
-            "MalformedResponse"
+            Reason::MalformedResponse
         );
     }
 
@@ -1197,14 +1200,20 @@ mod tests {
         let none = Credentials::default();
         assert_eq!(
             classify_answer(400, &body("PLATFORM.AUTHENTICATION_INVALID"), &none).reason(),
-            "ReauthRequired"
+            Reason::ReauthRequired
         );
         assert_eq!(
             classify_answer(400, &body("PLATFORM.RATE_LIMIT_EXCEEDED"), &none).reason(),
-            "ProviderRateLimited"
+            Reason::ProviderRateLimited
         );
-        assert_eq!(classify_answer(401, &Value::Null, &none).reason(), "ReauthRequired");
-        assert_eq!(classify_answer(409, &Value::Null, &none).reason(), "ProviderConflict");
+        assert_eq!(
+            classify_answer(401, &Value::Null, &none).reason(),
+            Reason::ReauthRequired
+        );
+        assert_eq!(
+            classify_answer(409, &Value::Null, &none).reason(),
+            Reason::ProviderConflict
+        );
     }
 
     #[test]

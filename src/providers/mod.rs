@@ -23,7 +23,7 @@ use url::Url;
 
 pub use http::ProviderHttp;
 
-use crate::reasons;
+use crate::reasons::Reason;
 
 /// Output Secret keys shared by every provider (the documented layout).
 pub mod keys {
@@ -340,7 +340,7 @@ pub enum Outcome {
     /// The flow waits for something outside the operator (a person completing
     /// a connect link). Look again after `recheck_after`.
     Pending {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         recheck_after: Duration,
         /// A one-shot step the driver started that now waits for someone
@@ -377,12 +377,13 @@ pub struct Issued {
     pub provider_id: Option<String>,
     /// Issued, but something needs a person's attention (a `Warning`
     /// condition beside Ready=True): the reason and message.
-    pub warning: Option<(&'static str, String)>,
+    pub warning: Option<(Reason, String)>,
 }
 
 /// Why a driver failed, classified so the controller can decide what to do.
 /// Messages are provider text scrubbed of input values and truncated.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, strum::EnumDiscriminants)]
+#[strum_discriminants(derive(strum::EnumIter), name(DriverErrorKind))]
 pub enum DriverError {
     #[error("input Secret has no non-empty key {key:?}")]
     MissingInput { key: String },
@@ -420,27 +421,27 @@ pub enum DriverError {
     #[error("the provider endpoint is not configured correctly: {message}")]
     Misconfigured { message: String },
     #[error("{message}")]
-    NeedsAttention { reason: &'static str, message: String },
+    NeedsAttention { reason: Reason, message: String },
     #[error("could not persist credentials: {message}")]
     CheckpointFailed { message: String },
 }
 
 impl DriverError {
     /// PascalCase reason, used as condition reason, Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            DriverError::MissingInput { .. } => reasons::INVALID_INPUT_SECRET,
-            DriverError::CredentialsRejected { .. } => reasons::REAUTH_REQUIRED,
-            DriverError::PermissionDenied { .. } => reasons::PERMISSION_DENIED,
-            DriverError::Conflict { .. } => reasons::PROVIDER_CONFLICT,
-            DriverError::BadRequest { .. } => reasons::PROVIDER_REJECTED_REQUEST,
-            DriverError::RateLimited { .. } => reasons::PROVIDER_RATE_LIMITED,
-            DriverError::Unavailable { .. } => reasons::PROVIDER_UNAVAILABLE,
-            DriverError::Timeout { .. } => reasons::PROVIDER_TIMEOUT,
-            DriverError::MalformedResponse { .. } => reasons::MALFORMED_RESPONSE,
-            DriverError::Misconfigured { .. } => reasons::PROVIDER_MISCONFIGURED,
-            DriverError::NeedsAttention { reason, .. } => reason,
-            DriverError::CheckpointFailed { .. } => reasons::SECRET_WRITE_FAILED,
+            DriverError::MissingInput { .. } => Reason::InvalidInputSecret,
+            DriverError::CredentialsRejected { .. } => Reason::ReauthRequired,
+            DriverError::PermissionDenied { .. } => Reason::PermissionDenied,
+            DriverError::Conflict { .. } => Reason::ProviderConflict,
+            DriverError::BadRequest { .. } => Reason::ProviderRejectedRequest,
+            DriverError::RateLimited { .. } => Reason::ProviderRateLimited,
+            DriverError::Unavailable { .. } => Reason::ProviderUnavailable,
+            DriverError::Timeout { .. } => Reason::ProviderTimeout,
+            DriverError::MalformedResponse { .. } => Reason::MalformedResponse,
+            DriverError::Misconfigured { .. } => Reason::ProviderMisconfigured,
+            DriverError::NeedsAttention { reason, .. } => *reason,
+            DriverError::CheckpointFailed { .. } => Reason::SecretWriteFailed,
             DriverError::At { error, .. } => error.reason(),
         }
     }
@@ -891,6 +892,46 @@ mod tests {
         )
     }
 
+    /// Every kind of driver error, a new one included (the match is
+    /// exhaustive), ends on the Ready condition with a reason a GitOps tool
+    /// can read, wrapped in context or not.
+    #[test]
+    fn every_driver_error_reason_is_a_ready_reason() {
+        use strum::IntoEnumIterator;
+        let m = || "m".to_string();
+        for kind in DriverErrorKind::iter() {
+            let e = match kind {
+                DriverErrorKind::MissingInput => DriverError::MissingInput { key: m() },
+                DriverErrorKind::CredentialsRejected => DriverError::CredentialsRejected { message: m() },
+                DriverErrorKind::PermissionDenied => DriverError::PermissionDenied { message: m() },
+                DriverErrorKind::Conflict => DriverError::Conflict { message: m() },
+                DriverErrorKind::BadRequest => DriverError::BadRequest { message: m() },
+                DriverErrorKind::RateLimited => DriverError::RateLimited { retry_after: None },
+                DriverErrorKind::Unavailable => DriverError::Unavailable { message: m() },
+                DriverErrorKind::Timeout => DriverError::Timeout {
+                    timeout: Duration::from_secs(1),
+                },
+                DriverErrorKind::At => DriverError::Timeout {
+                    timeout: Duration::from_secs(1),
+                }
+                .in_step("s"),
+                DriverErrorKind::MalformedResponse => DriverError::MalformedResponse { message: m() },
+                DriverErrorKind::Misconfigured => DriverError::Misconfigured { message: m() },
+                DriverErrorKind::NeedsAttention => DriverError::NeedsAttention {
+                    reason: Reason::DuplicateIntegration,
+                    message: m(),
+                },
+                DriverErrorKind::CheckpointFailed => DriverError::CheckpointFailed { message: m() },
+            };
+            assert_eq!(DriverErrorKind::from(&e), kind);
+            assert!(
+                matches!(e.reason().kind(), crate::reasons::Kind::Ready(_)),
+                "{kind:?}: {}",
+                e.reason()
+            );
+        }
+    }
+
     #[test]
     fn scrub_removes_echoed_secrets_and_control_characters() {
         let c = creds(&[("client_secret", "s3cr3t-value")]);
@@ -926,7 +967,7 @@ mod tests {
             "SmartRecruiters, exchanging the client credentials (POST /identity/oauth/token) at \
              api.smartrecruiters.com (ClusterProvider smartrecruiters): rate limited, Retry-After asked to wait 1m30s"
         );
-        assert_eq!(limited.reason(), "ProviderRateLimited");
+        assert_eq!(limited.reason(), Reason::ProviderRateLimited);
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(90)));
         assert!(limited.is_transient());
         // A second step does not replace the first, more precise one.
@@ -940,7 +981,7 @@ mod tests {
             timeout.to_string(),
             "Kombo, polling the connect link: no answer within 2s (the ClusterProvider's requestTimeout)"
         );
-        assert_eq!(timeout.reason(), "ProviderTimeout");
+        assert_eq!(timeout.reason(), Reason::ProviderTimeout);
         let bare = DriverError::RateLimited { retry_after: None }.at_endpoint("h (ClusterProvider p)".into());
         assert_eq!(
             bare.to_string(),
@@ -1030,7 +1071,7 @@ mod tests {
     fn missing_and_empty_inputs_name_the_key() {
         let c = creds(&[("client_id", "")]);
         let err = c.require("client_id").unwrap_err();
-        assert_eq!(err.reason(), "InvalidInputSecret");
+        assert_eq!(err.reason(), Reason::InvalidInputSecret);
         assert!(err.to_string().contains("client_id"));
     }
 }

@@ -8,6 +8,7 @@
 //! The token request itself is public so other drivers whose providers use a
 //! standard token endpoint (SmartRecruiters) share it.
 
+use crate::reasons::Reason;
 use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
@@ -411,8 +412,8 @@ fn request_url(
 fn pending(req: &ExchangeRequest<'_>, url: &url::Url, expires: Timestamp, reauth: Option<String>) -> Outcome {
     let left = Duration::try_from(expires.duration_since(req.now)).unwrap_or_default();
     let (reason, why) = match reauth {
-        Some(why) => (crate::reasons::REAUTH_REQUIRED, format!("{why}; ")),
-        None => (crate::reasons::AUTHORIZATION_REQUIRED, String::new()),
+        Some(why) => (Reason::ReauthRequired, format!("{why}; ")),
+        None => (Reason::AuthorizationRequired, String::new()),
     };
     Outcome::Pending {
         reason,
@@ -625,7 +626,12 @@ mod tests {
             br#"{"access_token":"a\r\nX-Evil: 1"}"#,
         ] {
             let err = parse_token(body, DEFAULT, now()).err().unwrap();
-            assert_eq!(err.reason(), "MalformedResponse", "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err.reason(),
+                Reason::MalformedResponse,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -657,23 +663,23 @@ mod tests {
         let none = Credentials::default();
         assert_eq!(
             classify_error(400, br#"{"error":"invalid_client"}"#, &none).reason(),
-            "ReauthRequired"
+            Reason::ReauthRequired
         );
-        assert_eq!(classify_error(401, b"", &none).reason(), "ReauthRequired");
+        assert_eq!(classify_error(401, b"", &none).reason(), Reason::ReauthRequired);
         // A configuration error at the provider, not a refused credential.
         let unauthorized = classify_error(400, br#"{"error":"unauthorized_client"}"#, &none);
-        assert_eq!(unauthorized.reason(), "ProviderRejectedRequest");
+        assert_eq!(unauthorized.reason(), Reason::ProviderRejectedRequest);
         assert!(
             unauthorized.to_string().contains("client_credentials grant"),
             "{unauthorized}"
         );
         assert_eq!(
             classify_error(400, br#"{"error":"invalid_scope"}"#, &none).reason(),
-            "PermissionDenied"
+            Reason::PermissionDenied
         );
         assert_eq!(
             classify_error(400, br#"{"error":"unsupported_grant_type"}"#, &none).reason(),
-            "ProviderRejectedRequest"
+            Reason::ProviderRejectedRequest
         );
     }
 
@@ -838,7 +844,7 @@ mod tests {
                 ..Recorder::default()
             };
             let err = run(answer, old, &failing).await.unwrap_err();
-            assert_eq!(err.reason(), "SecretWriteFailed", "{err}");
+            assert_eq!(err.reason(), Reason::SecretWriteFailed, "{err}");
         }
 
         /// A refused refresh token: ReauthRequired with a fresh URL, the
@@ -856,7 +862,7 @@ mod tests {
             let Outcome::Pending { reason, message, .. } = outcome else {
                 panic!("not pending")
             };
-            assert_eq!(reason, "ReauthRequired");
+            assert_eq!(reason, Reason::ReauthRequired);
             assert!(message.contains("https://auth.example.com/authorize?"), "{message}");
             let saved = rec.now.lock().unwrap().clone();
             assert!(saved.get(ac_keys::REFRESH_TOKEN).is_none());

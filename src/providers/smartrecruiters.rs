@@ -27,6 +27,7 @@
 //!   key is published with a Warning condition (`ApiKeyPermissionLimited`),
 //!   not refused (see docs/providers/smartrecruiters.md for why).
 
+use crate::reasons::Reason;
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
@@ -214,7 +215,7 @@ impl SmartRecruitersDriver {
                 // the endpoint the operator happens to probe.
                 403 => {
                     warning = Some((
-                        crate::reasons::API_KEY_PERMISSION_LIMITED,
+                        Reason::ApiKeyPermissionLimited,
                         format!(
                             "SmartRecruiters, {STEP}: HTTP 403{detail}: the API key was accepted but may not read the company, so the operator could not confirm what it may do; it is published anyway. If the application gets 403 answers too, give the credential a System role with the permissions it needs (Credential Manager in SmartRecruiters)"
                         ),
@@ -388,7 +389,7 @@ impl SmartRecruitersDriver {
             && (old_app, old_company) != (app_id, company_id)
         {
             return Err(DriverError::NeedsAttention {
-                reason: crate::reasons::IMMUTABLE_FIELD_CHANGED,
+                reason: Reason::ImmutableFieldChanged,
                 message: format!(
                     "SmartRecruiters: the output Secret holds the partner integration {} made for appId {old_app:?} and companyId {old_company:?}, but spec.partnerIntegration now names appId {app_id:?} and companyId {company_id:?}; an integration cannot move to another app or company, so its credentials are not published for the new values. Put the old appId and companyId back, or delete this Integration and create a new one",
                     persisted
@@ -454,7 +455,7 @@ impl SmartRecruitersDriver {
             let asked_again = req.retry_requested == Some(sent_at);
             if !asked_again {
                 return Err(DriverError::NeedsAttention {
-                    reason: crate::reasons::PARTNER_INTEGRATION_UNCERTAIN,
+                    reason: Reason::PartnerIntegrationUncertain,
                     message: format!(
                         "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {sent_at} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={sent_at}"
                     ),
@@ -470,7 +471,7 @@ impl SmartRecruitersDriver {
             {
                 if req.retry_requested != Some(recorded) {
                     return Err(DriverError::NeedsAttention {
-                        reason: crate::reasons::PARTNER_CREDENTIALS_LOST,
+                        reason: Reason::PartnerCredentialsLost,
                         message: format!(
                             "SmartRecruiters: status.integrationId records partner integration {recorded} (appId {app_id:?}, companyId {company_id:?}), but its customer-level credentials are no longer in the output Secret (deleted or emptied); SmartRecruiters shows them only once and offers no way to read them again, so the operator sends no new request by itself. Ask the customer to disable integration {recorded} on their Apps & Integrations page, then set the annotation integration-operator.io/retry={recorded} to create a new one"
                         ),
@@ -482,7 +483,7 @@ impl SmartRecruitersDriver {
             }
             if let Some(first) = req.peers.first_claimant().await? {
                 return Err(DriverError::NeedsAttention {
-                    reason: crate::reasons::DUPLICATE_INTEGRATION,
+                    reason: Reason::DuplicateIntegration,
                     message: format!(
                         "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
                         req.provider.name
@@ -843,10 +844,10 @@ mod tests {
         (sim, SmartRecruitersDriver::new(ProviderHttp::plain().unwrap()))
     }
 
-    fn reason(outcome: &Result<Outcome, DriverError>) -> &'static str {
+    fn reason(outcome: &Result<Outcome, DriverError>) -> Reason {
         match outcome {
-            Ok(Outcome::Issued(_)) => "Issued",
-            Ok(Outcome::Pending { reason, .. }) => reason,
+            Ok(Outcome::Issued(_)) => Reason::Issued,
+            Ok(Outcome::Pending { reason, .. }) => *reason,
             Err(e) => e.reason(),
         }
     }
@@ -864,14 +865,14 @@ mod tests {
             retry: None,
             recorded: None,
         };
-        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+        assert_eq!(reason(&run.on(&driver, &secret).await), Reason::Issued);
         assert_eq!(secret.get(MADE_FOR_COMPANY_ID).as_deref(), Some("ACME"));
         let calls = sim.total_calls();
 
         // The spec now names another company (admitted without the CRD's rule).
         run.flow = partner("BETA");
         let outcome = run.on(&driver, &secret).await;
-        assert_eq!(reason(&outcome), "ImmutableFieldChanged");
+        assert_eq!(reason(&outcome), Reason::ImmutableFieldChanged);
         let message = outcome.unwrap_err().to_string();
         assert!(
             message.contains("\"ACME\"") && message.contains("\"BETA\"") && message.contains("delete this Integration"),
@@ -886,7 +887,7 @@ mod tests {
 
         // Back to the old value: published again.
         run.flow = partner("ACME");
-        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+        assert_eq!(reason(&run.on(&driver, &secret).await), Reason::Issued);
     }
 
     #[tokio::test]
@@ -902,7 +903,7 @@ mod tests {
             retry: None,
             recorded: None,
         };
-        assert_eq!(reason(&first.on(&driver, &Secret::default()).await), "Issued");
+        assert_eq!(reason(&first.on(&driver, &Secret::default()).await), Reason::Issued);
 
         // The master credentials are revoked: the cached token gets a 401
         // at the POST, and fetching a new one fails.
@@ -913,7 +914,7 @@ mod tests {
             ..first
         };
         let secret = Secret::default();
-        assert_eq!(reason(&second.on(&driver, &secret).await), "ReauthRequired");
+        assert_eq!(reason(&second.on(&driver, &secret).await), Reason::ReauthRequired);
         assert_eq!(
             secret.get(POST_MARKER).unwrap_or_default(),
             "",
@@ -923,7 +924,7 @@ mod tests {
         // Master credentials work again: the integration is created, not
         // held back as "uncertain".
         sim.add_master_client(MASTER_ID, MASTER_SECRET, &[APP]);
-        assert_eq!(reason(&second.on(&driver, &secret).await), "Issued");
+        assert_eq!(reason(&second.on(&driver, &secret).await), Reason::Issued);
         assert_eq!(sim.integrations().len(), 2);
     }
 
@@ -940,7 +941,7 @@ mod tests {
             retry: None,
             recorded: None,
         };
-        assert_eq!(reason(&run.on(&driver, &secret).await), "Issued");
+        assert_eq!(reason(&run.on(&driver, &secret).await), Reason::Issued);
         let iid = sim.integrations()[0].integration_id.clone();
 
         // The customer switches it off; the partner rotates its master credentials.
@@ -948,7 +949,7 @@ mod tests {
         sim.add_master_client("master-2", "master-secret-2", &[APP]);
         run.inputs = master("master-2", "master-secret-2");
         let outcome = run.on(&driver, &secret).await;
-        assert_eq!(reason(&outcome), "ReauthRequired");
+        assert_eq!(reason(&outcome), Reason::ReauthRequired);
         let message = outcome.unwrap_err().to_string();
         assert!(
             message.contains(&format!("integration-operator.io/retry={iid}")),
@@ -965,7 +966,7 @@ mod tests {
             retry: Some(&iid),
             ..run
         };
-        assert_eq!(reason(&asked.on(&driver, &secret).await), "Issued");
+        assert_eq!(reason(&asked.on(&driver, &secret).await), Reason::Issued);
         assert_eq!(sim.integrations().len(), 2);
     }
 
@@ -981,7 +982,7 @@ mod tests {
             retry: None,
             recorded: None,
         };
-        assert_eq!(reason(&run.on(&driver, &Secret::default()).await), "Issued");
+        assert_eq!(reason(&run.on(&driver, &Secret::default()).await), Reason::Issued);
         let iid = sim.integrations()[0].integration_id.clone();
 
         // The output Secret is deleted; status still records the integration.
@@ -991,7 +992,7 @@ mod tests {
             ..run
         };
         let outcome = lost.on(&driver, &emptied).await;
-        assert_eq!(reason(&outcome), "PartnerCredentialsLost");
+        assert_eq!(reason(&outcome), Reason::PartnerCredentialsLost);
         let message = outcome.unwrap_err().to_string();
         assert!(
             message.contains("shows them only once")
@@ -1007,7 +1008,7 @@ mod tests {
             retry: Some(&iid),
             ..lost
         };
-        assert_eq!(reason(&asked.on(&driver, &emptied).await), "Issued");
+        assert_eq!(reason(&asked.on(&driver, &emptied).await), Reason::Issued);
         assert_eq!(sim.integrations().len(), 2);
         assert_ne!(emptied.get(keys::INTEGRATION_ID), Some(iid));
     }
@@ -1020,7 +1021,7 @@ mod tests {
                 message: "HTTP 403".into(),
             },
         );
-        assert_eq!(e.reason(), "PermissionDenied");
+        assert_eq!(e.reason(), Reason::PermissionDenied);
         assert!(
             e.to_string()
                 .contains("SmartRecruiters, creating the partner integration: HTTP 403")
@@ -1075,7 +1076,7 @@ mod tests {
         let Outcome::Pending { reason, message, .. } = outcome else {
             panic!("not pending")
         };
-        assert_eq!(reason, "AuthorizationRequired");
+        assert_eq!(reason, Reason::AuthorizationRequired);
         assert!(
             message.contains("https://www.smartrecruiters.com/identity/oauth/allow?response_type=code&client_id=cid"),
             "{message}"

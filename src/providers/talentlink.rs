@@ -180,6 +180,7 @@ impl Driver for TalentLinkDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reasons::Reason;
 
     fn secrets() -> Credentials {
         fields([("password", "canary-password-1"), ("api_key", "canary-key-1")])
@@ -188,7 +189,7 @@ mod tests {
     #[test]
     fn refused_credentials_name_talentlink_the_step_and_the_keys() {
         let err = classify(401, br#"{"message":"bad key canary-key-1"}"#, &secrets()).unwrap();
-        assert_eq!(err.reason(), "ReauthRequired");
+        assert_eq!(err.reason(), Reason::ReauthRequired);
         let text = err.to_string();
         assert!(
             text.contains("Cornerstone TalentLink refused") && text.contains("GET /department"),
@@ -201,10 +202,16 @@ mod tests {
     fn statuses_map_to_actionable_reasons() {
         let s = secrets();
         assert!(classify(200, b"{}", &s).is_none());
-        assert_eq!(classify(200, b"<html>", &s).unwrap().reason(), "MalformedResponse");
-        assert_eq!(classify(403, b"", &s).unwrap().reason(), "PermissionDenied");
-        assert_eq!(classify(404, b"", &s).unwrap().reason(), "ProviderMisconfigured");
-        assert_eq!(classify(400, b"", &s).unwrap().reason(), "ProviderRejectedRequest");
+        assert_eq!(
+            classify(200, b"<html>", &s).unwrap().reason(),
+            Reason::MalformedResponse
+        );
+        assert_eq!(classify(403, b"", &s).unwrap().reason(), Reason::PermissionDenied);
+        assert_eq!(classify(404, b"", &s).unwrap().reason(), Reason::ProviderMisconfigured);
+        assert_eq!(
+            classify(400, b"", &s).unwrap().reason(),
+            Reason::ProviderRejectedRequest
+        );
     }
 
     #[test]

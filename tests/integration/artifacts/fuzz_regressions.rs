@@ -8,6 +8,7 @@ use integration_operator::{
     controller::resolve::{provider_config, secret_credentials},
     crd::ClusterProviderSpec,
     providers::{Credentials, DriverError, classify_status, http::check_endpoint, oauth2::classify_error, scrub},
+    reasons::Reason,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use secrecy::SecretString;
@@ -130,7 +131,7 @@ fn cloud_elements_instance_without_a_usable_token_is_malformed() {
     let body = br#"{"token":"","id":true,"code":"ev","clientId":null}"#;
     assert_eq!(
         parse_created_instance(body).err().unwrap().reason(),
-        "MalformedResponse"
+        Reason::MalformedResponse
     );
     for body in [
         r#"{"token":"tok\r\nX-Injected: 1","id":7}"#,
@@ -189,7 +190,7 @@ fn input_values_sent_in_requests_must_not_carry_control_characters() {
         ..Secret::default()
     };
     let err = secret_credentials(&secret("organization_secret", b"\0")).err().unwrap();
-    assert_eq!(err.reason(), "InvalidInputSecret");
+    assert_eq!(err.reason(), Reason::InvalidInputSecret);
     assert!(err.to_string().contains("\"organization_secret\""), "{err}");
     let err = secret_credentials(&secret("api_key", b"sk-9f2c7e\r\nX-Injected: 1"))
         .err()
@@ -215,7 +216,7 @@ fn oversized_input_values_are_refused_naming_key_and_size() {
     let err = secret_credentials(&secret("client_secret", &vec![b'x'; 1024 * 1024]))
         .err()
         .unwrap();
-    assert_eq!(err.reason(), "InvalidInputSecret");
+    assert_eq!(err.reason(), Reason::InvalidInputSecret);
     let text = err.to_string();
     assert!(
         text.contains("\"client_secret\"") && text.contains("1048576 bytes") && text.contains("64 KiB"),

@@ -64,7 +64,10 @@ fn a_misspelt_example_field_is_caught() {
     assert_eq!(read_as_its_kind(&good), Ok(()));
     let mut misspelt = good.clone();
     misspelt["spec"]["target"]["nmae"] = "typo".into();
-    assert_eq!(read_as_its_kind(&misspelt), Err("field spec.target.nmae is not read by the operator".into()));
+    assert_eq!(
+        read_as_its_kind(&misspelt),
+        Err("field spec.target.nmae is not read by the operator".into())
+    );
 }
 
 /// Reads `value` as the type of its kind and returns an error naming any
@@ -72,10 +75,8 @@ fn a_misspelt_example_field_is_caught() {
 fn read_as_its_kind(value: &serde_json::Value) -> Result<(), String> {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
     let read = match kind {
-        "Integration" => serde_json::from_value::<Integration>(value.clone())
-            .and_then(serde_json::to_value),
-        "ClusterProvider" => serde_json::from_value::<ClusterProvider>(value.clone())
-            .and_then(serde_json::to_value),
+        "Integration" => serde_json::from_value::<Integration>(value.clone()).and_then(serde_json::to_value),
+        "ClusterProvider" => serde_json::from_value::<ClusterProvider>(value.clone()).and_then(serde_json::to_value),
         // Built-in kinds: the real apiserver checks them (operator::helm).
         "Secret" | "Namespace" | "ServiceAccount" | "RoleBinding" | "Deployment" => return Ok(()),
         other => return Err(format!("unexpected kind {other:?}")),
