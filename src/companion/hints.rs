@@ -3,7 +3,7 @@
 //!
 //! That table is the one place these explanations are written:
 //! `tests/integration/artifacts/readme.rs` checks that it has a row for every reason in
-//! `src/reasons.rs`, each saying "meaning — what to do". Compiling the
+//! `crates/providers/src/reasons.rs`, each saying "meaning — what to do". Compiling the
 //! README in keeps the companion's hints and the documentation the same
 //! text instead of two copies that drift apart.
 

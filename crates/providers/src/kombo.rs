@@ -63,7 +63,7 @@ use super::{
     CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig,
     ProviderHttp, base_url, endpoint, fields, keys, scrub,
 };
-use crate::crd::KomboLinkType;
+use crate::KomboLinkType;
 
 /// Output Secret keys holding the flow's state.
 const LINK: &str = "connect_link";

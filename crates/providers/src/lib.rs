@@ -11,7 +11,9 @@ pub mod http;
 pub mod kombo;
 pub mod limiter;
 pub mod oauth2;
+pub mod reasons;
 pub mod smartrecruiters;
+pub mod spec;
 pub mod talentlink;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -108,7 +110,7 @@ pub struct ProviderConfig {
     pub rate_limit_scope: RateLimitScope,
 }
 
-pub use crate::crd::RateLimitScope;
+pub use crate::spec::{KomboLinkType, ProviderType, RateLimitScope};
 
 /// RFC 6749 section 2.3.1 client authentication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,7 +157,7 @@ pub enum Flow {
         integration_category: Option<String>,
         integration_tool: Option<String>,
         /// `link_type` of new connect links.
-        link_type: crate::crd::KomboLinkType,
+        link_type: KomboLinkType,
         integration_id: Option<String>,
         delete_on_cleanup: bool,
     },
@@ -809,8 +811,7 @@ impl Drivers {
     }
 
     /// The driver of a ClusterProvider type.
-    pub fn for_type(&self, provider_type: crate::crd::ProviderType) -> Arc<dyn Driver> {
-        use crate::crd::ProviderType;
+    pub fn for_type(&self, provider_type: ProviderType) -> Arc<dyn Driver> {
         match provider_type {
             ProviderType::Oauth2 => self.oauth2.clone(),
             ProviderType::Smartrecruiters => self.smartrecruiters.clone(),

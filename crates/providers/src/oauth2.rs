@@ -711,7 +711,7 @@ mod tests {
         use std::sync::Mutex;
 
         use super::*;
-        use crate::providers::{
+        use crate::{
             Checkpoint, Peers, RateLimitScope,
             authorization::{Binding, StateKey},
             fields,

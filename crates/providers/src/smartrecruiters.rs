@@ -700,7 +700,7 @@ impl Driver for SmartRecruitersDriver {
                     provider: &provider,
                     ..*req
                 };
-                crate::providers::oauth2::authorization_code(&self.http, &req).await
+                crate::oauth2::authorization_code(&self.http, &req).await
             }
             other => Err(DriverError::Misconfigured {
                 message: format!("smartrecruiters does not support the {} flow", other.name()),
@@ -736,7 +736,7 @@ mod tests {
     use testkit::sim::smartrecruiters::SmartRecruitersSim;
 
     use super::*;
-    use crate::providers::{Checkpoint, ClientAuth, Peers};
+    use crate::{Checkpoint, ClientAuth, Peers};
 
     const MASTER_ID: &str = "master";
     const MASTER_SECRET: &str = "master-secret-1";
@@ -1044,15 +1044,15 @@ mod tests {
         let flow = Flow::AuthorizationCode {
             scopes: vec!["candidates_read".into()],
             extra_parameters: Default::default(),
-            binding: crate::providers::authorization::Binding {
+            binding: crate::authorization::Binding {
                 namespace: "ns".into(),
                 name: "sr".into(),
                 uid: "u".into(),
             },
         };
-        let inputs = crate::providers::fields([("client_id", "cid"), ("client_secret", "cs-0123")]);
+        let inputs = crate::fields([("client_id", "cid"), ("client_secret", "cs-0123")]);
         let secret = Secret::default();
-        let key = crate::providers::authorization::StateKey::derive(b"k");
+        let key = crate::authorization::StateKey::derive(b"k");
         let persisted = Credentials::default();
         let driver = SmartRecruitersDriver::new(ProviderHttp::plain().unwrap());
         let outcome = driver

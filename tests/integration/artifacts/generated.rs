@@ -108,3 +108,24 @@ fn dropped_field(original: Option<&serde_json::Value>, read: Option<&serde_json:
 }
 
 use serde::Deserialize;
+
+/// The drivers' crate stays free of Kubernetes: the compiler enforces the
+/// boundary only while kube and k8s-openapi are not its dependencies.
+#[test]
+fn the_providers_crate_does_not_depend_on_kubernetes() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crates/providers/Cargo.toml"))
+        .expect("crates/providers/Cargo.toml");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    assert!(dependencies.contains("reqwest"), "the check reads the right table");
+    for line in dependencies.lines() {
+        let name = line.split(['=', '.']).next().unwrap_or_default().trim();
+        assert!(
+            !name.starts_with("kube") && !name.starts_with("k8s"),
+            "integration-providers depends on {name}: drivers must not reach Kubernetes"
+        );
+    }
+}

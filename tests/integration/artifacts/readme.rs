@@ -1,5 +1,5 @@
 //! README.md against the code: the "Conditions" table lists every reason
-//! the operator can set (`src/reasons.rs`) and nothing else, with the health
+//! the operator can set (`crates/providers/src/reasons.rs`) and nothing else, with the health
 //! the code assigns; the Argo CD health check maps exactly the code's
 //! Progressing reasons to Progressing; the Events section names every
 //! Event-only reason; every provider document, example and the threat
@@ -166,7 +166,7 @@ fn the_argo_cd_health_check_reads_every_reason_as_the_code_says() {
         .collect();
     assert_eq!(
         in_lua, in_code,
-        "the Lua's Progressing reasons differ from src/reasons.rs"
+        "the Lua's Progressing reasons differ from crates/providers/src/reasons.rs"
     );
     // Ready=True is Healthy and every other Ready=False reason Degraded,
     // as reasons::health says.
