@@ -31,7 +31,7 @@ oidc-deps: ## install the pinned oidc-provider used by the tests
 	@if [ ! -d tests/oidc/node_modules ] && [ -f tests/oidc/package-lock.json ]; then npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error; fi
 
 KOMBO_SDK_VENV := tests/kombo_sdk/.venv
-kombo-sdk-deps: ## install Kombo's official Python SDK (pinned in tests/kombo_sdk/requirements.txt) into tests/kombo_sdk/.venv, the oracle of tests/kombo_sdk.rs
+kombo-sdk-deps: ## install Kombo's official Python SDK (pinned in tests/kombo_sdk/requirements.txt) into tests/kombo_sdk/.venv, the oracle of tests/integration/providers/kombo_sdk.rs
 	@if ! $(KOMBO_SDK_VENV)/bin/python -c 'import kombo' 2>/dev/null; then \
 		python3 -m venv $(KOMBO_SDK_VENV) && \
 		$(KOMBO_SDK_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: -r tests/kombo_sdk/requirements.txt; \

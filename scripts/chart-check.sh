@@ -84,7 +84,7 @@ if grep -q 'kind: CustomResourceDefinition' "$out/no-crds.yaml"; then echo "CRDs
 
 # kubernetes-validate knows built-in kinds; our own kinds are checked
 # against the CRDs by the real kube-apiserver in the tests (tests/crd_admission.rs,
-# tests/operations.rs: server-side dry runs of examples/), so they are skipped here.
+# tests/integration/operator/operations.rs: server-side dry runs of examples/), so they are skipped here.
 for version in 1.30.0 1.37.0; do
   for f in "$out"/*.yaml crds/crds.yaml; do
     "$KV" --strict --kubernetes-version "$version" --quiet --no-warn "$f" || { echo "validation failed: $f ($version)"; exit 1; }

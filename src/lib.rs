@@ -2,9 +2,11 @@
 //! custom resources and keeps their credentials fresh in Secrets.
 //!
 //! - [`crd`]: the `Integration` and `ClusterProvider` resources.
-//! - [`providers`]: one driver per provider protocol, free of Kubernetes types.
+//! - [`providers`]: one driver per provider protocol — the
+//!   `integration-providers` crate (`crates/providers`), which cannot use
+//!   Kubernetes types: it does not depend on kube.
 //! - [`controller`]: the reconcile loop that turns Integrations into Secrets.
-//! - [`reasons`]: every condition and Event reason, checked against the README.
+//! - [`reasons`]: every condition and Event reason (in `integration-providers`), checked against the README.
 //! - [`telemetry`]: metrics, health endpoints, logging.
 //! - [`inbound`]: the inbound server (provider webhooks).
 //! - [`cli`]: the command line.
@@ -16,6 +18,6 @@ pub mod companion;
 pub mod controller;
 pub mod crd;
 pub mod inbound;
-pub mod providers;
-pub mod reasons;
+pub use integration_providers as providers;
+pub use integration_providers::reasons;
 pub mod telemetry;

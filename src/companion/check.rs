@@ -15,6 +15,7 @@
 //! instance, a Kombo connect link) need `--yes`: `check` keeps nothing, so
 //! what it creates is left at the provider and credentials shown once are lost.
 
+use crate::reasons::Reason;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -34,7 +35,6 @@ use crate::{
     providers::{
         self, Checkpoint, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Peers, ProviderHttp,
     },
-    reasons,
 };
 
 /// What stands in for every value in the output.
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             integration.spec.provider,
             args.provider.display(),
             provider.name_any(),
-            reasons::PROVIDER_NOT_FOUND
+            Reason::ProviderNotFound
         );
     }
 
@@ -142,7 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("reading Secret {namespace}/{name}"))?
                 .ok_or_else(|| {
                     as_condition(controller::Error::invalid(
-                        reasons::SECRET_NOT_FOUND,
+                        Reason::SecretNotFound,
                         format!("input Secret {name:?} does not exist in namespace {namespace:?}"),
                     ))
                 })?;
@@ -275,7 +275,7 @@ pub struct Report<'a> {
     pub expiry_assumed: bool,
     pub renew_at: Timestamp,
     pub provider_id: Option<&'a str>,
-    pub warning: Option<(&'a str, &'a str)>,
+    pub warning: Option<(Reason, &'a str)>,
     /// The flow created something at the provider.
     pub created: bool,
 }
@@ -318,7 +318,7 @@ impl Report<'_> {
         if self.expiry_assumed {
             out.push_str(&format!(
                 "Warning {}: the provider did not say when the credentials expire\n",
-                reasons::EXPIRY_NOT_PROVIDED
+                Reason::ExpiryNotProvided
             ));
         }
         if let Some((reason, message)) = self.warning {

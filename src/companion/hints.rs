@@ -2,8 +2,8 @@
 //! README's "Conditions" table.
 //!
 //! That table is the one place these explanations are written:
-//! `tests/readme.rs` checks that it has a row for every reason in
-//! `src/reasons.rs`, each saying "meaning — what to do". Compiling the
+//! `tests/integration/artifacts/readme.rs` checks that it has a row for every reason in
+//! `crates/providers/src/reasons.rs`, each saying "meaning — what to do". Compiling the
 //! README in keeps the companion's hints and the documentation the same
 //! text instead of two copies that drift apart.
 
@@ -47,15 +47,11 @@ fn hint_in(readme: &str, reason: &str) -> Option<Hint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reasons;
+    use crate::reasons::{Kind, Reason};
 
     #[test]
     fn every_ready_and_warning_reason_has_a_hint() {
-        for reason in reasons::READY
-            .iter()
-            .map(|(r, _)| *r)
-            .chain(reasons::WARNING.iter().copied())
-        {
+        for reason in Reason::of_kind(|k| matches!(k, Kind::Ready(_) | Kind::Warning)).map(Reason::as_str) {
             let h = hint(reason).unwrap_or_else(|| panic!("no hint for {reason}"));
             assert!(!h.meaning.is_empty() && !h.what_to_do.is_empty(), "{reason}: {h:?}");
             assert!(!h.what_to_do.contains('`'), "{reason}: {h:?}");

@@ -26,6 +26,7 @@ pub mod templates;
 pub mod timetable;
 pub mod watchdog;
 
+use crate::reasons::Reason;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -64,7 +65,7 @@ pub enum Error {
     Driver(Box<DriverError>),
     /// The Integration or something it refers to is wrong; a person must fix it.
     #[error("{message}")]
-    Invalid { reason: &'static str, message: String },
+    Invalid { reason: Reason, message: String },
     /// Undoing provider-side state on deletion failed (reason
     /// `CleanupFailed`); retried like the driver error it wraps (backoff
     /// for an outage, slowly for what a person must fix).
@@ -88,7 +89,7 @@ pub enum Error {
 pub const REFUSAL_HOLD: &str = "refused credentials are not sent again (each refused login may count towards locking the account) until the input Secret changes or the annotation integration-operator.io/retry is set to a new value";
 
 impl Error {
-    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(reason: Reason, message: impl Into<String>) -> Self {
         Error::Invalid {
             reason,
             message: message.into(),
@@ -96,14 +97,14 @@ impl Error {
     }
 
     /// Condition reason, Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Kube(_) => "KubernetesApiError",
+            Error::Kube(_) => Reason::KubernetesApiError,
             Error::Driver(e) => e.reason(),
-            Error::Invalid { reason, .. } => reason,
-            Error::Cleanup(_) => "CleanupFailed",
+            Error::Invalid { reason, .. } => *reason,
+            Error::Cleanup(_) => Reason::CleanupFailed,
             Error::Refused { error, .. } => error.reason(),
-            Error::Held { .. } => crate::reasons::REAUTH_REQUIRED,
+            Error::Held { .. } => Reason::ReauthRequired,
         }
     }
 
@@ -622,7 +623,7 @@ mod tests {
 
     #[test]
     fn failures_a_person_must_fix_retry_slowly() {
-        let err = Error::invalid("SecretNotFound", "x");
+        let err = Error::invalid(Reason::SecretNotFound, "x");
         assert!(retry_delay(&err, 1, &RetryPolicy::default(), "u") >= Duration::from_secs(300));
     }
 }

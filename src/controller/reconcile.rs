@@ -4,6 +4,7 @@
 //!
 //! Only this module sequences the steps; each step lives in its own module.
 
+use crate::reasons::Reason;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
@@ -39,7 +40,6 @@ use crate::{
         Checkpoint, CleanupRequest, Credentials, DriverError, ExchangeRequest, Issued, Outcome,
         limiter::{self, Priority},
     },
-    reasons,
 };
 
 /// Field manager of the output Secret.
@@ -138,7 +138,7 @@ enum Ending {
         changed: bool,
     },
     Pending {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         recheck_after: Duration,
         started: Option<String>,
@@ -197,7 +197,7 @@ async fn look(
             Ok(next)
         }
         Err(err) => {
-            ctx.metrics.reconciled(err.reason());
+            ctx.metrics.reconciled(err.reason().as_str());
             record_failure(integration, ctx, &err, now).await;
             Err(err)
         }
@@ -486,7 +486,7 @@ fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) -> Observed {
 
 fn not_owned(name: &str) -> Error {
     Error::invalid(
-        reasons::TARGET_SECRET_NOT_OWNED,
+        Reason::TargetSecretNotOwned,
         format!(
             "Secret {name:?} exists and is not owned by this Integration; choose another spec.target.name or delete that Secret"
         ),
@@ -496,8 +496,8 @@ fn not_owned(name: &str) -> Error {
 /// The condition for a template that cannot be used.
 fn template_error(e: TemplateError) -> Error {
     let reason = match e {
-        TemplateError::Failed { .. } => reasons::INVALID_TEMPLATE,
-        TemplateError::Conflict { .. } => reasons::TEMPLATE_KEY_CONFLICT,
+        TemplateError::Failed { .. } => Reason::InvalidTemplate,
+        TemplateError::Conflict { .. } => Reason::TemplateKeyConflict,
     };
     Error::invalid(
         reason,
@@ -518,7 +518,7 @@ fn type_changed(name: &str, found: Option<&str>, wanted: &str, keeps_state: bool
         )
     };
     Error::invalid(
-        reasons::SECRET_TYPE_CHANGED,
+        Reason::SecretTypeChanged,
         format!(
             "Secret {name:?}{found} spec.target.type asks for {wanted:?}; Kubernetes cannot change a Secret's type and the operator never deletes Secrets: {how}. The Secret stays as it is"
         ),
@@ -619,7 +619,7 @@ enum Exchanged {
         renew_at: Option<Timestamp>,
     },
     Pending {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         recheck_after: Duration,
         started: Option<String>,
@@ -744,7 +744,10 @@ async fn exchange(
     ctx.metrics.exchanged(
         &resolved.provider.name,
         resolved.flow.name(),
-        outcome.as_ref().map(|_| "success").unwrap_or_else(|e| e.reason()),
+        outcome
+            .as_ref()
+            .map(|_| "success")
+            .unwrap_or_else(|e| e.reason().as_str()),
         started.elapsed(),
     );
     let located = |e: DriverError| {
@@ -871,7 +874,7 @@ fn refusal_message(state: &IntegrationStatus) -> Option<String> {
     state
         .conditions
         .iter()
-        .find(|c| c.type_ == status::READY && c.reason == reasons::REAUTH_REQUIRED)
+        .find(|c| c.type_ == status::READY && c.reason == Reason::ReauthRequired)
         .map(|c| c.message.clone())
 }
 
@@ -931,7 +934,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
             Some(secret) => resolve::secret_credentials(&secret)?,
             None => {
                 return Err(Error::invalid(
-                    reasons::CLEANUP_FAILED,
+                    Reason::CleanupFailed,
                     format!(
                         "cannot delete the provider-side state: input Secret {:?} is gone; restore it, or remove the finalizer {CLEANUP_FINALIZER} to leave the provider-side state behind",
                         integration.spec.secret_ref.name
@@ -955,7 +958,7 @@ async fn cleanup(integration: &Integration, ctx: &Context) -> Result<Option<Dura
             ctx,
             integration,
             EventType::Normal,
-            reasons::CLEANED_UP,
+            Reason::CleanedUp,
             "provider-side state deleted".into(),
         )
         .await;
@@ -1200,18 +1203,18 @@ async fn finish(
             let message = ready_message(integration, &new);
             let mut wanted = vec![match status::ready_condition(Some(&old)) {
                 Some(c) if c.status == "True" && c.message == message => Wanted::from(c),
-                Some(c) if c.status == "True" => Wanted::ready(&c.reason, message),
-                _ => Wanted::ready(reasons::ISSUED, message),
+                Some(c) if c.status == "True" => Wanted::ready(c.reason.parse().unwrap_or(Reason::Issued), message),
+                _ => Wanted::ready(Reason::Issued, message),
             }];
             if recorded.expiry_assumed {
                 wanted.push(Wanted::warning(
-                    reasons::EXPIRY_NOT_PROVIDED,
+                    Reason::ExpiryNotProvided,
                     expiry_assumed_message(integration, &new),
                 ));
             } else if let Some(w) = old
                 .conditions
                 .iter()
-                .find(|c| c.type_ == status::WARNING && c.status == "True" && c.reason != reasons::EXPIRY_NOT_PROVIDED)
+                .find(|c| c.type_ == status::WARNING && c.status == "True" && c.reason != Reason::ExpiryNotProvided)
             {
                 // A warning the provider's answer raised at issue (e.g.
                 // ApiKeyPermissionLimited) holds as long as the credentials
@@ -1221,7 +1224,7 @@ async fn finish(
             let event = rerendered.then(|| {
                     (
                         EventType::Normal,
-                        reasons::RERENDERED,
+                        Reason::Rerendered,
                         "output Secret written again with the current spec.target type and templates, from the credentials it holds (no provider call)".to_string(),
                     )
                 });
@@ -1268,20 +1271,20 @@ async fn finish(
                 new.integration_id = issued.provider_id.clone();
             }
             let (condition_reason, event_reason, note) = match reason {
-                ExchangeReason::Initial => (reasons::ISSUED, reasons::ISSUED, "credentials issued".to_string()),
+                ExchangeReason::Initial => (Reason::Issued, Reason::Issued, "credentials issued".to_string()),
                 ExchangeReason::Renewal => (
-                    reasons::RENEWED,
-                    reasons::RENEWED,
+                    Reason::Renewed,
+                    Reason::Renewed,
                     "credentials renewed before expiry".to_string(),
                 ),
                 ExchangeReason::InputChanged => (
-                    reasons::ISSUED,
-                    reasons::REISSUED,
+                    Reason::Issued,
+                    Reason::Reissued,
                     "spec, input Secret or provider changed: credentials reissued".to_string(),
                 ),
                 ExchangeReason::Repair => (
-                    reasons::ISSUED,
-                    reasons::REPAIRED,
+                    Reason::Issued,
+                    Reason::Repaired,
                     "output Secret was missing or edited: credentials reissued".to_string(),
                 ),
                 ExchangeReason::Requested
@@ -1290,8 +1293,8 @@ async fn finish(
                         && integration.annotations().get(RENEW_NOW_ANNOTATION) == old.renew_now_answered.as_ref() =>
                 {
                     (
-                        reasons::ISSUED,
-                        reasons::RENEWED,
+                        Reason::Issued,
+                        Reason::Renewed,
                         format!(
                             "checked with the provider at once after a provider webhook ({PROVIDER_EVENT_ANNOTATION})"
                         ),
@@ -1305,18 +1308,18 @@ async fn finish(
                     ),
                 ),
                 ExchangeReason::Requested => (
-                    reasons::RENEWED,
-                    reasons::RENEWED,
+                    Reason::Renewed,
+                    Reason::Renewed,
                     format!("credentials renewed on request ({RENEW_NOW_ANNOTATION})"),
                 ),
                 ExchangeReason::Reported if changed => (
-                    reasons::RENEWED,
-                    reasons::RENEWED,
+                    Reason::Renewed,
+                    Reason::Renewed,
                     format!("a consumer reported the credentials rejected ({REJECTED_ANNOTATION}): renewed"),
                 ),
                 ExchangeReason::Reported => (
-                    reasons::ISSUED,
-                    reasons::STILL_ACCEPTED,
+                    Reason::Issued,
+                    Reason::StillAccepted,
                     format!(
                         "a consumer reported the credentials rejected ({REJECTED_ANNOTATION}); the provider still accepts them as they are, so nothing changed: check how the consumer uses them"
                     ),
@@ -1325,15 +1328,15 @@ async fn finish(
             let mut wanted = vec![Wanted::ready(condition_reason, ready_message(integration, &new))];
             if issued.lifetime_defaulted {
                 wanted.push(Wanted::warning(
-                    reasons::EXPIRY_NOT_PROVIDED,
+                    Reason::ExpiryNotProvided,
                     expiry_assumed_message(integration, &new),
                 ));
             }
             if let Some((reason, message)) = &issued.warning {
-                wanted.push(Wanted::warning(reason, message.clone()));
+                wanted.push(Wanted::warning(*reason, message.clone()));
             }
             let event = if previous_failure {
-                Some((EventType::Normal, reasons::RECOVERED, format!("{note} after a failure")))
+                Some((EventType::Normal, Reason::Recovered, format!("{note} after a failure")))
             } else if reason == ExchangeReason::Renewal {
                 // Routine: the Ready condition and status say it; an Event
                 // per renewal would be an object per Integration per token
@@ -1408,12 +1411,12 @@ async fn roll_out(
                     "credentials changed: restarted {} (kubectl.kubernetes.io/restartedAt)",
                     restarted.join(", ")
                 );
-                publish(ctx, integration, EventType::Normal, reasons::ROLLOUT_RESTARTED, note).await;
+                publish(ctx, integration, EventType::Normal, Reason::RolloutRestarted, note).await;
             }
             for (workload, why) in failures {
                 warn!(%workload, why, "could not restart a workload");
                 let note = format!("credentials changed but {workload} was not restarted: {why}");
-                publish(ctx, integration, EventType::Warning, reasons::ROLLOUT_FAILED, note).await;
+                publish(ctx, integration, EventType::Warning, Reason::RolloutFailed, note).await;
             }
             None
         }
@@ -1452,7 +1455,7 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
         (err.reason(), message.clone())
     } else if expired {
         (
-            reasons::EXPIRED,
+            Reason::Expired,
             format!(
                 "credentials expired at {} and could not be renewed: {message}",
                 expires_at.map(status::rfc3339).unwrap_or_default()
@@ -1481,12 +1484,12 @@ async fn record_failure(integration: &Integration, ctx: &Context, err: &Error, n
     if let Err(e) = patch_conditions_if_changed(integration, ctx, &old, &new).await {
         warn!(error = %e, "could not write failure status");
     }
-    warn!(reason, error = %err, "reconcile failed");
+    warn!(reason = reason.as_str(), error = %err, "reconcile failed");
     // One Warning per distinct failure, repeated at most every
     // WARNING_REPEAT while it lasts: a failing Integration retried with
     // backoff must not flood the API server with Events.
     let key = ObjectRef::from_obj(integration);
-    if ctx.warnings.should_publish(&key, reason, &message) {
+    if ctx.warnings.should_publish(&key, reason.as_str(), &message) {
         publish(ctx, integration, EventType::Warning, reason, message).await;
     }
 }
@@ -1503,7 +1506,7 @@ async fn patch_status_if_changed(
     }
     let api: Api<Integration> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
     // With clear_empty, a merge patch with explicit nulls: fields that became empty are removed.
-    let mut body = serde_json::to_value(new).map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))?;
+    let mut body = serde_json::to_value(new).map_err(|e| Error::invalid(Reason::InternalError, e.to_string()))?;
     if let Some(map) = body.as_object_mut()
         && old.refused_inputs.is_some()
     {
@@ -1579,11 +1582,11 @@ fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedul
         .unwrap_or_default()
 }
 
-pub(super) async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, integration: &Integration, type_: EventType, reason: Reason, note: String) {
     let note = crate::providers::sanitize_message(&note);
     if let Err(e) = ctx
         .events
-        .publish(&integration.object_ref(&()), type_, reason, &note)
+        .publish(&integration.object_ref(&()), type_, reason.as_str(), &note)
         .await
     {
         debug!(error = %e, "could not publish event");
@@ -1620,7 +1623,7 @@ pub fn renew_before(integration: &Integration) -> Result<Option<RenewBefore>, Er
         .and_then(|r| r.renew_before.as_deref())
         .map(|s| {
             RenewBefore::parse(s)
-                .map_err(|e| Error::invalid(reasons::INVALID_SPEC, format!("spec.refresh.renewBefore: {e}")))
+                .map_err(|e| Error::invalid(Reason::InvalidSpec, format!("spec.refresh.renewBefore: {e}")))
         })
         .transpose()
 }
@@ -1645,7 +1648,7 @@ fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result
         },
         "spec": spec,
     }))
-    .map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))
+    .map_err(|e| Error::invalid(Reason::InternalError, e.to_string()))
 }
 
 /// The spec without `target.type` and `target.template`: they change how
@@ -1658,7 +1661,7 @@ fn fingerprint_context(integration: &Integration, resolved: &Resolved) -> Result
 /// templates existed, so no Secret written earlier looks out of date.
 fn presentation_free(integration: &Integration) -> Result<serde_json::Value, Error> {
     let mut spec =
-        serde_json::to_value(&integration.spec).map_err(|e| Error::invalid(reasons::INTERNAL_ERROR, e.to_string()))?;
+        serde_json::to_value(&integration.spec).map_err(|e| Error::invalid(Reason::InternalError, e.to_string()))?;
     if let Some(map) = spec.as_object_mut() {
         let emptied = map
             .get_mut("target")

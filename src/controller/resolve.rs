@@ -3,6 +3,7 @@
 //! input Secret — into provider-agnostic values. Every failure here is the
 //! user's or admin's to fix and says what to fix.
 
+use crate::reasons::Reason;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +15,6 @@ use super::{Context, Error};
 use crate::{
     crd::{ClientAuthMethod, ClusterProvider, ClusterProviderSpec, DeletionPolicy, Integration, ProviderType},
     providers::{ClientAuth, Credentials, Driver, Drivers, Flow, ProviderConfig, http::check_endpoint},
-    reasons,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +68,7 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
         .await?
         .ok_or_else(|| {
             Error::invalid(
-                reasons::SECRET_NOT_FOUND,
+                Reason::SecretNotFound,
                 format!(
                     "input Secret {:?} does not exist in namespace {namespace:?}",
                     spec.secret_ref.name
@@ -96,7 +96,7 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
         .get(&ObjectRef::<ClusterProvider>::new(&spec.provider))
         .ok_or_else(|| {
             Error::invalid(
-                reasons::PROVIDER_NOT_FOUND,
+                Reason::ProviderNotFound,
                 format!("ClusterProvider {:?} does not exist", spec.provider),
             )
         })?;
@@ -118,7 +118,7 @@ pub fn resolve_with(
     let spec = &integration.spec;
     if !cp_spec.allowed_namespaces.is_empty() && !cp_spec.allowed_namespaces.iter().any(|n| n == namespace) {
         return Err(Error::invalid(
-            reasons::PROVIDER_NOT_ALLOWED,
+            Reason::ProviderNotAllowed,
             format!(
                 "ClusterProvider {:?} does not allow Integrations in namespace {namespace:?} (see its allowedNamespaces)",
                 spec.provider
@@ -127,7 +127,7 @@ pub fn resolve_with(
     }
     let provider = provider_config(&spec.provider, cp_spec).map_err(|message| {
         Error::invalid(
-            reasons::INVALID_PROVIDER,
+            Reason::InvalidProvider,
             format!("ClusterProvider {:?}: {message}", spec.provider),
         )
     })?;
@@ -135,7 +135,7 @@ pub fn resolve_with(
     let driver = drivers.for_type(cp_spec.provider_type);
     if !driver.supports(&flow) {
         return Err(Error::invalid(
-            reasons::UNSUPPORTED_FLOW,
+            Reason::UnsupportedFlow,
             format!(
                 "provider type {} does not support the {} flow",
                 cp_spec.provider_type.as_str(),
@@ -164,7 +164,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     .collect();
     if set.len() != 1 {
         return Err(Error::invalid(
-            reasons::INVALID_SPEC,
+            Reason::InvalidSpec,
             format!("the spec must set exactly one flow block, found {}: {set:?}", set.len()),
         ));
     }
@@ -214,7 +214,7 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
             binding: crate::providers::authorization::Binding { namespace, name, uid },
         }
     } else {
-        return Err(Error::invalid(reasons::INVALID_SPEC, "the spec has no flow block"));
+        return Err(Error::invalid(Reason::InvalidSpec, "the spec has no flow block"));
     })
 }
 
@@ -289,7 +289,7 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
     for (k, v) in secret.data.iter().flatten() {
         if v.0.len() > MAX_INPUT_VALUE_BYTES {
             return Err(Error::invalid(
-                reasons::INVALID_INPUT_SECRET,
+                Reason::InvalidInputSecret,
                 format!(
                     "input Secret key {k:?} holds {} bytes; values are limited to {} KiB (no provider accepts a credential that large), so nothing was sent: put the credential itself into the key",
                     v.0.len(),
@@ -299,7 +299,7 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
         }
         let text = String::from_utf8(v.0.clone()).map_err(|_| {
             Error::invalid(
-                reasons::INVALID_INPUT_SECRET,
+                Reason::InvalidInputSecret,
                 format!("input Secret key {k:?} is not UTF-8 text"),
             )
         })?;
@@ -308,7 +308,7 @@ pub fn secret_credentials(secret: &Secret) -> Result<Credentials, Error> {
         let text = text.trim_end_matches(['\r', '\n']);
         if REQUEST_INPUT_KEYS.contains(&k.as_str()) && text.chars().any(char::is_control) {
             return Err(Error::invalid(
-                reasons::INVALID_INPUT_SECRET,
+                Reason::InvalidInputSecret,
                 format!(
                     "input Secret key {k:?} contains a line break or another control character; it is sent in HTTP requests, where it could inject headers, so it is refused (a trailing newline alone is fine)"
                 ),

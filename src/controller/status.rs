@@ -2,6 +2,7 @@
 //! times preserved when nothing changed, so an unchanged reconcile produces an
 //! identical status and therefore no write.
 
+use crate::reasons::Reason;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -12,7 +13,8 @@ pub const READY: &str = "Ready";
 /// Condition type: something needs attention although credentials may work.
 pub const WARNING: &str = "Warning";
 /// Condition type: a renewal is overdue and nothing says why (the watchdog).
-pub const RENEWAL_OVERDUE: &str = crate::reasons::RENEWAL_OVERDUE;
+/// Its only reason has the same name ([`Reason::RenewalOverdue`]).
+pub const RENEWAL_OVERDUE: &str = "RenewalOverdue";
 
 /// A condition as the reconcile wants it, before transition times. Its
 /// message is sanitised (no control characters, bounded): whatever a driver
@@ -26,20 +28,20 @@ pub struct Wanted {
 }
 
 impl Wanted {
-    pub fn ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: READY,
             status: true,
-            reason: reason.to_string(),
+            reason: reason.into(),
             message: sanitize_message(&message.into()),
         }
     }
 
-    pub fn not_ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: READY,
             status: false,
-            reason: reason.to_string(),
+            reason: reason.into(),
             message: sanitize_message(&message.into()),
         }
     }
@@ -49,16 +51,16 @@ impl Wanted {
         Self {
             type_: RENEWAL_OVERDUE,
             status: true,
-            reason: RENEWAL_OVERDUE.to_string(),
+            reason: Reason::RenewalOverdue.into(),
             message: sanitize_message(&message),
         }
     }
 
-    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
+    pub fn warning(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: WARNING,
             status: true,
-            reason: reason.to_string(),
+            reason: reason.into(),
             message: sanitize_message(&message.into()),
         }
     }
@@ -156,13 +158,13 @@ mod tests {
     fn transition_time_is_kept_while_status_is_unchanged() {
         let first = merge_conditions(
             &[],
-            &[Wanted::ready("Issued", "ok")],
+            &[Wanted::ready(Reason::Issued, "ok")],
             Some(1),
             t("2026-01-01T00:00:00Z"),
         );
         let second = merge_conditions(
             &first,
-            &[Wanted::ready("Renewed", "ok again")],
+            &[Wanted::ready(Reason::Renewed, "ok again")],
             Some(1),
             t("2026-01-01T01:00:00Z"),
         );
@@ -170,7 +172,7 @@ mod tests {
         assert_eq!(second[0].reason, "Renewed");
         let third = merge_conditions(
             &second,
-            &[Wanted::not_ready("ProviderUnavailable", "down")],
+            &[Wanted::not_ready(Reason::ProviderUnavailable, "down")],
             Some(1),
             t("2026-01-01T02:00:00Z"),
         );
@@ -180,7 +182,10 @@ mod tests {
 
     #[test]
     fn identical_inputs_give_identical_conditions() {
-        let wanted = [Wanted::ready("Issued", "ok"), Wanted::warning("ExpiryNotProvided", "w")];
+        let wanted = [
+            Wanted::ready(Reason::Issued, "ok"),
+            Wanted::warning(Reason::ExpiryNotProvided, "w"),
+        ];
         let a = merge_conditions(&[], &wanted, Some(3), t("2026-01-01T00:00:00Z"));
         let b = merge_conditions(&a, &wanted, Some(3), t("2026-01-01T05:00:00Z"));
         assert_eq!(a, b);

@@ -14,6 +14,7 @@
 //! finished for a grace period, the liveness probe fails, so that Kubernetes
 //! restarts an operator whose workers are stuck.
 
+use crate::reasons::Reason;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
@@ -31,7 +32,7 @@ use super::{
     events::EventType,
     status::{self, Wanted},
 };
-use crate::{crd::Integration, crd::IntegrationStatus, reasons, telemetry::Health};
+use crate::{crd::Integration, crd::IntegrationStatus, telemetry::Health};
 
 /// Condition type (and reason) of an overdue renewal.
 pub const RENEWAL_OVERDUE: &str = "RenewalOverdue";
@@ -166,7 +167,7 @@ async fn flag(integration: &Integration, ctx: &Context, renew_at: Timestamp, now
         }
         Err(e) => warn!(error = %e, "could not write the RenewalOverdue condition"),
     }
-    super::reconcile::publish(ctx, integration, EventType::Warning, reasons::RENEWAL_OVERDUE, message).await;
+    super::reconcile::publish(ctx, integration, EventType::Warning, Reason::RenewalOverdue, message).await;
 }
 
 #[cfg(test)]
@@ -180,9 +181,9 @@ mod tests {
 
     fn ready_status(renew_at: &str, expires_at: Option<&str>, ready: bool) -> IntegrationStatus {
         let wanted = if ready {
-            Wanted::ready("Issued", "ok")
+            Wanted::ready(Reason::Issued, "ok")
         } else {
-            Wanted::not_ready("ProviderUnavailable", "down")
+            Wanted::not_ready(Reason::ProviderUnavailable, "down")
         };
         IntegrationStatus {
             conditions: merge_conditions(&[], &[wanted], Some(1), t("2026-01-01T00:00:00Z")),
@@ -233,7 +234,7 @@ mod tests {
         let mut old = ready_status("2026-01-01T01:00:00Z", None, true);
         old.conditions = merge_conditions(
             &old.conditions,
-            &[Wanted::ready("Issued", "ok"), Wanted::overdue("late".into())],
+            &[Wanted::ready(Reason::Issued, "ok"), Wanted::overdue("late".into())],
             Some(1),
             now,
         );

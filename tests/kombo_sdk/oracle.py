@@ -1,6 +1,6 @@
 """Kombo's official Python SDK (PyPI `kombo`, generated from Kombo's OpenAPI
 document; pinned in requirements.txt) as an oracle for the Kombo simulator
-and for the requests the operator sends. Run by tests/kombo_sdk.rs:
+and for the requests the operator sends. Run by tests/integration/providers/kombo_sdk.rs:
 
     oracle.py <case.json>
 

@@ -1,0 +1,236 @@
+//! Running the operator as a platform engineer would: the real binary as two
+//! replicas with leader election (kill -9 the leader, the other takes over),
+//! and the metrics and health endpoints. Against the real kube-apiserver
+//! (testkit's control plane) and the OAuth 2.0 simulator.
+
+use std::{process::Stdio, time::Duration};
+
+use crate::common::{Cluster, eventually};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+use testkit::sim::oauth2::OAuth2Sim;
+
+const SECRET: &str = "ops-canary-secret-81c2aa";
+
+async fn setup(lifetime: u64) -> (Cluster, OAuth2Sim) {
+    let cluster = Cluster::start().await;
+    let sim = OAuth2Sim::start().await.unwrap();
+    sim.add_client("client-a", SECRET);
+    sim.set_token_lifetime(Some(lifetime));
+    cluster.oauth2_provider("auth", &sim.token_url(), json!({})).await;
+    cluster
+        .input_secret("creds", &[("client_id", "client-a"), ("client_secret", SECRET)])
+        .await;
+    (cluster, sim)
+}
+
+fn spec() -> serde_json::Value {
+    json!({"provider": "auth", "secretRef": {"name": "creds"}, "clientCredentials": {}, "target": {"name": "out"}})
+}
+
+/// One replica of the real operator binary.
+struct Replica {
+    name: &'static str,
+    child: tokio::process::Child,
+}
+
+impl Replica {
+    fn start(cluster: &Cluster, name: &'static str) -> Replica {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-operator"))
+            .args([
+                "run",
+                "--leader-elect",
+                "--lease-duration-seconds",
+                "3",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--retry-base", "200ms", "--retry-max", "2s"])
+            .arg("--kubeconfig")
+            .arg(cluster.operator_kubeconfig())
+            .envs(cluster.operator_env())
+            .env("POD_NAME", name)
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(std::env::temp_dir().join(format!("{name}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator binary starts");
+        Replica { name, child }
+    }
+
+    /// SIGKILL: no chance to release the Lease.
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn holder(cluster: &Cluster) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.operator_namespace());
+    leases
+        .get_opt("integration-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test]
+async fn two_replicas_exchange_once_and_the_standby_takes_over_when_the_leader_dies() {
+    let (cluster, sim) = setup(3600).await;
+    let a = Replica::start(&cluster, "replica-a");
+    let b = Replica::start(&cluster, "replica-b");
+    let leader = eventually(Duration::from_secs(20), "a Lease holder", || holder(&cluster)).await;
+    cluster.integration("api", spec()).await;
+    cluster.wait_ready("api", "True", Some("Issued")).await;
+    // Both replicas are up, only one reconciles: one exchange, not two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.token_calls(), 1, "both replicas exchanged credentials");
+
+    let (dead, survivor) = if leader == a.name { (a, b) } else { (b, a) };
+    let survivor_name = survivor.name;
+    dead.kill().await;
+    let killed_at = jiff::Timestamp::now();
+    let lease = eventually(Duration::from_secs(20), "the standby to take the Lease", || async {
+        let lease = Api::<Lease>::namespaced(cluster.client.clone(), &cluster.operator_namespace())
+            .get("integration-operator")
+            .await
+            .ok()?;
+        let spec = lease.spec?;
+        (spec.holder_identity.as_deref() == Some(survivor_name)).then_some(spec)
+    })
+    .await;
+    // The gap with no working leader: from the kill to the new holder's
+    // first renewal (its acquisition), as the Lease records it. A dead
+    // leader's Lease must expire first (3 s after its last renewal, at most
+    // 3 s after the kill); kube-lease-manager then waits a random 0.1-1 s
+    // before taking an expired Lease, to avoid collisions.
+    let acquired = lease
+        .acquire_time
+        .or(lease.renew_time)
+        .expect("the new holder's acquire time")
+        .0;
+    let gap = acquired.duration_since(killed_at);
+    assert!(
+        gap <= jiff::SignedDuration::from_millis(3000 + 1000 + 500),
+        "no leader for {gap:#} after the kill: more than the lease duration (3 s) plus the lease manager's 1 s collision wait"
+    );
+    // The new leader found the credentials valid: no exchange at takeover.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.token_calls(), 1, "the new leader exchanged valid credentials again");
+    // The new leader does the work: rotate the input and watch it re-exchange.
+    sim.add_client("client-b", "rotated-ops-secret");
+    cluster
+        .patch_secret_strings(
+            "creds",
+            json!({"client_id": "client-b", "client_secret": "rotated-ops-secret"}),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "the new leader to re-exchange", || async {
+        let token = cluster.secret_data("out").await?["access_token"].clone();
+        (sim.token_client(&token).as_deref() == Some("client-b")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sim.token_calls(),
+        2,
+        "one exchange before the handover and one after the rotation"
+    );
+    survivor.kill().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_what_happened() {
+    let (cluster, _sim) = setup(3600).await;
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", spec()).await;
+    let ready = cluster.wait_ready("api", "True", None).await;
+    let base = format!("http://{}", operator.metrics_addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    let metrics = eventually(Duration::from_secs(5), "exchange metrics", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            // The Ready count comes from the cache, which sees the status
+            // write a moment after the exchange is counted.
+            (text.contains("integration_operator_exchanges_total{")
+                && text.contains(r#"integration_operator_integrations{status="True"} 1"#))
+            .then_some(text)
+        }
+    })
+    .await;
+    let provider = cluster.provider_name("auth");
+    for series in [
+        format!(
+            r#"integration_operator_exchanges_total{{provider="{provider}",flow="clientCredentials",outcome="success"}} 1"#
+        ),
+        r#"integration_operator_reconciles_total{result="success"}"#.to_string(),
+        format!(r#"integration_operator_provider_requests_total{{provider="{provider}",outcome="answered"}} 1"#),
+        r#"integration_operator_integrations{status="True"} 1"#.to_string(),
+        "integration_operator_reconcile_duration_seconds_count".to_string(),
+        "integration_operator_provider_request_duration_seconds_bucket".to_string(),
+        "integration_operator_secret_writes_total 1".to_string(),
+    ] {
+        assert!(metrics.contains(&series), "missing {series} in\n{metrics}");
+    }
+    // The expiry series matches the status, so an alert can fire before an outage.
+    let expires: jiff::Timestamp = ready.status.unwrap().expires_at.unwrap().parse().unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("integration_operator_credentials_expiry_timestamp_seconds{"))
+        .expect("an expiry series");
+    assert!(
+        line.contains(&format!(r#"namespace="{}""#, cluster.namespace)) && line.contains(r#"name="api""#),
+        "{line}"
+    );
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((value - expires.as_second() as f64).abs() < 1.0, "{line} vs {expires}");
+    assert!(!metrics.contains(SECRET));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn with_watch_namespaces_only_those_namespaces_are_managed() {
+    let (cluster, sim) = setup(3600).await;
+    let team_b_name = format!("{}-b", cluster.namespace);
+    let other: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": team_b_name}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+        .create(&Default::default(), &other)
+        .await
+        .unwrap();
+    // The harness starts the operator with `--watch-namespaces <this test's namespace>`.
+    let operator = cluster.start_operator().await;
+    cluster.integration("api", spec()).await;
+    cluster.wait_ready("api", "True", None).await;
+    let elsewhere: integration_operator::crd::Integration = serde_json::from_value(json!({
+        "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
+        "metadata": {"name": "ignored", "namespace": team_b_name},
+        "spec": spec(),
+    }))
+    .unwrap();
+    let team_b: Api<integration_operator::crd::Integration> = Api::namespaced(cluster.client.clone(), &team_b_name);
+    team_b.create(&Default::default(), &elsewhere).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        team_b.get("ignored").await.unwrap().status.is_none(),
+        "an unwatched namespace was reconciled"
+    );
+    assert_eq!(sim.token_calls(), 1);
+    operator.stop().await;
+}
