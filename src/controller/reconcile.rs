@@ -255,7 +255,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     if let Some((id, at)) = disabled_report(integration, ctx, &state) {
         if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
             return Err(Error::invalid(
-                reasons::REAUTH_REQUIRED,
+                Reason::ReauthRequired,
                 format!(
                     "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
                     resolved.provider.name,
@@ -1301,8 +1301,8 @@ async fn finish(
                     )
                 }
                 ExchangeReason::Requested if retried_after_disable(integration, &old) => (
-                    reasons::ISSUED,
-                    reasons::REISSUED,
+                    Reason::Issued,
+                    Reason::Reissued,
                     format!(
                         "exchanged on request ({RETRY_ANNOTATION}) after the provider reported the integration disabled ({PROVIDER_DISABLED_ANNOTATION})"
                     ),
