@@ -21,7 +21,7 @@
 //!
 //! **Who a client is** comes from the operator's own state only: the
 //! generated client id names the Integration's uid
-//! ([`providers::smartrecruiters::partner_client_identity`]); that
+//! ([`crate::providers::smartrecruiters::partner_client_identity`]); that
 //! Integration must use this ClusterProvider with `bidirectional: true` in a
 //! namespace it allows, and its output Secret must be owned by it, intact
 //! (content hash under the operator's key: a namespace user who edits the
