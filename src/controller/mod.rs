@@ -12,19 +12,18 @@
 //!   input Secret to the Integrations that reference it.
 
 pub mod authorization;
-pub mod events;
 pub mod output;
-pub mod owned;
 pub mod plan;
 pub mod reconcile;
 pub mod resolve;
 pub mod rollout;
+pub mod scale;
 pub mod schedule;
-pub mod shared_reads;
 pub mod status;
 pub mod templates;
-pub mod timetable;
 pub mod watchdog;
+
+pub use scale::{events, owned, shared_reads, timetable};
 
 use crate::reasons::Reason;
 use std::{

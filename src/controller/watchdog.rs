@@ -21,7 +21,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::reflector::{ObjectRef, Store},
 };
 use serde_json::json;
@@ -156,7 +156,11 @@ async fn flag(integration: &Integration, ctx: &Context, renew_at: Timestamp, now
         "status": {"conditions": conditions},
     });
     match api
-        .patch_status(&integration.name_any(), &PatchParams::default(), &Patch::Merge(body))
+        .patch_status(
+            &integration.name_any(),
+            &super::reconcile::status_patch_params(),
+            &Patch::Merge(body),
+        )
         .await
     {
         Ok(_) => ctx.metrics.status_written(),

@@ -875,6 +875,12 @@ pub fn classify_status(status: u16, detail: &str, secrets: &Credentials) -> Driv
     match status {
         401 => DriverError::CredentialsRejected { message },
         403 => DriverError::PermissionDenied { message },
+        // No such endpoint: the ClusterProvider's URL is wrong. Drivers for
+        // which a 404 means a missing object (an instance, an integration)
+        // say so before they get here.
+        404 => DriverError::Misconfigured {
+            message: format!("{message} (no such endpoint: check the ClusterProvider's URLs)"),
+        },
         409 => DriverError::Conflict { message },
         _ => DriverError::BadRequest { message },
     }

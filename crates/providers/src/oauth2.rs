@@ -562,6 +562,9 @@ pub fn classify_error(status: u16, body: &[u8], scrub_values: &Credentials) -> D
         },
         (_, "invalid_client" | "invalid_grant") | (401, _) => DriverError::CredentialsRejected { message },
         (_, "invalid_scope" | "access_denied") | (403, _) => DriverError::PermissionDenied { message },
+        (404, _) => DriverError::Misconfigured {
+            message: format!("{message} (no token endpoint at this URL: check the ClusterProvider's tokenUrl)"),
+        },
         (409, _) => DriverError::Conflict { message },
         _ => DriverError::BadRequest { message },
     }

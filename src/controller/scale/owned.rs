@@ -22,7 +22,7 @@ use kube::{
     runtime::{reflector::ObjectRef, watcher},
 };
 
-use super::output::{self, Schedule};
+use crate::controller::output::{self, Schedule};
 use crate::crd::Integration;
 
 /// An output Secret as last seen by the watch.

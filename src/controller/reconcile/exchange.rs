@@ -1,0 +1,235 @@
+//! Exchange: runs the provider's driver, persisting a flow's intermediate
+//! state in the output Secret when the driver asks (a checkpoint), and
+//! writes the issued credentials.
+
+use super::observe::{Observed, read_persisted, refusal_of, reported_id, uid};
+use super::write::{template_error, write_secret};
+use super::{RETRY_ANNOTATION, SECRET_MANAGER, UNFINISHED};
+use crate::reasons::Reason;
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::reflector::ObjectRef,
+};
+use serde_json::json;
+
+use super::super::{
+    Context, Error, output,
+    plan::SecretState,
+    resolve::{self, Resolved},
+    templates::{self},
+};
+use crate::{
+    crd::Integration,
+    providers::{Checkpoint, Credentials, DriverError, ExchangeRequest, Issued, Outcome},
+};
+
+/// What an exchange ended with.
+pub(super) enum Exchanged {
+    Issued {
+        issued: Issued,
+        written: bool,
+        /// The credentials differ from those the Secret held (not only
+        /// their schedule).
+        changed: bool,
+        /// As written with the credentials.
+        renew_at: Option<Timestamp>,
+    },
+    Pending {
+        reason: Reason,
+        message: String,
+        recheck_after: Duration,
+        started: Option<String>,
+    },
+}
+
+/// Persists a flow's intermediate state in the output Secret.
+pub(super) struct SecretCheckpoint<'a> {
+    pub(super) integration: &'a Integration,
+    pub(super) ctx: &'a Context,
+    pub(super) persisted: tokio::sync::Mutex<Credentials>,
+    /// The rendered keys the Secret held when the exchange began: kept as
+    /// they are while the flow is unfinished.
+    pub(super) carried: BTreeMap<String, String>,
+    /// The output Secret was missing when this reconcile looked, and nothing
+    /// has been written since: the first write can create it at once.
+    pub(super) seen_missing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for SecretCheckpoint<'_> {
+    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+        let mut persisted = self.persisted.lock().await;
+        let updated = persisted.updated(set, remove);
+        let rendered = templates::carried(self.integration, &updated, &self.carried);
+        write_secret(
+            self.integration,
+            self.ctx,
+            &updated,
+            &rendered,
+            UNFINISHED,
+            output::Schedule::default(),
+            self.seen_missing.load(Ordering::Relaxed),
+        )
+        .await
+        .map_err(|e| DriverError::CheckpointFailed {
+            message: format!("writing the output Secret failed: {e}"),
+        })?;
+        // Server-side apply never removes a key another field manager also
+        // owns, and the keys of the Secret's first write (a create) are owned
+        // by that create: remove dropped keys explicitly.
+        let dropped: Vec<&str> = remove.iter().copied().filter(|k| persisted.get(k).is_some()).collect();
+        if !dropped.is_empty() {
+            remove_secret_keys(self.integration, self.ctx, &dropped)
+                .await
+                .map_err(|e| DriverError::CheckpointFailed {
+                    message: format!("removing keys from the output Secret failed: {e}"),
+                })?;
+        }
+        *persisted = updated.clone();
+        Ok(updated)
+    }
+}
+
+/// Removes `keys` from the output Secret's data (a merge patch with nulls).
+pub(super) async fn remove_secret_keys(integration: &Integration, ctx: &Context, keys: &[&str]) -> Result<(), Error> {
+    let name = output::target_name(integration);
+    let namespace = integration.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let data: serde_json::Map<String, serde_json::Value> =
+        keys.iter().map(|k| (k.to_string(), serde_json::Value::Null)).collect();
+    let params = PatchParams {
+        field_manager: Some(SECRET_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let written = api
+        .patch(&name, &params, &Patch::Merge(json!({ "data": data })))
+        .await?;
+    ctx.verified.record(
+        &ObjectRef::<Secret>::new(&name).within(&namespace),
+        written.metadata.resource_version.as_deref().unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// Runs the driver; writes the output Secret when it issues credentials.
+pub(super) async fn run(
+    integration: &Integration,
+    ctx: &Context,
+    resolved: &Resolved,
+    existing: &Observed,
+    input_fingerprint: &str,
+    now: Timestamp,
+    plan: &(dyn Fn(Option<Timestamp>, bool, Timestamp) -> output::Schedule + Sync),
+) -> Result<Exchanged, Error> {
+    let (persisted, carried) = match &existing.secret {
+        Some(secret) => output::split(secret),
+        // A renewal of a stateless flow needs nothing from the old Secret:
+        // no read.
+        None if !resolved.flow.keeps_state() => (Credentials::default(), BTreeMap::new()),
+        None => read_persisted(integration, ctx).await?,
+    };
+    let checkpoint = SecretCheckpoint {
+        integration,
+        ctx,
+        persisted: tokio::sync::Mutex::new(persisted.clone()),
+        carried,
+        seen_missing: AtomicBool::new(matches!(existing.state, SecretState::Missing)),
+    };
+    let identity = uid(integration);
+    let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
+    let state_key = ctx.fingerprinter.state_key();
+    let reported = reported_id(integration, ctx, &identity);
+    let request = ExchangeRequest {
+        state_key: Some(&state_key),
+        provider: &resolved.provider,
+        flow: &resolved.flow,
+        inputs: &resolved.inputs,
+        persisted: &persisted,
+        checkpoint: &checkpoint,
+        peers: &resolve::ClusterPeers { integration, ctx },
+        identity: &identity,
+        retry_requested: retry.as_deref(),
+        recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
+        recorded_awaiting: integration.status.as_ref().and_then(|s| s.awaiting.as_deref()),
+        reported_id: reported.as_deref(),
+        now,
+    };
+    let started = std::time::Instant::now();
+    fail::fail_point!(super::failpoints::BEFORE_EXCHANGE, |_| std::process::abort());
+    let outcome = resolved.driver.exchange(&request).await;
+    ctx.metrics.exchanged(
+        &resolved.provider.name,
+        resolved.flow.name(),
+        outcome
+            .as_ref()
+            .map(|_| "success")
+            .unwrap_or_else(|e| e.reason().as_str()),
+        started.elapsed(),
+    );
+    let located = |e: DriverError| {
+        let error = Box::new(e.located(&resolved.provider, resolved.flow.name()));
+        if error.holds_inputs() {
+            Error::Refused {
+                error,
+                hold: refusal_of(integration, ctx, input_fingerprint),
+            }
+        } else {
+            Error::Driver(error)
+        }
+    };
+    let answered = Timestamp::now();
+    match outcome.map_err(located)? {
+        Outcome::Issued(issued) => {
+            // Never publish a header value that would inject headers.
+            crate::providers::check_issued(&issued.fields).map_err(|e| Error::Driver(Box::new(e)))?;
+            // Keep what earlier steps persisted (customer-level credentials),
+            // add what was issued now.
+            let seen_missing = checkpoint.seen_missing.into_inner();
+            let persisted = checkpoint.persisted.into_inner();
+            let fields = persisted.updated(&issued.fields, &[]);
+            // A template that fails on these values leaves the Secret as
+            // it was (a one-shot flow's answers are in it already: its
+            // checkpoints wrote them).
+            let rendered = templates::render(integration, &fields).map_err(template_error)?;
+            fail::fail_point!(super::failpoints::AFTER_EXCHANGE, |_| std::process::abort());
+            let schedule = plan(issued.expires_at, issued.lifetime_defaulted, answered);
+            let (written, changed) = write_secret(
+                integration,
+                ctx,
+                &fields,
+                &rendered,
+                input_fingerprint,
+                schedule,
+                seen_missing,
+            )
+            .await?;
+            fail::fail_point!(super::failpoints::AFTER_SECRET_WRITE, |_| std::process::abort());
+            Ok(Exchanged::Issued {
+                issued: Issued { fields, ..issued },
+                written,
+                changed,
+                renew_at: schedule.renew_at,
+            })
+        }
+        Outcome::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        } => Ok(Exchanged::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        }),
+    }
+}

@@ -1,0 +1,446 @@
+//! One reconcile of one Integration, as a pipeline:
+//! resolve -> observe output Secret -> decide (pure) -> exchange (driver) ->
+//! write Secret -> write status (only when it changed) -> requeue.
+//!
+//! This module only sequences the steps; each lives in its own file:
+//! [`observe`] (what one look reads), `plan::decide` (the pure decision, in
+//! `controller::plan`), [`exchange`] (the driver), [`write`] (the output
+//! Secret and the finalizer), [`report`] (status, Events, rollouts) and
+//! [`cleanup`] (deletion).
+
+mod cleanup;
+mod exchange;
+mod observe;
+mod report;
+mod write;
+
+pub use observe::renew_before;
+pub(super) use report::{publish, status_patch_params};
+
+use crate::reasons::Reason;
+use exchange::Exchanged;
+pub use observe::parse_disabled;
+use observe::{
+    disabled_report, fingerprint_context, observe_secret, recorded, refusal_message, refusal_of, status_of, uid,
+};
+use report::{finish, record_failure};
+use std::{sync::Arc, time::Duration};
+use write::{check_type, ensure_finalizer, rerender, template_error};
+
+use jiff::Timestamp;
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, reflector::ObjectRef},
+};
+use tracing::{debug, info, instrument};
+
+use super::{
+    Context, Error, output,
+    plan::{self, Decision, ExchangeReason, Facts},
+    resolve, schedule, status, templates,
+};
+use crate::{
+    crd::Integration,
+    providers::{
+        Issued,
+        limiter::{self, Priority},
+    },
+};
+
+/// Field manager of the output Secret.
+pub const SECRET_MANAGER: &str = "integration-operator";
+
+/// Field manager of the Integration's status.
+pub const STATUS_MANAGER: &str = "integration-operator/status";
+
+/// Finalizer held while provider-side state must be undone on deletion.
+pub const CLEANUP_FINALIZER: &str = "integration-operator.io/cleanup";
+
+/// Annotation a person sets to allow a one-shot step to run again (its value
+/// must match what the condition message names).
+pub const RETRY_ANNOTATION: &str = "integration-operator.io/retry";
+
+/// Annotation a person or a consuming application sets (to a new value, a
+/// timestamp say) to have the credentials exchanged again now.
+pub const RENEW_NOW_ANNOTATION: &str = "integration-operator.io/renew-now";
+
+/// Annotation a consuming application sets (to a new value) when the
+/// provider rejected the published credentials: the operator re-validates
+/// or renews them. The chart's opt-in `feedback` role lets an application's
+/// ServiceAccount set this annotation and nothing else.
+pub const REJECTED_ANNOTATION: &str = "integration-operator.io/credentials-rejected";
+
+/// Annotation the operator's inbound server sets (to the id of a verified
+/// provider webhook about this Integration, e.g. Kombo's
+/// `integration-state-changed`) so that the leader checks the integration
+/// with the provider at once; answered in `status.providerEventAnswered`.
+/// Anyone who may set it could equally set renew-now: it asks for a check,
+/// capped like renew-now, and carries nothing the operator trusts.
+pub const PROVIDER_EVENT_ANNOTATION: &str = "integration-operator.io/provider-event";
+
+/// Annotation the operator's inbound server sets to `<id> <attestation>`
+/// when a verified provider webhook reports the provider-side object created
+/// for this Integration (Kombo's `integration-created`). The attestation is
+/// a MAC under the operator's key bound to the Integration's uid (see
+/// [`output::Fingerprinter::attest`]): a value without a valid one is
+/// ignored, and the driver still checks the id with the provider.
+pub const REPORTED_ID_ANNOTATION: &str = "integration-operator.io/provider-reported-id";
+
+/// Annotation the operator's inbound server sets to `<id> <time> <attestation>`
+/// when a verified provider callback reports the provider-side integration
+/// `id` of this Integration disabled (SmartRecruiters' `INTEGRATION_DISABLED`),
+/// `time` being when it was received (Unix seconds). The attestation is a
+/// MAC under the operator's key over the Integration's uid, `id` and `time`
+/// ([`output::Fingerprinter::attest_disabled`]): a value without a valid one
+/// is ignored. While `id` is the integration status records, the leader
+/// sends nothing to the provider for it and shows `ReauthRequired`, until a
+/// person sets [`RETRY_ANNOTATION`] to `id`.
+pub const PROVIDER_DISABLED_ANNOTATION: &str = "integration-operator.io/provider-disabled";
+
+/// Input fingerprint written with checkpoints: never equal to a real one, so
+/// an unfinished flow is always resumed.
+pub(crate) const UNFINISHED: &str = "unfinished";
+
+/// Fail points of the reconcile pipeline, for tests that kill the operator at
+/// each step of a flow and check what a restarted one makes of it.
+///
+/// They exist only in builds with the `fail` crate's `failpoints` feature,
+/// which only the dev-dependency turns on: `cargo test` / `cargo nextest`
+/// build the library and the `integration-operator` binary with it, a release
+/// build has none and every point compiles to nothing. The binary reads the
+/// `FAILPOINTS` environment variable at start (`name=return;...`); a point
+/// set to `return` ends the process on the spot (abort, like `kill -9`:
+/// nothing is flushed, released or written).
+pub mod failpoints {
+    /// Before the provider call, after the decision to exchange.
+    pub const BEFORE_EXCHANGE: &str = "before-exchange";
+    /// After the provider issued credentials, before the output Secret write.
+    pub const AFTER_EXCHANGE: &str = "after-exchange";
+    /// After the output Secret write, before the status write.
+    pub const AFTER_SECRET_WRITE: &str = "after-secret-write";
+    /// Every fail point above.
+    pub const ALL: &[&str] = &[BEFORE_EXCHANGE, AFTER_EXCHANGE, AFTER_SECRET_WRITE];
+    /// A routine renewal that never ends (set to `return`): a stuck worker,
+    /// for the stall watchdog's test. Not in [`ALL`]: it stalls, not aborts.
+    pub const STALL_RENEWAL: &str = "stall-renewal";
+}
+
+enum EndingKind {
+    Issued,
+    Other,
+}
+
+/// What the pipeline ended with, before status is written.
+enum Ending {
+    UpToDate {
+        recheck_at: Option<Timestamp>,
+        /// The schedule of the Secret version the decision read, when it
+        /// was read from the API server (fresher than the cache).
+        observed: Option<output::Schedule>,
+        /// The Secret was written again with another type or templates,
+        /// from the credentials it held.
+        rerendered: bool,
+    },
+    Issued {
+        issued: Issued,
+        reason: ExchangeReason,
+        renew_at: Timestamp,
+        /// The Secret was written (a re-validation writes its new
+        /// schedule; one that found everything as it was writes nothing).
+        written: bool,
+        /// The credentials themselves changed.
+        changed: bool,
+    },
+    Pending {
+        reason: Reason,
+        message: String,
+        recheck_after: Duration,
+        started: Option<String>,
+    },
+}
+
+#[instrument(skip_all, fields(namespace = %integration.namespace().unwrap_or_default(), name = %integration.name_any(), generation = integration.metadata.generation))]
+pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    ctx.wait_for_caches().await;
+    let key = ObjectRef::from_obj(&*integration);
+    let next_look = look(&integration, &ctx, &key).await;
+    ctx.health.progressed();
+    // The next look is kept in the compact timetable, not kube-runtime's
+    // scheduler (see timetable.rs); after a failure the error policy decides.
+    match next_look {
+        Ok(Some(after)) => ctx.timetable.set(&key, tokio::time::Instant::now() + after),
+        Ok(None) | Err(_) => ctx.timetable.clear(&key),
+    }
+    next_look.map(|_| Action::await_change())
+}
+
+/// One look at an Integration; returns when to look again, if ever.
+async fn look(
+    integration: &Integration,
+    ctx: &Context,
+    key: &ObjectRef<Integration>,
+) -> Result<Option<Duration>, Error> {
+    let now = Timestamp::now();
+    if integration.metadata.deletion_timestamp.is_some() {
+        // The output Secret is garbage-collected through its owner reference;
+        // provider-side state is undone here, under the finalizer.
+        return match cleanup::run(integration, ctx).await {
+            Ok(next) => Ok(next),
+            Err(err) => {
+                record_failure(integration, ctx, &err, now).await;
+                Err(err)
+            }
+        };
+    }
+    let routine = plan::routine_renewal(&recorded(integration), now);
+    if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
+        // The provider's slots are taken: waiting for one here would hold a
+        // reconcile slot that a new or changed Integration needs. Look again
+        // shortly; past half its window the renewal stops being routine.
+        ctx.metrics.reconciled("deferred");
+        return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
+    }
+    let result = pipeline(integration, ctx, now, routine).await;
+    match result {
+        Ok(ending) => {
+            let previous_failure = ctx.failures.reset(key);
+            ctx.warnings.clear(key);
+            let next = finish(integration, ctx, ending, previous_failure, now).await?;
+            ctx.metrics.reconciled("success");
+            Ok(next)
+        }
+        Err(err) => {
+            ctx.metrics.reconciled(err.reason().as_str());
+            record_failure(integration, ctx, &err, now).await;
+            Err(err)
+        }
+    }
+}
+
+async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
+    // Independent reads, asked at once: a first issue waits for one round
+    // trip instead of two.
+    let (resolved, existing) = tokio::join!(resolve::resolve(integration, ctx), observe_secret(integration, ctx));
+    let resolved = resolved?;
+    let context = fingerprint_context(integration, &resolved)?;
+    let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
+    let existing = existing?;
+    let state = status_of(integration);
+    let template_fingerprint = ctx.fingerprinter.template(integration.spec.target.as_deref());
+    let facts = Facts {
+        input_fingerprint: input_fingerprint.clone(),
+        secret: existing.state.clone(),
+        issued_before: state.last_exchange_time.is_some(),
+        renew_request: plan::renew_request(
+            integration.annotations().get(RENEW_NOW_ANNOTATION).map(String::as_str),
+            state.renew_now_answered.as_deref(),
+            status::parse_time(state.last_exchange_time.as_ref()),
+        )
+        .or_else(|| {
+            plan::rejection_report(
+                integration.annotations().get(REJECTED_ANNOTATION).map(String::as_str),
+                state.rejection_answered.as_deref(),
+                status::parse_time(state.last_exchange_time.as_ref()),
+                ctx.report_interval,
+            )
+        })
+        .or_else(|| {
+            // A provider webhook about this Integration: check it now,
+            // capped like a renew-now request.
+            plan::renew_request(
+                integration
+                    .annotations()
+                    .get(PROVIDER_EVENT_ANNOTATION)
+                    .map(String::as_str),
+                state.provider_event_answered.as_deref(),
+                status::parse_time(state.last_exchange_time.as_ref()),
+            )
+        }),
+        template_fingerprint: template_fingerprint.clone(),
+    };
+    let keeps_state = resolved.flow.keeps_state();
+    // A verified provider callback reported the integration status records
+    // disabled: the customer switched it off. Its credentials would only be
+    // refused (each refusal one more failed login), so nothing is sent
+    // until a person asks for it to be created again, and the condition
+    // says so at once rather than at the next renewal.
+    let mut forced = None;
+    if let Some((id, at)) = disabled_report(integration, ctx, &state) {
+        if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
+            return Err(Error::invalid(
+                Reason::ReauthRequired,
+                format!(
+                    "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
+                    resolved.provider.name,
+                    Timestamp::from_second(at).map(status::rfc3339).unwrap_or_default(),
+                ),
+            ));
+        }
+        // Asked for: one exchange (the driver creates the integration again
+        // once the provider refuses the old credentials), not one per look.
+        if status::parse_time(state.last_exchange_time.as_ref()).is_none_or(|t| t.as_second() <= at) {
+            forced = Some(ExchangeReason::Requested);
+        }
+    }
+    let decision = match forced {
+        Some(reason) => Decision::Exchange(reason),
+        None => plan::decide(&facts, now),
+    };
+    let reason = match decision {
+        Decision::UpToDate { recheck_at } => {
+            debug!(renew_at = ?recheck_at, "credentials are current");
+            return Ok(Ending::UpToDate {
+                recheck_at,
+                observed: existing
+                    .secret
+                    .as_ref()
+                    .map(|s| output::Schedule::from_annotations(s.annotations())),
+                rerendered: false,
+            });
+        }
+        Decision::Rerender { recheck_at } => {
+            match rerender(integration, ctx, &existing, &input_fingerprint, keeps_state).await? {
+                Some((written, observed)) => {
+                    info!("output Secret rendered again from the credentials it holds");
+                    return Ok(Ending::UpToDate {
+                        recheck_at,
+                        observed: Some(observed),
+                        rerendered: written,
+                    });
+                }
+                // Not as recorded after all (gone or edited since): repair.
+                None => ExchangeReason::Repair,
+            }
+        }
+        Decision::Exchange(reason) => reason,
+    };
+    let refusal = refusal_of(integration, ctx, &input_fingerprint);
+    if plan::held(state.refused_inputs.as_deref(), &refusal) {
+        // Refused before, unchanged since: sending them again would
+        // only count as one more failed login.
+        debug!("the provider refused these inputs before; holding them");
+        return Err(Error::Held {
+            message: refusal_message(&state)
+                .unwrap_or_else(|| format!("{}; the provider refused them", super::REFUSAL_HOLD)),
+            hold: refusal,
+        });
+    }
+    // What can be known to fail without a credential value fails
+    // before anything is sent: a provider call whose answer could
+    // not be written would be wasted, and a one-shot flow's lost.
+    if let Some(spec) = templates::of(integration) {
+        templates::check(spec).map_err(template_error)?;
+    }
+    check_type(
+        integration,
+        ctx,
+        &existing,
+        template_fingerprint.as_deref(),
+        keeps_state,
+    )
+    .await?;
+    info!(reason = reason.as_str(), "exchanging credentials");
+    if reason == ExchangeReason::Renewal {
+        let stall = (|| {
+            fail::fail_point!(failpoints::STALL_RENEWAL, |_| true);
+            false
+        })();
+        if stall {
+            std::future::pending::<()>().await;
+        }
+    }
+    if resolved.driver.needs_cleanup(&resolved.flow) {
+        // Before anything is created at the provider.
+        ensure_finalizer(integration, ctx).await?;
+    }
+    let renew_before = renew_before(integration)?;
+    // `answered` is when the provider answered: a revalidation
+    // interval runs from the validation itself, not from the start
+    // of a reconcile whose API reads came before it.
+    let plan = |expires_at: Option<Timestamp>, expiry_assumed: bool, answered: Timestamp| output::Schedule {
+        expires_at,
+        expiry_assumed,
+        renew_at: Some(match expires_at {
+            Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
+            None => {
+                answered
+                    + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)
+                        .unwrap_or(jiff::SignedDuration::from_secs(3600))
+            }
+        }),
+    };
+    // Renewals early in their window yield to everything else at
+    // the provider's limiter; late ones are urgent.
+    let priority = if plan::yields(reason, routine, &recorded(integration), now) {
+        Priority::Routine
+    } else {
+        Priority::Urgent
+    };
+    let exchanged = limiter::with_priority(
+        priority,
+        exchange::run(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan),
+    )
+    .await?;
+    match exchanged {
+        Exchanged::Issued {
+            issued,
+            written,
+            changed,
+            renew_at,
+        } => {
+            let renew_at = renew_at.unwrap_or(now);
+            Ok(Ending::Issued {
+                issued,
+                reason,
+                renew_at,
+                written,
+                changed,
+            })
+        }
+        Exchanged::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        } => Ok(Ending::Pending {
+            reason,
+            message,
+            recheck_after,
+            started,
+        }),
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    d.max(Duration::from_millis(200))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_disabled_value_is_id_time_and_attestation() {
+        assert_eq!(
+            parse_disabled("7cbc0f64 1780000000 00ff"),
+            Some(("7cbc0f64", 1_780_000_000, "00ff"))
+        );
+        for bad in [
+            "",
+            "7cbc0f64",
+            "7cbc0f64 1780000000",
+            "7cbc0f64 soon 00ff",
+            "7cbc0f64 1780000000 00ff extra",
+            " 1780000000 00ff",
+        ] {
+            assert_eq!(parse_disabled(bad), None, "{bad:?}");
+        }
+        // What the receiver writes, the leader reads back and verifies.
+        let f = output::Fingerprinter::new(vec![1; 32]);
+        let value = format!("iid 1780000000 {}", f.attest_disabled("uid", "iid", 1_780_000_000));
+        let (id, at, attestation) = parse_disabled(&value).unwrap();
+        assert!(f.attested_disabled("uid", id, at, attestation));
+    }
+}
