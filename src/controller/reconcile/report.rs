@@ -230,7 +230,7 @@ pub(super) fn on_success(
                         ),
                     )
                 }
-                ExchangeReason::Requested if retried_after_disable(integration, &old) => (
+                ExchangeReason::Requested if retried_after_disable(integration, old) => (
                     Reason::Issued,
                     Reason::Reissued,
                     format!(
