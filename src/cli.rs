@@ -245,6 +245,11 @@ impl Operator {
                         Fingerprinter::new(key.clone()),
                         args.inbound_replay_window,
                     ),
+                    inbound::smartrecruiters::PartnerEndpoints::new(
+                        client.clone(),
+                        watch_namespaces.clone(),
+                        Fingerprinter::new(key.clone()),
+                    ),
                     controller::authorization::CallbackState {
                         client: client.clone(),
                         fingerprinter: Fingerprinter::new(key.clone()),

@@ -729,6 +729,34 @@ pub struct ClusterProviderSpec {
     /// no webhook is accepted and the operator polls as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+
+    /// SmartRecruiters' calls to the partner (type `smartrecruiters`,
+    /// General Partner Integration with `bidirectional: true`): while this
+    /// is set, the operator's inbound server (`--inbound-addr`) serves, for
+    /// this ClusterProvider, the `oauthTokenUrl`
+    /// (`/webhooks/smartrecruiters/<name>/oauth/token`), the `callbackUrl`
+    /// (`/webhooks/smartrecruiters/<name>/callback`) and the `consentUrl`
+    /// (`/webhooks/smartrecruiters/<name>/consent`) to register with
+    /// SmartRecruiters' Partner & API Team. Unset: nothing is served there
+    /// (404), and a disabled integration is noticed only when SmartRecruiters
+    /// refuses its credentials at the next renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_endpoints: Option<PartnerEndpointsSpec>,
+}
+
+/// The endpoints SmartRecruiters calls on the partner (seed 004: `oauthTokenUrl`,
+/// `callbackUrl`, `consentUrl`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerEndpointsSpec {
+    /// Lifetime of the bearer tokens the operator issues at its
+    /// `oauthTokenUrl` to SmartRecruiters (for the customer-level
+    /// credentials it generated), as a duration between `1m` and `24h`.
+    /// Default `1h`. SmartRecruiters uses them only to sign the disable
+    /// callback; shorter limits what a leaked token can do, and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub token_lifetime: Option<String>,
 }
 
 /// Where a provider's webhook signing secret is.

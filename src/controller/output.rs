@@ -152,6 +152,48 @@ impl Fingerprinter {
         given.len() == 16 && mac.verify_truncated_left(&given).is_ok()
     }
 
+    /// A key for another use of the operator's secret (e.g. the MACs of the
+    /// bearer tokens the inbound server issues), derived from this key and
+    /// `purpose`: every replica derives the same one, and no output of one
+    /// use can be passed off as another's.
+    pub fn derived_key(&self, purpose: &str) -> Vec<u8> {
+        let mut mac = self.mac();
+        feed(&mut mac, b"derived-key");
+        feed(&mut mac, purpose.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Attestation that a verified provider callback reported the
+    /// provider-side integration `id` of the Integration with uid `uid`
+    /// disabled, received at `at` (Unix seconds). Written by the inbound
+    /// server beside the id in the
+    /// [`PROVIDER_DISABLED_ANNOTATION`](super::reconcile::PROVIDER_DISABLED_ANNOTATION);
+    /// the leader acts on the report only with it, so someone who may merely
+    /// edit the Integration's annotations cannot forge one. Domain-separated
+    /// from [`Fingerprinter::attest`]: a reported-id attestation is no
+    /// disabled one.
+    pub fn attest_disabled(&self, uid: &str, id: &str, at: i64) -> String {
+        Self::finish(self.disabled_mac(uid, id, at))
+    }
+
+    /// Whether `attestation` is [`Fingerprinter::attest_disabled`] of `uid`,
+    /// `id` and `at` (compared in constant time).
+    pub fn attested_disabled(&self, uid: &str, id: &str, at: i64, attestation: &str) -> bool {
+        let Ok(given) = hex::decode(attestation) else {
+            return false;
+        };
+        given.len() == 16 && self.disabled_mac(uid, id, at).verify_truncated_left(&given).is_ok()
+    }
+
+    fn disabled_mac(&self, uid: &str, id: &str, at: i64) -> Hmac<Sha256> {
+        let mut mac = self.mac();
+        feed(&mut mac, b"provider-disabled");
+        feed(&mut mac, uid.as_bytes());
+        feed(&mut mac, id.as_bytes());
+        feed(&mut mac, at.to_string().as_bytes());
+        mac
+    }
+
     /// Fingerprint of a Secret's data and of which keys in it are rendered
     /// (fed only when some are, so the content hash of a Secret without
     /// templates is what it always was).
@@ -350,6 +392,23 @@ pub fn is_intact(secret: &Secret, fingerprinter: &Fingerprinter) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disabled_attestations_are_bound_to_uid_id_time_and_key_and_are_no_reported_id_attestation() {
+        let f = Fingerprinter::new(vec![7; 32]);
+        let a = f.attest_disabled("uid-1", "iid-1", 1_700_000_000);
+        assert!(f.attested_disabled("uid-1", "iid-1", 1_700_000_000, &a));
+        assert!(!f.attested_disabled("uid-2", "iid-1", 1_700_000_000, &a));
+        assert!(!f.attested_disabled("uid-1", "iid-2", 1_700_000_000, &a));
+        assert!(!f.attested_disabled("uid-1", "iid-1", 1_700_000_001, &a));
+        assert!(!Fingerprinter::new(vec![8; 32]).attested_disabled("uid-1", "iid-1", 1_700_000_000, &a));
+        assert!(!f.attested_disabled("uid-1", "iid-1", 1_700_000_000, "zz"));
+        // A reported-id attestation cannot stand in for a disabled one.
+        let reported = f.attest("uid-1", "iid-1");
+        assert!(!f.attested_disabled("uid-1", "iid-1", 1_700_000_000, &reported));
+        assert_ne!(f.derived_key("a"), f.derived_key("b"));
+        assert_ne!(f.derived_key("a"), Fingerprinter::new(vec![8; 32]).derived_key("a"));
+    }
 
     #[test]
     fn attestations_bind_the_id_to_the_uid_and_the_key() {

@@ -452,6 +452,7 @@ mod tests {
             allow_insecure_http: false,
             allow_private_addresses: false,
             webhook: None,
+            partner_endpoints: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The inbound server: the one HTTP(S) endpoint where providers call the
-//! operator (today: Kombo's webhooks, [`kombo`]). Off unless
+//! operator (Kombo's webhooks, [`kombo`]; SmartRecruiters' token endpoint,
+//! disable callback and consent hand-off, [`smartrecruiters`]). Off unless
 //! `--inbound-addr` is set; its own port, never the metrics port.
 //!
 //! - TLS from a certificate and key file (`--inbound-tls-cert`,
@@ -11,8 +12,9 @@
 //!   behind a proxy that terminates TLS).
 //! - Every request: at most [`MAX_BODY`] bytes (413 beyond), and a token
 //!   bucket per source IP address (429 with `Retry-After` when empty).
-//! - Nothing it receives is logged: no payload, no signature, no secret;
-//!   only the provider, the event type and the outcome.
+//! - Nothing it receives is logged: no payload, no signature, no secret,
+//!   no token; only the provider, the event type, the outcome and (for
+//!   SmartRecruiters' consent page) the companyId, after a character check.
 //!
 //! Any replica may receive a request while only the leader reconciles: the
 //! receiver never runs a flow. It records the fact on the Integration
@@ -20,6 +22,7 @@
 
 pub mod kombo;
 mod rate;
+pub mod smartrecruiters;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -48,7 +51,8 @@ use crate::telemetry::Metrics;
 
 pub use rate::RateLimiter;
 
-/// Largest request body accepted (Kombo's integration events are well under 4 KiB).
+/// Largest request body accepted (Kombo's integration events are well under
+/// 4 KiB; SmartRecruiters' token requests and callbacks under 1 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +75,7 @@ pub struct InboundConfig {
 /// the request counter.
 pub fn router(
     kombo: kombo::KomboWebhooks,
+    partner: smartrecruiters::PartnerEndpoints,
     callbacks: crate::controller::authorization::CallbackState,
     limiter: Arc<RateLimiter>,
     metrics: Metrics,
@@ -78,6 +83,22 @@ pub fn router(
     Router::new()
         .route("/webhooks/kombo/{provider}", axum::routing::post(kombo::receive))
         .with_state(kombo)
+        .merge(
+            Router::new()
+                .route(
+                    "/webhooks/smartrecruiters/{provider}/oauth/token",
+                    axum::routing::post(smartrecruiters::token),
+                )
+                .route(
+                    "/webhooks/smartrecruiters/{provider}/callback",
+                    axum::routing::post(smartrecruiters::callback),
+                )
+                .route(
+                    "/webhooks/smartrecruiters/{provider}/consent",
+                    axum::routing::get(smartrecruiters::consent),
+                )
+                .with_state(partner),
+        )
         // The OAuth 2.0 authorization-code redirect (any replica; it hands
         // the code to the leader through the output Secret).
         .merge(crate::controller::authorization::authorization_router(callbacks))
@@ -95,6 +116,16 @@ async fn guard(
     let path = request.uri().path();
     let endpoint = if path.starts_with("/webhooks/kombo/") {
         "kombo"
+    } else if let Some(rest) = path.strip_prefix("/webhooks/smartrecruiters/") {
+        if rest.ends_with("/oauth/token") {
+            "smartrecruiters_token"
+        } else if rest.ends_with("/callback") {
+            "smartrecruiters_callback"
+        } else if rest.ends_with("/consent") {
+            "smartrecruiters_consent"
+        } else {
+            "other"
+        }
     } else if path == "/oauth2/callback" {
         "oauth2_callback"
     } else {

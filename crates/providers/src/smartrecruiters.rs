@@ -502,11 +502,7 @@ impl SmartRecruitersDriver {
                 // suffix when an integration is created again).
                 let mut raw = [0u8; 32];
                 rand::rng().fill_bytes(&mut raw);
-                let id = if recreate {
-                    format!("io-{}-{}", req.identity, req.now.as_second())
-                } else {
-                    format!("io-{}", req.identity)
-                };
+                let id = partner_client_id(req.identity, recreate.then(|| req.now.as_second()));
                 let generated = fields([(PARTNER_CLIENT_ID, id), (PARTNER_CLIENT_SECRET, hex::encode(raw))]);
                 persisted = req.checkpoint.save(&generated, &[]).await?;
             }
@@ -604,6 +600,35 @@ impl SmartRecruitersDriver {
         };
         self.customer_token(req, &provider, &persisted).await
     }
+}
+
+/// The partner-side client id generated for the Integration with identity
+/// (uid) `identity`: `io-<uid>`, or `io-<uid>-<time>` for an integration
+/// created again at `time` (Unix seconds). SmartRecruiters requires it
+/// unique across the partner's integrations; the uid makes it so.
+pub fn partner_client_id(identity: &str, recreated_at: Option<i64>) -> String {
+    match recreated_at {
+        Some(t) => format!("io-{identity}-{t}"),
+        None => format!("io-{identity}"),
+    }
+}
+
+/// The Integration uid a [`partner_client_id`] was generated for, if
+/// `client_id` has that form (a Kubernetes uid is 36 characters). Lets the
+/// operator's token endpoint find the one Integration to check a client
+/// against instead of searching every output Secret. The id is no secret:
+/// the client secret and the output Secret it is stored in decide.
+pub fn partner_client_identity(client_id: &str) -> Option<&str> {
+    const UID_LEN: usize = 36;
+    let rest = client_id.strip_prefix("io-")?;
+    let uid = rest.get(..UID_LEN)?;
+    let suffix = &rest[UID_LEN..];
+    let valid_uid = uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    let valid_suffix = suffix.is_empty()
+        || suffix
+            .strip_prefix('-')
+            .is_some_and(|t| !t.is_empty() && t.len() <= 20 && t.chars().all(|c| c.is_ascii_digit()));
+    (valid_uid && valid_suffix).then_some(uid)
 }
 
 /// Clears the "request sent" marker. It is set to empty rather than removed:
@@ -1011,6 +1036,29 @@ mod tests {
         assert_eq!(reason(&asked.on(&driver, &emptied).await), Reason::Issued);
         assert_eq!(sim.integrations().len(), 2);
         assert_ne!(emptied.get(keys::INTEGRATION_ID), Some(iid));
+    }
+
+    #[test]
+    fn a_generated_partner_client_id_names_the_integration_it_was_made_for() {
+        let uid = "6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6b";
+        assert_eq!(partner_client_identity(&partner_client_id(uid, None)), Some(uid));
+        assert_eq!(
+            partner_client_identity(&partner_client_id(uid, Some(1_780_000_000))),
+            Some(uid)
+        );
+        for other in [
+            "",
+            "io-",
+            "io-short",
+            "gpi-6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6b",
+            "io-6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6bX",
+            "io-6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6b-",
+            "io-6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6b-12a",
+            "io-6f1c2b8e/9d0a-4e3f-8a7b-1c2d3e4f5a6b",
+            "io-6f1c2b8e-9d0a-4e3f-8a7b-1c2d3e4f5a6\u{e9}",
+        ] {
+            assert_eq!(partner_client_identity(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub(super) use report::{publish, status_patch_params};
 
 use crate::reasons::Reason;
 use exchange::Exchanged;
-use observe::{fingerprint_context, observe_secret, recorded, refusal_message, refusal_of, status_of, uid};
+pub use observe::parse_disabled;
+use observe::{
+    disabled_report, fingerprint_context, observe_secret, recorded, refusal_message, refusal_of, status_of, uid,
+};
 use report::{finish, record_failure};
 use std::{sync::Arc, time::Duration};
 use write::{check_type, ensure_finalizer, rerender, template_error};
@@ -82,6 +85,17 @@ pub const PROVIDER_EVENT_ANNOTATION: &str = "integration-operator.io/provider-ev
 /// [`output::Fingerprinter::attest`]): a value without a valid one is
 /// ignored, and the driver still checks the id with the provider.
 pub const REPORTED_ID_ANNOTATION: &str = "integration-operator.io/provider-reported-id";
+
+/// Annotation the operator's inbound server sets to `<id> <time> <attestation>`
+/// when a verified provider callback reports the provider-side integration
+/// `id` of this Integration disabled (SmartRecruiters' `INTEGRATION_DISABLED`),
+/// `time` being when it was received (Unix seconds). The attestation is a
+/// MAC under the operator's key over the Integration's uid, `id` and `time`
+/// ([`output::Fingerprinter::attest_disabled`]): a value without a valid one
+/// is ignored. While `id` is the integration status records, the leader
+/// sends nothing to the provider for it and shows `ReauthRequired`, until a
+/// person sets [`RETRY_ANNOTATION`] to `id`.
+pub const PROVIDER_DISABLED_ANNOTATION: &str = "integration-operator.io/provider-disabled";
 
 /// Input fingerprint written with checkpoints: never equal to a real one, so
 /// an unfinished flow is always resumed.
@@ -246,7 +260,34 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         template_fingerprint: template_fingerprint.clone(),
     };
     let keeps_state = resolved.flow.keeps_state();
-    let reason = match plan::decide(&facts, now) {
+    // A verified provider callback reported the integration status records
+    // disabled: the customer switched it off. Its credentials would only be
+    // refused (each refusal one more failed login), so nothing is sent
+    // until a person asks for it to be created again, and the condition
+    // says so at once rather than at the next renewal.
+    let mut forced = None;
+    if let Some((id, at)) = disabled_report(integration, ctx, &state) {
+        if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
+            return Err(Error::invalid(
+                Reason::ReauthRequired,
+                format!(
+                    "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
+                    resolved.provider.name,
+                    Timestamp::from_second(at).map(status::rfc3339).unwrap_or_default(),
+                ),
+            ));
+        }
+        // Asked for: one exchange (the driver creates the integration again
+        // once the provider refuses the old credentials), not one per look.
+        if status::parse_time(state.last_exchange_time.as_ref()).is_none_or(|t| t.as_second() <= at) {
+            forced = Some(ExchangeReason::Requested);
+        }
+    }
+    let decision = match forced {
+        Some(reason) => Decision::Exchange(reason),
+        None => plan::decide(&facts, now),
+    };
+    let reason = match decision {
         Decision::UpToDate { recheck_at } => {
             debug!(renew_at = ?recheck_at, "credentials are current");
             return Ok(Ending::UpToDate {
@@ -374,4 +415,32 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let d = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
     d.max(Duration::from_millis(200))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_disabled_value_is_id_time_and_attestation() {
+        assert_eq!(
+            parse_disabled("7cbc0f64 1780000000 00ff"),
+            Some(("7cbc0f64", 1_780_000_000, "00ff"))
+        );
+        for bad in [
+            "",
+            "7cbc0f64",
+            "7cbc0f64 1780000000",
+            "7cbc0f64 soon 00ff",
+            "7cbc0f64 1780000000 00ff extra",
+            " 1780000000 00ff",
+        ] {
+            assert_eq!(parse_disabled(bad), None, "{bad:?}");
+        }
+        // What the receiver writes, the leader reads back and verifies.
+        let f = output::Fingerprinter::new(vec![1; 32]);
+        let value = format!("iid 1780000000 {}", f.attest_disabled("uid", "iid", 1_780_000_000));
+        let (id, at, attestation) = parse_disabled(&value).unwrap();
+        assert!(f.attested_disabled("uid", id, at, attestation));
+    }
 }

@@ -4,7 +4,7 @@
 //! schedule written with the credentials.
 
 use super::write::not_owned;
-use super::{REPORTED_ID_ANNOTATION, RETRY_ANNOTATION};
+use super::{PROVIDER_DISABLED_ANNOTATION, REPORTED_ID_ANNOTATION, RETRY_ANNOTATION};
 use crate::reasons::Reason;
 use std::collections::BTreeMap;
 
@@ -123,6 +123,51 @@ pub(super) fn reported_id(integration: &Integration, ctx: &Context, uid: &str) -
         warn!("ignoring a provider-reported-id annotation without a valid attestation");
         None
     }
+}
+
+/// The provider-side integration a verified callback reported disabled, and
+/// when (Unix seconds), if the annotation carries a valid attestation for
+/// this uid and names the integration status records (a report about an
+/// integration replaced since is history).
+pub(super) fn disabled_report(
+    integration: &Integration,
+    ctx: &Context,
+    state: &IntegrationStatus,
+) -> Option<(String, i64)> {
+    let value = integration.annotations().get(PROVIDER_DISABLED_ANNOTATION)?;
+    let (id, at, attestation) = parse_disabled(value)?;
+    if !ctx
+        .fingerprinter
+        .attested_disabled(&uid(integration), id, at, attestation)
+    {
+        warn!("ignoring a provider-disabled annotation without a valid attestation");
+        return None;
+    }
+    (state.integration_id.as_deref() == Some(id)).then(|| (id.to_string(), at))
+}
+
+/// Whether the retry annotation asks again for the integration a
+/// provider-disabled report names (for the message of the exchange it
+/// causes; the report's attestation was checked when it was acted on).
+pub(super) fn retried_after_disable(integration: &Integration, old: &IntegrationStatus) -> bool {
+    let annotations = integration.annotations();
+    annotations
+        .get(PROVIDER_DISABLED_ANNOTATION)
+        .and_then(|v| parse_disabled(v))
+        .is_some_and(|(id, _, _)| {
+            annotations.get(RETRY_ANNOTATION).map(String::as_str) == Some(id)
+                && old.integration_id.as_deref() == Some(id)
+        })
+}
+
+/// Splits a [`PROVIDER_DISABLED_ANNOTATION`] value into id, time and attestation.
+pub fn parse_disabled(value: &str) -> Option<(&str, i64, &str)> {
+    let mut parts = value.split(' ');
+    let (id, at, attestation) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || id.is_empty() {
+        return None;
+    }
+    Some((id, at.parse().ok()?, attestation))
 }
 
 /// The refusal fingerprint of these inputs with the retry annotation as it is now.

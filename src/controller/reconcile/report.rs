@@ -2,8 +2,11 @@
 //! (or the error it failed with), written only when they changed, and the
 //! consumer rollouts a change of credentials asks for.
 
-use super::observe::{current_schedule, status_of};
-use super::{Ending, EndingKind, PROVIDER_EVENT_ANNOTATION, REJECTED_ANNOTATION, RENEW_NOW_ANNOTATION, until};
+use super::observe::{current_schedule, retried_after_disable, status_of};
+use super::{
+    Ending, EndingKind, PROVIDER_DISABLED_ANNOTATION, PROVIDER_EVENT_ANNOTATION, REJECTED_ANNOTATION,
+    RENEW_NOW_ANNOTATION, RETRY_ANNOTATION, until,
+};
 use crate::reasons::Reason;
 use std::time::Duration;
 
@@ -227,6 +230,13 @@ pub(super) fn on_success(
                         ),
                     )
                 }
+                ExchangeReason::Requested if retried_after_disable(integration, old) => (
+                    Reason::Issued,
+                    Reason::Reissued,
+                    format!(
+                        "exchanged on request ({RETRY_ANNOTATION}) after the provider reported the integration disabled ({PROVIDER_DISABLED_ANNOTATION})"
+                    ),
+                ),
                 ExchangeReason::Requested => (
                     Reason::Renewed,
                     Reason::Renewed,

@@ -8,6 +8,17 @@
 //! | `company` | `GET /configuration/company/my` | the cheap validation call (providers.md 1.10): accepts `X-SmartToken: <api key>` or a customer-level bearer token |
 //! | `jobs` | `GET /jobs` | a protected data route, used the way an application would use the credentials |
 //!
+//! SmartRecruiters also calls the partner (seed 004): for an app registered
+//! with [`SmartRecruitersSim::register_partner_app`] (its `oauthTokenUrl`
+//! and `callbackUrl`), [`SmartRecruitersSim::disable_and_notify`] disables
+//! an integration as the customer would and then, if the integration was
+//! created with partner-side credentials (bi-directional), obtains a bearer
+//! token from the partner's `oauthTokenUrl` with them (client-credentials
+//! grant, form body, as SmartRecruiters documents its own endpoint) and
+//! POSTs `{"eventType": "INTEGRATION_DISABLED"}` to `callbackUrl` with it.
+//! No `oauthTokenUrl`, no callback (seed 004). The control route
+//! `POST /_sim/integrations/{id}/disable` does the same over HTTP.
+//!
 //! Every route takes faults from the shared [`Faults`] under its route name
 //! and counts its requests (failed ones included). The token route also
 //! takes faults for one kind of client only: `token/master` (partner master
@@ -127,6 +138,26 @@ struct State_ {
     client_auth_seen: Vec<(String, ClientAuth)>,
     /// Every integrations POST body, in order.
     posts: Vec<Value>,
+    /// What partners registered per app id (seed 004: `oauthTokenUrl`, `callbackUrl`).
+    partner_apps: HashMap<String, PartnerApp>,
+}
+
+/// What a partner registered with SmartRecruiters' Partner & API Team for one app.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartnerApp {
+    pub oauth_token_url: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// What [`SmartRecruitersSim::disable_and_notify`] did at the partner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notified {
+    /// HTTP status of the partner's `oauthTokenUrl` (`None`: not called).
+    pub token_status: Option<u16>,
+    /// The bearer token it issued, if any.
+    pub token: Option<String>,
+    /// HTTP status of the partner's `callbackUrl` (`None`: not called).
+    pub callback_status: Option<u16>,
 }
 
 struct Inner {
@@ -168,6 +199,7 @@ impl SmartRecruitersSim {
             .route("/apps-integrations/partner-api/integrations", post(create_integration))
             .route("/configuration/company/my", get(company))
             .route("/jobs", get(jobs))
+            .route("/_sim/integrations/{id}/disable", post(control_disable))
             .with_state(inner.clone());
         let server = super::Served::start(app).await?;
         Ok(Self { inner, server })
@@ -238,15 +270,27 @@ impl SmartRecruitersSim {
     /// credentials and tokens stop working, and a new POST for the same
     /// appId+companyId is accepted again.
     pub fn disable_integration(&self, integration_id: &str) {
-        let client = {
-            let mut s = self.inner.lock();
-            let Some(i) = s.integrations.iter_mut().find(|i| i.integration_id == integration_id) else {
-                return;
-            };
-            i.enabled = false;
-            i.client_id.clone()
-        };
-        self.revoke_client(&client);
+        disable(&self.inner, integration_id);
+    }
+
+    /// Registers what the partner gave SmartRecruiters for `app_id`: its
+    /// `oauthTokenUrl` and `callbackUrl` (seed 004, step 1).
+    pub fn register_partner_app(&self, app_id: &str, oauth_token_url: Option<&str>, callback_url: Option<&str>) {
+        self.inner.lock().partner_apps.insert(
+            app_id.into(),
+            PartnerApp {
+                oauth_token_url: oauth_token_url.map(String::from),
+                callback_url: callback_url.map(String::from),
+            },
+        );
+    }
+
+    /// The customer disables the integration ([`Self::disable_integration`])
+    /// and SmartRecruiters tells the partner: a token from the partner's
+    /// `oauthTokenUrl` with the partner-side credentials sent at creation,
+    /// then `{"eventType": "INTEGRATION_DISABLED"}` to its `callbackUrl`.
+    pub async fn disable_and_notify(&self, integration_id: &str) -> anyhow::Result<Notified> {
+        notify_disabled(&self.inner, integration_id).await
     }
 
     /// Lifetime of new tokens in seconds; `None` omits `expires_in`.
@@ -346,6 +390,86 @@ impl SmartRecruitersSim {
 
     pub fn clear_faults(&self) {
         self.inner.faults.clear();
+    }
+}
+
+/// Disables the integration; returns it as it was, if it exists.
+fn disable(inner: &Inner, integration_id: &str) -> Option<PartnerIntegration> {
+    let mut s = inner.lock();
+    let i = s.integrations.iter_mut().find(|i| i.integration_id == integration_id)?;
+    i.enabled = false;
+    let found = i.clone();
+    if let Some(c) = s.clients.get_mut(&found.client_id) {
+        c.revoked = true;
+    }
+    s.tokens.retain(|_, t| t.client_id != found.client_id);
+    Some(found)
+}
+
+async fn notify_disabled(inner: &Inner, integration_id: &str) -> anyhow::Result<Notified> {
+    let integration =
+        disable(inner, integration_id).ok_or_else(|| anyhow::anyhow!("no integration {integration_id}"))?;
+    let app = inner
+        .lock()
+        .partner_apps
+        .get(&integration.app_id)
+        .cloned()
+        .unwrap_or_default();
+    let mut notified = Notified::default();
+    // Seed 004: no oauthTokenUrl, no callback; and nothing to sign it with
+    // unless the partner sent credentials with the integration.
+    let (Some(token_url), Some(callback_url), Some(id), Some(secret)) = (
+        app.oauth_token_url,
+        app.callback_url,
+        integration.partner_client_id,
+        integration.partner_client_secret,
+    ) else {
+        return Ok(notified);
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let answer = http
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id.as_str()),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await?;
+    notified.token_status = Some(answer.status().as_u16());
+    if !answer.status().is_success() {
+        return Ok(notified);
+    }
+    let body: Value = answer.json().await?;
+    let Some(token) = body.get("access_token").and_then(Value::as_str).map(String::from) else {
+        return Ok(notified);
+    };
+    notified.token = Some(token.clone());
+    let answer = http
+        .post(&callback_url)
+        .bearer_auth(&token)
+        .json(&json!({"eventType": "INTEGRATION_DISABLED"}))
+        .send()
+        .await?;
+    notified.callback_status = Some(answer.status().as_u16());
+    Ok(notified)
+}
+
+/// `POST /_sim/integrations/{id}/disable`: the control route of
+/// [`SmartRecruitersSim::disable_and_notify`] (for a demo or another process).
+async fn control_disable(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match notify_disabled(&inner, &id).await {
+        Ok(n) => json_response(
+            StatusCode::OK,
+            json!({"tokenStatus": n.token_status, "callbackStatus": n.callback_status}).to_string(),
+        ),
+        Err(e) => json_response(StatusCode::NOT_FOUND, json!({"message": e.to_string()}).to_string()),
     }
 }
 

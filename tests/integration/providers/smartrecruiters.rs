@@ -842,3 +842,518 @@ async fn a_rejection_report_checks_the_key_at_once_and_a_revoked_key_needs_reaut
     let text = format!("{}\n{}", logs(), cluster.events_text().await);
     assert!(!text.contains(API_KEY), "the API key appeared in the log or an Event");
 }
+
+// ------------------------------------------------------------------------
+// SmartRecruiters calling the operator (seed 004): the operator's
+// oauthTokenUrl and callbackUrl, served by its inbound server for a
+// ClusterProvider with `partnerEndpoints`. Polling stays slow (tokens live
+// 30 minutes), so whatever happens within seconds happened because of a
+// callback.
+
+const INBOUND: [&str; 4] = [
+    "--inbound-addr",
+    "127.0.0.1:0",
+    "--inbound-insecure-http",
+    "--inbound-rate=50",
+];
+
+/// The three URLs of `provider` to register with SmartRecruiters.
+struct PartnerUrls {
+    token: String,
+    callback: String,
+    consent: String,
+}
+
+fn partner_urls(operator: &integration_operator::cli::Operator, cluster: &Cluster, provider: &str) -> PartnerUrls {
+    let addr = operator.inbound_addr.expect("inbound server on");
+    let base = format!(
+        "http://{addr}/webhooks/smartrecruiters/{}",
+        cluster.provider_name(provider)
+    );
+    PartnerUrls {
+        token: format!("{base}/oauth/token"),
+        callback: format!("{base}/callback"),
+        consent: format!("{base}/consent"),
+    }
+}
+
+/// A SmartRecruiters ClusterProvider serving partner endpoints, the master
+/// Secret, and an operator with its inbound server; the simulator knows the
+/// operator's URLs as SmartRecruiters' Partner & API Team would.
+async fn partner_setup() -> (
+    Cluster,
+    SmartRecruitersSim,
+    integration_operator::cli::Operator,
+    PartnerUrls,
+) {
+    let (cluster, sim) = setup(Some(1800)).await;
+    provider(&cluster, &sim, PROVIDER, json!({"partnerEndpoints": {}})).await;
+    master_secret(&cluster).await;
+    let operator = cluster.start_operator_with(&INBOUND).await;
+    let urls = partner_urls(&operator, &cluster, PROVIDER);
+    sim.register_partner_app(APP, Some(&urls.token), Some(&urls.callback));
+    (cluster, sim, operator, urls)
+}
+
+fn annotations(i: &Integration) -> BTreeMap<String, String> {
+    i.metadata.annotations.clone().unwrap_or_default()
+}
+
+/// A token request to the operator's oauthTokenUrl: (status, JSON body, headers).
+async fn token_request(
+    url: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new().post(url).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let answer = request.send().await.expect("token request sent");
+    let status = answer.status().as_u16();
+    let headers = answer.headers().clone();
+    (status, answer.json().await.unwrap_or_default(), headers)
+}
+
+async fn callback_request(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let answer = request.send().await.expect("callback sent");
+    (answer.status().as_u16(), answer.headers().clone())
+}
+
+const DISABLED: &[u8] = br#"{"eventType": "INTEGRATION_DISABLED"}"#;
+
+#[tokio::test]
+async fn a_disable_callback_turns_the_integration_reauth_required_at_once_and_retry_creates_a_new_one() {
+    let (cluster, sim, operator, _urls) = partner_setup().await;
+    cluster.integration("acme", partner_spec("ACME", "out", true)).await;
+    cluster.wait_ready("acme", "True", None).await;
+    let first = sim.integrations()[0].clone();
+    let customer_calls = sim.token_calls_for(&first.client_id);
+
+    // The customer disables it; SmartRecruiters gets a token from the
+    // operator with the credentials the operator generated, then calls back.
+    let sent = std::time::Instant::now();
+    let notified = sim.disable_and_notify(&first.integration_id).await.unwrap();
+    assert_eq!(notified.token_status, Some(200), "{notified:?}");
+    assert_eq!(notified.callback_status, Some(200), "{notified:?}");
+    let i = cluster.wait_ready("acme", "False", Some("ReauthRequired")).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "ReauthRequired only after {:?}",
+        sent.elapsed()
+    );
+    let (_, message) = ready(&i);
+    assert!(
+        message.contains(&first.integration_id)
+            && message.contains("disabled")
+            && message.contains(&format!("integration-operator.io/retry={}", first.integration_id)),
+        "{message}"
+    );
+    assert!(
+        annotations(&i).contains_key("integration-operator.io/provider-disabled"),
+        "the receiver recorded it"
+    );
+    assert!(cluster.has_event("ReauthRequired").await, "a Warning Event");
+    assert!(
+        cluster
+            .events_text()
+            .await
+            .lines()
+            .any(|l| l.starts_with("Warning ReauthRequired") && l.contains(&first.integration_id)),
+        "the Warning Event names the integration"
+    );
+    // From the callback, not from asking SmartRecruiters: no token call
+    // for the disabled credentials, and none while it stays disabled.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sim.token_calls_for(&first.client_id), customer_calls);
+    assert_eq!(sim.calls("integrations"), 1);
+
+    // A person asks for it again: a new integration, with new partner credentials.
+    annotate_retry(&cluster, "acme", &first.integration_id).await;
+    let i = cluster.wait_ready("acme", "True", None).await;
+    assert_eq!(sim.calls("integrations"), 2);
+    let (reason, message) = ready(&i);
+    assert_eq!(reason, "Issued", "{message}");
+    // (Recovered: it comes after a failure.)
+    eventually(
+        Duration::from_secs(10),
+        "an Event saying why it was created again",
+        || async {
+            cluster
+                .events_text()
+                .await
+                .lines()
+                .any(|l| l.starts_with("Normal ") && l.contains("reported the integration disabled"))
+                .then_some(())
+        },
+    )
+    .await;
+    let second = sim.integrations()[1].clone();
+    assert_eq!(
+        i.status.as_ref().unwrap().integration_id.as_deref(),
+        Some(second.integration_id.as_str())
+    );
+    assert_ne!(second.partner_client_id, first.partner_client_id);
+    // The old token belongs to the old partner credentials: refused now.
+    let old = notified.token.clone().unwrap();
+    let urls = partner_urls(&operator, &cluster, PROVIDER);
+    assert_eq!(
+        callback_request(&urls.callback, Some(&old), DISABLED.to_vec()).await.0,
+        401
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.wait_ready("acme", "True", None).await;
+
+    // The new one can be disabled the same way.
+    let notified2 = sim.disable_and_notify(&second.integration_id).await.unwrap();
+    assert_eq!(notified2.callback_status, Some(200));
+    cluster.wait_ready("acme", "False", Some("ReauthRequired")).await;
+    operator.stop().await;
+
+    let mut canaries = vec![MASTER_SECRET.to_string(), old, notified2.token.unwrap()];
+    for c in sim.integrations() {
+        canaries.push(c.client_secret);
+        canaries.extend(c.partner_client_secret);
+    }
+    assert_no_canary(&cluster, &["acme"], &canaries).await;
+}
+
+#[tokio::test]
+async fn hostile_token_requests_and_callbacks_are_refused_and_change_nothing() {
+    use integration_operator::inbound::smartrecruiters::{TOKEN_KEY_PURPOSE, TokenKey, mint};
+    let (cluster, sim, operator, urls) = partner_setup().await;
+    cluster.integration("a", partner_spec("A", "out-a", true)).await;
+    cluster.integration("b", partner_spec("B", "out-b", true)).await;
+    cluster.wait_ready("a", "True", None).await;
+    cluster.wait_ready("b", "True", None).await;
+    let a = cluster.secret_data("out-a").await.unwrap();
+    let b = cluster.secret_data("out-b").await.unwrap();
+    let (a_id, a_secret) = (a["partner_client_id"].as_str(), a["partner_client_secret"].as_str());
+    let (b_id, b_secret) = (b["partner_client_id"].as_str(), b["partner_client_secret"].as_str());
+    let grant = ("grant_type", "client_credentials");
+
+    // Positive control: both client authentication methods get a token.
+    let (status, body, headers) = token_request(
+        &urls.token,
+        None,
+        &[grant, ("client_id", a_id), ("client_secret", a_secret)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(headers["cache-control"], "no-store");
+    let a_token = body["access_token"].as_str().unwrap().to_string();
+    let (status, body, _) = token_request(&urls.token, Some((b_id, b_secret)), &[grant]).await;
+    assert_eq!(status, 200);
+    let b_token = body["access_token"].as_str().unwrap().to_string();
+
+    // Token requests refused in RFC 6749 terms.
+    let wrong = token_request(
+        &urls.token,
+        None,
+        &[grant, ("client_id", a_id), ("client_secret", b_secret)],
+    )
+    .await;
+    assert_eq!((wrong.0, wrong.1["error"].as_str()), (401, Some("invalid_client")));
+    assert!(wrong.2.contains_key("www-authenticate"));
+    let unknown_id = "io-00000000-0000-4000-8000-000000000000";
+    let unknown = token_request(
+        &urls.token,
+        None,
+        &[grant, ("client_id", unknown_id), ("client_secret", a_secret)],
+    )
+    .await;
+    assert_eq!((unknown.0, unknown.1["error"].as_str()), (401, Some("invalid_client")));
+    let other_grant = token_request(
+        &urls.token,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", a_id),
+            ("client_secret", a_secret),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (other_grant.0, other_grant.1["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let both = token_request(
+        &urls.token,
+        Some((a_id, a_secret)),
+        &[grant, ("client_id", a_id), ("client_secret", a_secret)],
+    )
+    .await;
+    assert_eq!((both.0, both.1["error"].as_str()), (400, Some("invalid_request")));
+    // The master credentials are SmartRecruiters' to check, not the operator's.
+    let master = token_request(
+        &urls.token,
+        None,
+        &[grant, ("client_id", MASTER_ID), ("client_secret", MASTER_SECRET)],
+    )
+    .await;
+    assert_eq!(master.0, 401);
+
+    // Tokens minted with the operator's real key (read by this admin test),
+    // to craft an expired one and prove crafting works.
+    let key_secret: k8s_openapi::api::core::v1::Secret =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.operator_namespace())
+            .get(integration_operator::cli::FINGERPRINT_KEY_SECRET)
+            .await
+            .unwrap();
+    let root = integration_operator::controller::output::Fingerprinter::new(key_secret.data.unwrap()["key"].0.clone())
+        .derived_key(TOKEN_KEY_PURPOSE);
+    let a_key = TokenKey::derive(&root, &cluster.provider_name(PROVIDER), a_secret.as_bytes());
+    let now = jiff::Timestamp::now().as_second();
+    let expired = mint(&a_key, a_id, now - 1);
+    let crafted = mint(&a_key, a_id, now + 60);
+    // A's token relabelled for B, with A's MAC.
+    let parts: Vec<&str> = a_token.split('.').collect();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+    let relabelled = format!("iosr1.{}.{}", b64.encode(payload.replace(a_id, b_id)), parts[2]);
+    // A's MAC over a later expiry.
+    let (exp, _) = payload.split_once(':').unwrap();
+    let extended = format!(
+        "iosr1.{}.{}",
+        b64.encode(payload.replacen(exp, &(now + 86_400 * 30).to_string(), 1)),
+        parts[2]
+    );
+    let mut flipped = a_token.clone();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == 'A' { 'Q' } else { 'A' });
+
+    let cb = |token: Option<String>, body: Vec<u8>| {
+        let url = urls.callback.clone();
+        async move { callback_request(&url, token.as_deref(), body).await }
+    };
+    let (status, headers) = cb(None, DISABLED.to_vec()).await;
+    assert_eq!(status, 401, "missing Bearer");
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    for (what, token) in [
+        ("expired", expired),
+        ("relabelled for another Integration", relabelled),
+        ("extended", extended),
+        ("flipped", flipped),
+        ("garbage", "not-a-token".to_string()),
+        ("another ClusterProvider's key", {
+            let other = TokenKey::derive(&root, "another-provider", a_secret.as_bytes());
+            mint(&other, a_id, now + 60)
+        }),
+    ] {
+        let (status, headers) = cb(Some(token), DISABLED.to_vec()).await;
+        assert_eq!(status, 401, "{what}");
+        assert!(
+            headers["www-authenticate"].to_str().unwrap().contains("invalid_token"),
+            "{what}"
+        );
+    }
+    // Valid tokens, bad bodies.
+    assert_eq!(cb(Some(a_token.clone()), b"not json".to_vec()).await.0, 400);
+    assert_eq!(cb(Some(a_token.clone()), b"{}".to_vec()).await.0, 400);
+    let mut huge = br#"{"eventType": "INTEGRATION_DISABLED", "pad": ""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    huge.extend(br#""}"#);
+    assert_eq!(cb(Some(a_token.clone()), huge).await.0, 413);
+    // Another event type: acknowledged, nothing changed (the crafted
+    // token works, so the expired one above failed for its expiry).
+    assert_eq!(
+        cb(
+            Some(crafted.clone()),
+            br#"{"eventType": "INTEGRATION_PAUSED"}"#.to_vec()
+        )
+        .await
+        .0,
+        202
+    );
+    // Someone who may edit annotations forges a disable of B.
+    let b_integration = sim
+        .integrations()
+        .into_iter()
+        .find(|c| c.company_id == "B")
+        .unwrap()
+        .integration_id;
+    cluster
+        .integrations()
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "integration-operator.io/provider-disabled":
+                    format!("{b_integration} 1780000000 00112233445566778899aabbccddeeff")
+            }}})),
+        )
+        .await
+        .unwrap();
+    // A ClusterProvider without partnerEndpoints serves nothing.
+    provider(&cluster, &sim, "sr-plain", json!({})).await;
+    let plain = partner_urls(&operator, &cluster, "sr-plain");
+    assert_eq!(
+        token_request(&plain.token, Some((a_id, a_secret)), &[grant]).await.0,
+        404
+    );
+
+    // Nothing changed: both Ready as issued, no disable recorded on A, and
+    // B carries only the forgery, which the leader ignored.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["a", "b"] {
+        let i = cluster.wait_ready(name, "True", None).await;
+        assert_eq!(ready(&i).0, "Issued", "{name}");
+    }
+    let a_now = cluster.integrations().get("a").await.unwrap();
+    assert!(!annotations(&a_now).contains_key("integration-operator.io/provider-disabled"));
+    assert_eq!(cluster.events_with_reason("ReauthRequired").await, 0);
+    assert_eq!(sim.integration_posts().len(), 2);
+
+    // Positive control: A's genuine token disables A, and only A.
+    assert_eq!(cb(Some(a_token.clone()), DISABLED.to_vec()).await.0, 200);
+    cluster.wait_ready("a", "False", Some("ReauthRequired")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.wait_ready("b", "True", None).await;
+    // And B's own token disables B: what was refused above was the forgery.
+    assert_eq!(cb(Some(b_token.clone()), DISABLED.to_vec()).await.0, 200);
+    cluster.wait_ready("b", "False", Some("ReauthRequired")).await;
+    operator.stop().await;
+
+    let mut canaries = vec![
+        MASTER_SECRET.to_string(),
+        a_secret.to_string(),
+        b_secret.to_string(),
+        a_token,
+        b_token,
+        crafted,
+    ];
+    for c in sim.integrations() {
+        canaries.push(c.client_secret);
+    }
+    assert_no_canary(&cluster, &["a", "b"], &canaries).await;
+}
+
+#[tokio::test]
+async fn the_consent_page_is_a_hand_off_that_never_redirects_off_smartrecruiters() {
+    let (cluster, sim, operator, urls) = partner_setup().await;
+    let get = |query: &str| {
+        let url = format!("{}{query}", urls.consent);
+        async move {
+            let answer = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap();
+            let (status, headers) = (answer.status().as_u16(), answer.headers().clone());
+            (status, headers, answer.text().await.unwrap())
+        }
+    };
+    let (status, headers, html) =
+        get("?companyId=ACME&redirect=https%3A%2F%2Fwww.smartrecruiters.com%2Fapp%3Fx%3D1").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<code>ACME</code>") && html.contains("administrator"),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"https://www.smartrecruiters.com/app?x=1\""),
+        "{html}"
+    );
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors https://smartrecruiters.com")
+    );
+    assert!(!headers.contains_key("location"), "a page, not a redirect");
+    let (status, _, html) = get("?companyId=ACME&redirect=https%3A%2F%2Fevil.example%2F").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("href") && !html.contains("evil"), "{html}");
+    assert_eq!(get("?companyId=%3Cscript%3E").await.0, 400);
+    assert_eq!(get("").await.0, 400);
+    assert!(
+        logs().contains("smartrecruiters consent requested") && logs().contains("company_id=ACME"),
+        "the admin finds the request in the log"
+    );
+    // Nothing is created by an anonymous visit.
+    assert_eq!(sim.total_calls(), 0);
+    assert!(
+        cluster
+            .integrations()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    operator.stop().await;
+}
+
+/// Tokens carry everything needed to check them: one replica issues the
+/// token, another (the standby) receives the callback, the leader acts.
+#[tokio::test]
+async fn a_token_issued_by_one_replica_is_accepted_by_another_and_the_leader_acts() {
+    let (cluster, sim) = setup(Some(1800)).await;
+    provider(
+        &cluster,
+        &sim,
+        PROVIDER,
+        json!({"partnerEndpoints": {"tokenLifetime": "10m"}}),
+    )
+    .await;
+    master_secret(&cluster).await;
+    let replica = |name: &'static str| {
+        let mut args = INBOUND.to_vec();
+        args.extend(["--leader-elect", "--instance", name, "--lease-duration-seconds", "4"]);
+        args
+    };
+    let a = cluster.start_operator_with(&replica("replica-a")).await;
+    cluster.integration("acme", partner_spec("ACME", "out", true)).await;
+    cluster.wait_ready("acme", "True", None).await;
+    let b = cluster.start_operator_with(&replica("replica-b")).await;
+    let lease: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(cluster.client.clone(), &cluster.operator_namespace());
+    let holder = lease
+        .get("integration-operator")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("replica-a"));
+
+    // The token from the leader's endpoint, the callback to the standby's.
+    let (on_a, on_b) = (
+        partner_urls(&a, &cluster, PROVIDER),
+        partner_urls(&b, &cluster, PROVIDER),
+    );
+    sim.register_partner_app(APP, Some(&on_a.token), Some(&on_b.callback));
+    let created = sim.integrations()[0].clone();
+    let notified = sim.disable_and_notify(&created.integration_id).await.unwrap();
+    assert_eq!(
+        (notified.token_status, notified.callback_status),
+        (Some(200), Some(200))
+    );
+    cluster.wait_ready("acme", "False", Some("ReauthRequired")).await;
+    // The lifetime the ClusterProvider asked for.
+    let data = cluster.secret_data("out").await.unwrap();
+    let (_, body, _) = token_request(
+        &on_b.token,
+        Some((&data["partner_client_id"], &data["partner_client_secret"])),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(body["expires_in"], 600);
+    b.stop().await;
+    a.stop().await;
+    let mut canaries = vec![data["partner_client_secret"].clone(), notified.token.unwrap()];
+    canaries.extend(body["access_token"].as_str().map(String::from));
+    assert_no_canary(&cluster, &["acme"], &canaries).await;
+}
