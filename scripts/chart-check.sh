@@ -42,6 +42,8 @@ render inbound --set inbound.enabled=true --set inbound.tls.secretName=integrati
   --set inbound.ingress.enabled=true --set inbound.ingress.host=hooks.example.com \
   --set inbound.ingress.tlsSecretName=hooks-example-com
 render inbound-plain --set inbound.enabled=true --set inbound.insecureHttp=true
+render inbound-route --set inbound.enabled=true --set inbound.insecureHttp=true --set inbound.httpRoute.enabled=true \
+  --set 'inbound.httpRoute.parentRefs[0].name=public' --set 'inbound.httpRoute.hostnames={hooks.example.com}'
 render sandbox --set clusterProviders.smartrecruiters.spec.baseUrl=https://api.sandbox.smartrecruiters.com/ \
   --set clusterProviders.smartrecruiters.spec.tokenUrl=https://api.sandbox.smartrecruiters.com/identity/oauth/token
 
@@ -60,6 +62,10 @@ grep -q 'path: /oauth2/callback' "$out/inbound.yaml" || { echo "the Ingress does
 [ "$(grep -c '  - path: ' "$out/inbound.yaml")" = 2 ] || { echo "the Ingress exposes more than the two inbound paths"; exit 1; }
 if grep -q 'INBOUND_INSECURE_HTTP' "$out/inbound.yaml"; then echo "plain HTTP with TLS configured"; exit 1; fi
 grep -q 'INBOUND_INSECURE_HTTP' "$out/inbound-plain.yaml" || { echo "insecureHttp not passed"; exit 1; }
+if grep -q 'kind: HTTPRoute' "$out/inbound.yaml"; then echo "HTTPRoute rendered without httpRoute.enabled"; exit 1; fi
+grep -q 'kind: HTTPRoute' "$out/inbound-route.yaml" || { echo "no HTTPRoute with httpRoute.enabled"; exit 1; }
+[ "$(grep -c '        - path: ' "$out/inbound-route.yaml")" = 2 ] || { echo "the HTTPRoute exposes more than the two inbound paths"; exit 1; }
+if "$HELM" template io "$CHART" --set inbound.enabled=true --set inbound.insecureHttp=true --set inbound.httpRoute.enabled=true >/dev/null 2>&1; then echo "an HTTPRoute without parentRefs was accepted"; exit 1; fi
 if "$HELM" template io "$CHART" --set inbound.enabled=true >/dev/null 2>&1; then echo "inbound without TLS or insecureHttp was accepted"; exit 1; fi
 # Scoped to namespaces: Secrets only through Roles in those namespaces.
 [ "$(grep -c '^kind: Role$' "$out/scoped.yaml")" = 3 ] || { echo "expected a Role per watched namespace plus the operator's own"; exit 1; }
@@ -83,8 +89,8 @@ grep -q 'kind: ValidatingAdmissionPolicy$' "$out/feedback.yaml" || { echo "no ad
 if grep -q 'kind: CustomResourceDefinition' "$out/no-crds.yaml"; then echo "CRDs rendered with crds.install=false"; exit 1; fi
 
 # kubernetes-validate knows built-in kinds; our own kinds are checked
-# against the CRDs by the real kube-apiserver in the tests (tests/crd_admission.rs,
-# tests/integration/operator/operations.rs: server-side dry runs of examples/), so they are skipped here.
+# against the CRDs by the real kube-apiserver in the tests
+# (tests/integration/operator/helm.rs: server-side dry runs of examples/), so they are skipped here.
 for version in 1.30.0 1.37.0; do
   for f in "$out"/*.yaml crds/crds.yaml; do
     "$KV" --strict --kubernetes-version "$version" --quiet --no-warn "$f" || { echo "validation failed: $f ($version)"; exit 1; }
