@@ -33,7 +33,8 @@ use crate::{
     controller::{self, output, reconcile, resolve, schedule},
     crd::{ClusterProvider, Integration},
     providers::{
-        self, Checkpoint, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Peers, ProviderHttp,
+        self, Checkpoint, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Peers, Priority,
+        ProviderHttp,
     },
 };
 
@@ -162,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let retry = integration.annotations().get(reconcile::RETRY_ANNOTATION).cloned();
     let now = Timestamp::now();
     let request = ExchangeRequest {
+        priority: Priority::Urgent,
         state_key: None,
         provider: &config,
         flow: &flow,

@@ -45,8 +45,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{
-    CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig,
-    ProviderHttp, base_url, classify_status, endpoint, fields, keys,
+    CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, Priority, ProviderConfig,
+    ProviderHttp, Target, base_url, classify_status, endpoint, fields, keys,
 };
 
 /// Persisted: hash of the configuration the instance was created or last updated with.
@@ -234,24 +234,27 @@ impl CloudElementsDriver {
     async fn call(
         &self,
         provider: &ProviderConfig,
+        priority: Priority,
         step: &Step<'_>,
         auth: &str,
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<(u16, Vec<u8>), DriverError> {
-        self.call_with_query(provider, step, &[], auth, body, scrub).await
+        self.call_with_query(Target { provider, priority }, step, &[], auth, body, scrub)
+            .await
     }
 
     /// As [`Self::call`], with query parameters.
     async fn call_with_query(
         &self,
-        provider: &ProviderConfig,
+        target: Target<'_>,
         step: &Step<'_>,
         query: &[(&str, &str)],
         auth: &str,
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<(u16, Vec<u8>), DriverError> {
+        let Target { provider, priority } = target;
         let mut url = endpoint(base_url(provider)?, &step.path()).map_err(|e| in_step(step, e))?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
@@ -267,7 +270,7 @@ impl CloudElementsDriver {
         }
         let answer = self
             .http
-            .send(provider, request, scrub)
+            .send(provider, request, scrub, priority)
             .await
             .map_err(|e| in_step(step, e))?;
         Ok((answer.status.as_u16(), answer.body))
@@ -277,25 +280,27 @@ impl CloudElementsDriver {
     async fn call_ok(
         &self,
         provider: &ProviderConfig,
+        priority: Priority,
         step: &Step<'_>,
         auth: &str,
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<Vec<u8>, DriverError> {
-        self.call_ok_with_query(provider, step, &[], auth, body, scrub).await
+        self.call_ok_with_query(Target { provider, priority }, step, &[], auth, body, scrub)
+            .await
     }
 
     /// As [`Self::call_ok`], with query parameters.
     async fn call_ok_with_query(
         &self,
-        provider: &ProviderConfig,
+        target: Target<'_>,
         step: &Step<'_>,
         query: &[(&str, &str)],
         auth: &str,
         body: Option<&serde_json::Value>,
         scrub: &Credentials,
     ) -> Result<Vec<u8>, DriverError> {
-        let (status, answer) = self.call_with_query(provider, step, query, auth, body, scrub).await?;
+        let (status, answer) = self.call_with_query(target, step, query, auth, body, scrub).await?;
         if !(200..300).contains(&status) {
             return Err(in_step(step, classify_status(status, &message_of(&answer), scrub)));
         }
@@ -306,6 +311,7 @@ impl CloudElementsDriver {
     async fn find(
         &self,
         provider: &ProviderConfig,
+        priority: Priority,
         identity: &str,
         auth: &str,
         scrub: &Credentials,
@@ -319,7 +325,14 @@ impl CloudElementsDriver {
         // instance with its token) outgrows the answer cap with a few
         // hundred instances.
         let answer = self
-            .call_ok_with_query(provider, &step, &[("tags[]", tag.as_str())], auth, None, scrub)
+            .call_ok_with_query(
+                Target { provider, priority },
+                &step,
+                &[("tags[]", tag.as_str())],
+                auth,
+                None,
+                scrub,
+            )
             .await?;
         find_tagged(&answer, &tag).map_err(|e| in_step(&step, e))
     }
@@ -455,13 +468,18 @@ impl Driver for CloudElementsDriver {
             // (lost answer, failed write, restart) left a tagged instance:
             // adopt it rather than create a second one. Its configuration is
             // unknown, so it is updated below.
-            let saved = match self.find(req.provider, req.identity, &auth, &scrub).await? {
+            let saved = match self
+                .find(req.provider, req.priority, req.identity, &auth, &scrub)
+                .await?
+            {
                 Some((id, token)) => {
                     fields([(keys::INTEGRATION_ID, id), (INSTANCE_TOKEN, token)]).updated(&made_for, &[])
                 }
                 None => {
                     let step = Step::Create(instance_name);
-                    let answer = self.call_ok(req.provider, &step, &auth, Some(&body), &scrub).await?;
+                    let answer = self
+                        .call_ok(req.provider, req.priority, &step, &auth, Some(&body), &scrub)
+                        .await?;
                     let (id, token) = parse_created_instance(&answer).map_err(|e| in_step(&step, e))?;
                     fields([
                         (keys::INTEGRATION_ID, id),
@@ -485,11 +503,14 @@ impl Driver for CloudElementsDriver {
             // The configuration (say, the provider API key) changed: update
             // the instance in place so its token stays the same.
             let step = Step::Update(&id);
-            self.call_ok(req.provider, &step, &auth, Some(&body), &scrub).await?;
+            self.call_ok(req.provider, req.priority, &step, &auth, Some(&body), &scrub)
+                .await?;
             persisted = req.checkpoint.save(&fields([(CONFIG_HASH, hash)]), &[]).await?;
         }
         let step = Step::Validate(&id);
-        let (status, answer) = self.call(req.provider, &step, &auth, None, &scrub).await?;
+        let (status, answer) = self
+            .call(req.provider, req.priority, &step, &auth, None, &scrub)
+            .await?;
         if status == 404 {
             return Err(DriverError::NeedsAttention {
                 reason: Reason::ElementInstanceGone,
@@ -548,7 +569,9 @@ impl Driver for CloudElementsDriver {
                 let id = id.expose_secret().to_string();
                 // Only an instance this Integration created is deleted.
                 let step = Step::CheckOwner(&id);
-                let (status, answer) = self.call(req.provider, &step, &auth, None, &scrub).await?;
+                let (status, answer) = self
+                    .call(req.provider, req.priority, &step, &auth, None, &scrub)
+                    .await?;
                 if status == 404 {
                     return Ok(());
                 }
@@ -569,13 +592,18 @@ impl Driver for CloudElementsDriver {
             }
             // The output Secret never got the id (the answer to the POST was
             // lost): find the instance by its tag.
-            None => match self.find(req.provider, req.identity, &auth, &scrub).await? {
+            None => match self
+                .find(req.provider, req.priority, req.identity, &auth, &scrub)
+                .await?
+            {
                 Some((id, _)) => id,
                 None => return Ok(()),
             },
         };
         let step = Step::Delete(&id);
-        let (status, answer) = self.call(req.provider, &step, &auth, None, &scrub).await?;
+        let (status, answer) = self
+            .call(req.provider, req.priority, &step, &auth, None, &scrub)
+            .await?;
         match status {
             200..=299 | 404 => Ok(()),
             _ => Err(in_step(&step, classify_status(status, &message_of(&answer), &scrub))),

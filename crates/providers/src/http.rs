@@ -13,7 +13,7 @@ use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
 
 use super::{
     Credentials, DriverError, ProviderConfig, RateLimitScope,
-    limiter::{Limiter, Limits},
+    limiter::{Limiter, Limits, Priority},
     scrub,
 };
 
@@ -74,6 +74,7 @@ impl ProviderHttp {
         provider: &ProviderConfig,
         request: RequestBuilder,
         secrets: &Credentials,
+        priority: Priority,
     ) -> Result<Answer, DriverError> {
         let limits = Limits {
             max_concurrency: provider.max_concurrency,
@@ -91,7 +92,10 @@ impl ProviderHttp {
             RateLimitScope::Credential => format!("{host} {}", credential_of(&built)),
         };
         let request = RequestBuilder::from_parts(client, built);
-        let _permit = self.limiter.acquire(&provider.name, &backoff_key, limits).await;
+        let _permit = self
+            .limiter
+            .acquire(&provider.name, &backoff_key, limits, priority)
+            .await;
         let started = Instant::now();
         let result = self.send_once(provider, request, secrets).await;
         let outcome = match &result {

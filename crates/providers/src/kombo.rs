@@ -60,7 +60,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::{
-    CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig,
+    CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, Priority, ProviderConfig,
     ProviderHttp, base_url, endpoint, fields, keys, scrub,
 };
 use crate::KomboLinkType;
@@ -445,6 +445,7 @@ impl KomboDriver {
     async fn call(
         &self,
         provider: &ProviderConfig,
+        priority: Priority,
         step: &Step<'_>,
         api_key: &str,
         body: Option<Value>,
@@ -458,7 +459,7 @@ impl KomboDriver {
         }
         let answer = self
             .http
-            .send(provider, request, secrets)
+            .send(provider, request, secrets, priority)
             .await
             .map_err(|e| in_step(step, e))?;
         let status = answer.status.as_u16();
@@ -485,12 +486,13 @@ impl KomboDriver {
     async fn details(
         &self,
         provider: &ProviderConfig,
+        priority: Priority,
         api_key: &str,
         id: &str,
         secrets: &Credentials,
     ) -> Result<Option<IntegrationDetails>, DriverError> {
         let step = Step::Validate(id);
-        let answer = self.call(provider, &step, api_key, None, secrets).await?;
+        let answer = self.call(provider, priority, &step, api_key, None, secrets).await?;
         if answer.not_found() && !matches!(answer.status, 401 | 403) {
             return Ok(None);
         }
@@ -511,7 +513,10 @@ impl KomboDriver {
         secrets: &Credentials,
     ) -> Result<Outcome, DriverError> {
         let step = Step::Validate(integration_id);
-        let Some(details) = self.details(req.provider, api_key, integration_id, secrets).await? else {
+        let Some(details) = self
+            .details(req.provider, req.priority, api_key, integration_id, secrets)
+            .await?
+        else {
             return Err(DriverError::NeedsAttention {
                 reason: Reason::IntegrationNotFound,
                 message: format!("Kombo has no integration {integration_id} ({})", step.describe()),
@@ -613,7 +618,9 @@ impl KomboDriver {
         // The key first, so a wrong key is reported as such rather than as a
         // failed link creation.
         let step = Step::CheckApiKey;
-        let check = self.call(req.provider, &step, api_key, None, secrets).await?;
+        let check = self
+            .call(req.provider, req.priority, &step, api_key, None, secrets)
+            .await?;
         Self::expect_ok(&step, &check, secrets)?;
         let mut body = json!({
             "end_user_email": end_user_email,
@@ -630,7 +637,9 @@ impl KomboDriver {
             body["integration_tool"] = json!(t);
         }
         let step = Step::CreateLink;
-        let answer = self.call(req.provider, &step, api_key, Some(body), secrets).await?;
+        let answer = self
+            .call(req.provider, req.priority, &step, api_key, Some(body), secrets)
+            .await?;
         Self::expect_ok(&step, &answer, secrets)?;
         let (link, _) = parse_connect_link(&answer.body).map_err(|e| in_step(&step, e))?;
         // Whole seconds: the time is shown to people, and the retry
@@ -664,7 +673,7 @@ impl KomboDriver {
         if !path_safe(id, &[':', '@', '+', '=']) {
             return Ok(None);
         }
-        match self.details(req.provider, api_key, id, secrets).await? {
+        match self.details(req.provider, req.priority, api_key, id, secrets).await? {
             Some(d) if d.origin_id.as_deref() == Some(origin) => {
                 req.checkpoint
                     .save(
@@ -705,7 +714,10 @@ impl KomboDriver {
         if !path_safe(recorded, &[':', '@', '+', '=']) {
             return Ok(None);
         }
-        match self.details(req.provider, api_key, recorded, secrets).await? {
+        match self
+            .details(req.provider, req.priority, api_key, recorded, secrets)
+            .await?
+        {
             None => Err(DriverError::NeedsAttention {
                 reason: Reason::IntegrationNotFound,
                 message: format!(
@@ -1072,7 +1084,10 @@ impl Driver for KomboDriver {
         let secrets = req.inputs.and(req.persisted);
         let origin = get(req.persisted, ORIGIN).unwrap_or_else(|| end_user_origin_id.clone());
         // Never delete what does not carry the origin id this operator sent.
-        let Some(details) = self.details(req.provider, &api_key, &id, &secrets).await? else {
+        let Some(details) = self
+            .details(req.provider, req.priority, &api_key, &id, &secrets)
+            .await?
+        else {
             return Ok(());
         };
         if details.origin_id.as_deref() != Some(origin.as_str()) {
@@ -1084,7 +1099,7 @@ impl Driver for KomboDriver {
         }
         let step = Step::Delete(&id);
         let answer = self
-            .call(req.provider, &step, &api_key, Some(json!({})), &secrets)
+            .call(req.provider, req.priority, &step, &api_key, Some(json!({})), &secrets)
             .await?;
         if answer.ok() || (answer.not_found() && !matches!(answer.status, 401 | 403)) {
             Ok(())

@@ -24,6 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use http::ProviderHttp;
+pub use limiter::Priority;
 
 use crate::reasons::Reason;
 
@@ -295,9 +296,21 @@ pub trait Peers: Send + Sync {
     async fn first_claimant(&self) -> Result<Option<String>, DriverError>;
 }
 
+/// Where a provider call goes and how urgently: the ClusterProvider's
+/// settings and the controller's priority for the request that causes it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub provider: &'a ProviderConfig,
+    pub priority: Priority,
+}
+
 /// What a driver is asked to do.
 pub struct ExchangeRequest<'a> {
     pub provider: &'a ProviderConfig,
+    /// How urgent its provider calls are at the provider's limiter (the
+    /// controller's decision: a first issue or a change is urgent, a renewal
+    /// early in its window yields). Drivers pass it on with every call.
+    pub priority: Priority,
     pub flow: &'a Flow,
     /// The input Secret's data.
     pub inputs: &'a Credentials,
@@ -356,6 +369,8 @@ pub enum Outcome {
 /// What a driver's cleanup is asked to undo.
 pub struct CleanupRequest<'a> {
     pub provider: &'a ProviderConfig,
+    /// As [`ExchangeRequest::priority`].
+    pub priority: Priority,
     pub flow: &'a Flow,
     pub inputs: &'a Credentials,
     pub persisted: &'a Credentials,

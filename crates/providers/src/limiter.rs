@@ -27,21 +27,6 @@ pub enum Priority {
     Routine,
 }
 
-tokio::task_local! {
-    static PRIORITY: Priority;
-}
-
-/// Runs `work` with every provider request it makes at `priority`. A task
-/// local rather than a parameter: drivers pass requests through without
-/// knowing why the controller asked for them.
-pub async fn with_priority<F: std::future::Future>(priority: Priority, work: F) -> F::Output {
-    PRIORITY.scope(priority, work).await
-}
-
-fn current_priority() -> Priority {
-    PRIORITY.try_with(|p| *p).unwrap_or(Priority::Urgent)
-}
-
 /// Limits of one provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -232,7 +217,7 @@ impl Limiter {
     /// Waits until a request from ClusterProvider `name` may start. `scope`
     /// is what a Retry-After applies to: a host, or a host and credential
     /// (see [`Limiter::block_for`]).
-    pub async fn acquire(&self, name: &str, scope: &str, limits: Limits) -> Permit {
+    pub async fn acquire(&self, name: &str, scope: &str, limits: Limits, priority: Priority) -> Permit {
         let provider = self.provider(name, limits);
         let began = Instant::now();
         loop {
@@ -241,7 +226,7 @@ impl Limiter {
             while let Some(until) = self.blocked_until(scope) {
                 tokio::time::sleep_until(until).await;
             }
-            let slot = provider.slots.acquire(current_priority()).await;
+            let slot = provider.slots.acquire(priority).await;
             let start_at = {
                 let mut next = provider.next_start.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
@@ -303,7 +288,7 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         for _ in 0..5 {
-            drop(limiter.acquire("p", "h", LIMITS).await);
+            drop(limiter.acquire("p", "h", LIMITS, Priority::Urgent).await);
         }
         // Five starts at 10/s: the fifth no earlier than 400 ms after the first.
         assert!(t0.elapsed() >= Duration::from_millis(400));
@@ -314,10 +299,10 @@ mod tests {
         let limiter = Limiter::default();
         limiter.block_for("h", Duration::from_secs(30));
         let t0 = Instant::now();
-        drop(limiter.acquire("p", "other-host", LIMITS).await);
+        drop(limiter.acquire("p", "other-host", LIMITS, Priority::Urgent).await);
         assert!(t0.elapsed() < Duration::from_secs(1));
         // Another ClusterProvider pointing at the same host waits too.
-        drop(limiter.acquire("q", "h", LIMITS).await);
+        drop(limiter.acquire("q", "h", LIMITS, Priority::Urgent).await);
         assert!(t0.elapsed() >= Duration::from_secs(30));
     }
 
@@ -330,12 +315,12 @@ mod tests {
             requests_per_second: 1,
         };
         let t0 = Instant::now();
-        drop(limiter.acquire("p", "h", slow).await);
-        drop(limiter.acquire("p", "h", slow).await);
+        drop(limiter.acquire("p", "h", slow, Priority::Urgent).await);
+        drop(limiter.acquire("p", "h", slow, Priority::Urgent).await);
         let queued = tokio::spawn({
             let limiter = limiter.clone();
             async move {
-                drop(limiter.acquire("p", "h", slow).await);
+                drop(limiter.acquire("p", "h", slow, Priority::Urgent).await);
                 Instant::now()
             }
         });
@@ -363,12 +348,12 @@ mod tests {
         for _ in 0..20 {
             let limiter = limiter.clone();
             busy.push(tokio::spawn(async move {
-                drop(limiter.acquire("p", "h busy", one).await);
+                drop(limiter.acquire("p", "h busy", one, Priority::Urgent).await);
                 Instant::now()
             }));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        drop(limiter.acquire("p", "h calm", one).await);
+        drop(limiter.acquire("p", "h calm", one, Priority::Urgent).await);
         assert!(
             t0.elapsed() < Duration::from_secs(1),
             "the other tenant waited {:?}",
@@ -387,7 +372,7 @@ mod tests {
             requests_per_second: 1000,
         };
         assert!(!limiter.routine_would_wait("p"), "an unused provider is free");
-        let held = limiter.acquire("p", "h", one).await;
+        let held = limiter.acquire("p", "h", one, Priority::Urgent).await;
         assert!(limiter.routine_would_wait("p"));
         assert!(!limiter.routine_would_wait("q"));
         drop(held);
@@ -401,7 +386,7 @@ mod tests {
             max_concurrency: 1,
             requests_per_second: 1000,
         };
-        let held = limiter.acquire("p", "h", limits).await;
+        let held = limiter.acquire("p", "h", limits, Priority::Urgent).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for (name, priority) in [
@@ -410,12 +395,12 @@ mod tests {
             ("new", Priority::Urgent),
         ] {
             let (limiter, order) = (limiter.clone(), order.clone());
-            waiting.push(tokio::spawn(with_priority(priority, async move {
-                let permit = limiter.acquire("p", "h", limits).await;
+            waiting.push(tokio::spawn(async move {
+                let permit = limiter.acquire("p", "h", limits, priority).await;
                 order.lock().unwrap().push(name);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 drop(permit);
-            })));
+            }));
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         drop(held);
@@ -434,11 +419,19 @@ mod tests {
             max_concurrency: 1,
             requests_per_second: 1000,
         };
-        let held = limiter.acquire("p", "h", limits).await;
-        let second = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", "h", limits)).await;
+        let held = limiter.acquire("p", "h", limits, Priority::Urgent).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            limiter.acquire("p", "h", limits, Priority::Urgent),
+        )
+        .await;
         assert!(second.is_err(), "a second request started while the only slot was held");
         drop(held);
-        let third = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("p", "h", limits)).await;
+        let third = tokio::time::timeout(
+            Duration::from_secs(5),
+            limiter.acquire("p", "h", limits, Priority::Urgent),
+        )
+        .await;
         assert!(third.is_ok());
     }
 }

@@ -18,8 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig, ProviderHttp,
-    keys, scrub,
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, Priority, ProviderConfig,
+    ProviderHttp, Target, keys, scrub,
 };
 
 /// Longest lifetime believed from a provider; a larger `expires_in` is
@@ -59,6 +59,7 @@ impl Driver for OAuth2Driver {
             &self.http,
             req.provider,
             &TokenRequest {
+                priority: req.priority,
                 client_id,
                 client_secret,
                 scopes,
@@ -78,6 +79,8 @@ impl Driver for OAuth2Driver {
 
 /// A client-credentials token request.
 pub struct TokenRequest<'a> {
+    /// Passed on to the provider's limiter.
+    pub priority: Priority,
     pub client_id: &'a SecretString,
     pub client_secret: &'a SecretString,
     pub scopes: &'a [String],
@@ -173,7 +176,7 @@ pub async fn request_token(
         }
     }
     let request = request.form(&form);
-    let answer = http.send(provider, request, scrub_values).await?;
+    let answer = http.send(provider, request, scrub_values, req.priority).await?;
     if !answer.status.is_success() {
         return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
     }
@@ -242,7 +245,10 @@ pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) 
         ];
         return match token_call(
             http,
-            req.provider,
+            Target {
+                provider: req.provider,
+                priority: req.priority,
+            },
             form,
             client_id,
             client_secret,
@@ -290,7 +296,10 @@ pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) 
         }
         return match token_call(
             http,
-            req.provider,
+            Target {
+                provider: req.provider,
+                priority: req.priority,
+            },
             form,
             client_id,
             client_secret,
@@ -432,13 +441,14 @@ fn pending(req: &ExchangeRequest<'_>, url: &url::Url, expires: Timestamp, reauth
 /// `client_id` in the body).
 async fn token_call(
     http: &ProviderHttp,
-    provider: &ProviderConfig,
+    target: Target<'_>,
     mut form: Vec<(&str, String)>,
     client_id: &SecretString,
     client_secret: Option<&SecretString>,
     scrub_values: &Credentials,
     now: Timestamp,
 ) -> Result<Token, DriverError> {
+    let Target { provider, priority } = target;
     let token_url = provider.token_url.as_ref().ok_or_else(|| DriverError::Misconfigured {
         message: "the ClusterProvider has no tokenUrl".into(),
     })?;
@@ -459,7 +469,7 @@ async fn token_call(
         }
         (None, _) => form.push(("client_id", client_id.expose_secret().to_string())),
     }
-    let answer = http.send(provider, request.form(&form), scrub_values).await?;
+    let answer = http.send(provider, request.form(&form), scrub_values, priority).await?;
     if !answer.status.is_success() {
         return Err(classify_error(answer.status.as_u16(), &answer.body, scrub_values));
     }
@@ -801,6 +811,7 @@ mod tests {
             let key = StateKey::derive(b"k");
             let inputs = fields([("client_id", "cid"), ("client_secret", "secret-0123")]);
             let req = ExchangeRequest {
+                priority: Priority::Urgent,
                 provider: &provider,
                 flow: &flow,
                 inputs: &inputs,

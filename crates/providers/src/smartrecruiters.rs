@@ -188,7 +188,7 @@ impl SmartRecruitersDriver {
             .header(reqwest::header::ACCEPT, "application/json");
         let answer = self
             .http
-            .send(req.provider, request, req.inputs)
+            .send(req.provider, request, req.inputs, req.priority)
             .await
             .map_err(|e| at(STEP, e))?;
         let mut warning = None;
@@ -292,6 +292,7 @@ impl SmartRecruitersDriver {
             &self.http,
             provider,
             &TokenRequest {
+                priority: req.priority,
                 client_id: req.inputs.require(keys::CLIENT_ID)?,
                 client_secret: req.inputs.require(keys::CLIENT_SECRET)?,
                 scopes: &[],
@@ -334,6 +335,7 @@ impl SmartRecruitersDriver {
             &self.http,
             provider,
             &TokenRequest {
+                priority: req.priority,
                 client_id: customer_id,
                 client_secret: customer_secret,
                 scopes: &[],
@@ -534,7 +536,7 @@ impl SmartRecruitersDriver {
                 .bearer_auth(master.expose_secret())
                 .header(reqwest::header::ACCEPT, "application/json")
                 .json(&body);
-            let answer = match self.http.send(&provider, request, &scrub_all).await {
+            let answer = match self.http.send(&provider, request, &scrub_all, req.priority).await {
                 Ok(a) => a,
                 Err(e) => {
                     if proves_not_created(&e) {
@@ -702,6 +704,7 @@ impl Driver for SmartRecruitersDriver {
                     &self.http,
                     &provider,
                     &TokenRequest {
+                        priority: req.priority,
                         client_id: req.inputs.require(keys::CLIENT_ID)?,
                         client_secret: req.inputs.require(keys::CLIENT_SECRET)?,
                         scopes,
@@ -761,7 +764,7 @@ mod tests {
     use testkit::sim::smartrecruiters::SmartRecruitersSim;
 
     use super::*;
-    use crate::{Checkpoint, ClientAuth, Peers};
+    use crate::{Checkpoint, ClientAuth, Peers, Priority};
 
     const MASTER_ID: &str = "master";
     const MASTER_SECRET: &str = "master-secret-1";
@@ -841,6 +844,7 @@ mod tests {
             let persisted = secret.0.lock().unwrap().clone();
             let outcome = driver
                 .exchange(&ExchangeRequest {
+                    priority: Priority::Urgent,
                     state_key: None,
                     provider: self.provider,
                     flow: &self.flow,
@@ -1105,6 +1109,7 @@ mod tests {
         let driver = SmartRecruitersDriver::new(ProviderHttp::plain().unwrap());
         let outcome = driver
             .exchange(&ExchangeRequest {
+                priority: Priority::Urgent,
                 state_key: Some(&key),
                 provider: &provider,
                 flow: &flow,

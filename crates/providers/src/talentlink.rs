@@ -155,7 +155,7 @@ impl Driver for TalentLinkDriver {
             .header(reqwest::header::ACCEPT, "application/json");
         let answer = self
             .http
-            .send(req.provider, request, req.inputs)
+            .send(req.provider, request, req.inputs, req.priority)
             .await
             .map_err(in_step)?;
         if let Some(err) = classify(answer.status.as_u16(), &answer.body, req.inputs) {

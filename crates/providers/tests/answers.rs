@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use integration_providers::{
-    Checkpoint, ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Outcome, Peers, ProviderConfig,
-    ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason,
+    Checkpoint, ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Outcome, Peers, Priority,
+    ProviderConfig, ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason,
     smartrecruiters::SmartRecruitersDriver, talentlink::TalentLinkDriver,
 };
 use jiff::Timestamp;
@@ -65,6 +65,7 @@ async fn exchange(
     let memory = Memory::default();
     driver
         .exchange(&ExchangeRequest {
+            priority: Priority::Urgent,
             provider,
             flow,
             inputs,

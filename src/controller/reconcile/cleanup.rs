@@ -15,7 +15,10 @@ use super::super::{
     events::EventType,
     resolve::{self},
 };
-use crate::{crd::Integration, providers::CleanupRequest};
+use crate::{
+    crd::Integration,
+    providers::{CleanupRequest, Priority},
+};
 
 /// Deletion: undo provider-side state, then release the finalizer. A failed
 /// cleanup is reported and retried, never silently dropped.
@@ -45,6 +48,7 @@ pub(super) async fn run(integration: &Integration, ctx: &Context) -> Result<Opti
         let (persisted, _) = read_persisted(integration, ctx).await?;
         driver
             .cleanup(&CleanupRequest {
+                priority: Priority::Urgent,
                 provider: &provider,
                 flow: &flow,
                 inputs: &inputs,

@@ -29,7 +29,7 @@ use super::super::{
 };
 use crate::{
     crd::Integration,
-    providers::{Checkpoint, Credentials, DriverError, ExchangeRequest, Issued, Outcome},
+    providers::{Checkpoint, Credentials, DriverError, ExchangeRequest, Issued, Outcome, Priority},
 };
 
 /// What an exchange ended with.
@@ -121,6 +121,9 @@ pub(super) async fn remove_secret_keys(integration: &Integration, ctx: &Context,
 }
 
 /// Runs the driver; writes the output Secret when it issues credentials.
+// What the look observed travels as separate arguments until `observe`
+// yields one value (left of issue 17).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     integration: &Integration,
     ctx: &Context,
@@ -129,6 +132,7 @@ pub(super) async fn run(
     input_fingerprint: &str,
     now: Timestamp,
     plan: &(dyn Fn(Option<Timestamp>, bool, Timestamp) -> output::Schedule + Sync),
+    priority: Priority,
 ) -> Result<Exchanged, Error> {
     let (persisted, carried) = match &existing.secret {
         Some(secret) => output::split(secret),
@@ -149,6 +153,7 @@ pub(super) async fn run(
     let state_key = ctx.fingerprinter.state_key();
     let reported = reported_id(integration, ctx, &identity);
     let request = ExchangeRequest {
+        priority,
         state_key: Some(&state_key),
         provider: &resolved.provider,
         flow: &resolved.flow,

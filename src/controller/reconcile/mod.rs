@@ -41,10 +41,7 @@ use super::{
 };
 use crate::{
     crd::Integration,
-    providers::{
-        Issued,
-        limiter::{self, Priority},
-    },
+    providers::{Issued, Priority},
 };
 
 /// Field manager of the output Secret.
@@ -377,9 +374,15 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     } else {
         Priority::Urgent
     };
-    let exchanged = limiter::with_priority(
+    let exchanged = exchange::run(
+        integration,
+        ctx,
+        &resolved,
+        &existing,
+        &input_fingerprint,
+        now,
+        &plan,
         priority,
-        exchange::run(integration, ctx, &resolved, &existing, &input_fingerprint, now, &plan),
     )
     .await?;
     match exchanged {
