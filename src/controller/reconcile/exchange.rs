@@ -2,7 +2,7 @@
 //! state in the output Secret when the driver asks (a checkpoint), and
 //! writes the issued credentials.
 
-use super::observe::{Observed, read_persisted, refusal_of, reported_id, uid};
+use super::observe::{Observation, read_persisted, refusal_of, reported_id, uid};
 use super::write::{template_error, write_secret};
 use super::{RETRY_ANNOTATION, SECRET_MANAGER, UNFINISHED};
 use crate::reasons::Reason;
@@ -24,7 +24,7 @@ use serde_json::json;
 use super::super::{
     Context, Error, output,
     plan::SecretState,
-    resolve::{self, Resolved},
+    resolve,
     templates::{self},
 };
 use crate::{
@@ -121,19 +121,15 @@ pub(super) async fn remove_secret_keys(integration: &Integration, ctx: &Context,
 }
 
 /// Runs the driver; writes the output Secret when it issues credentials.
-// What the look observed travels as separate arguments until `observe`
-// yields one value (left of issue 17).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     integration: &Integration,
     ctx: &Context,
-    resolved: &Resolved,
-    existing: &Observed,
-    input_fingerprint: &str,
+    seen: &Observation,
     now: Timestamp,
     plan: &(dyn Fn(Option<Timestamp>, bool, Timestamp) -> output::Schedule + Sync),
     priority: Priority,
 ) -> Result<Exchanged, Error> {
+    let (resolved, existing, input_fingerprint) = (&seen.resolved, &seen.secret, seen.input_fingerprint.as_str());
     let (persisted, carried) = match &existing.secret {
         Some(secret) => output::split(secret),
         // A renewal of a stateless flow needs nothing from the old Secret:
@@ -163,8 +159,8 @@ pub(super) async fn run(
         peers: &resolve::ClusterPeers { integration, ctx },
         identity: &identity,
         retry_requested: retry.as_deref(),
-        recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
-        recorded_awaiting: integration.status.as_ref().and_then(|s| s.awaiting.as_deref()),
+        recorded_id: seen.status.integration_id.as_deref(),
+        recorded_awaiting: seen.status.awaiting.as_deref(),
         reported_id: reported.as_deref(),
         now,
     };

@@ -1,5 +1,6 @@
 //! One reconcile of one Integration, as a pipeline:
-//! resolve -> observe output Secret -> decide (pure) -> exchange (driver) ->
+//! observe (references, inputs, output Secret, status: one value) ->
+//! decide (pure) -> exchange (driver) ->
 //! write Secret -> write status (only when it changed) -> requeue.
 //!
 //! This module only sequences the steps; each lives in its own file:
@@ -20,9 +21,7 @@ pub(super) use report::{publish, status_patch_params};
 use crate::reasons::Reason;
 use exchange::Exchanged;
 pub use observe::parse_disabled;
-use observe::{
-    disabled_report, fingerprint_context, observe_secret, recorded, refusal_message, refusal_of, status_of, uid,
-};
+use observe::{Observation, disabled_report, observe, recorded, refusal_message, refusal_of, uid};
 use report::{finish, record_failure};
 use std::{sync::Arc, time::Duration};
 use write::{check_type, ensure_finalizer, rerender, template_error};
@@ -36,8 +35,8 @@ use tracing::{debug, info, instrument};
 
 use super::{
     Context, Error, output,
-    plan::{self, Decision, ExchangeReason, Facts},
-    resolve, schedule, status, templates,
+    plan::{self, Decision, ExchangeReason},
+    schedule, status, templates,
 };
 use crate::{
     crd::Integration,
@@ -131,9 +130,9 @@ enum EndingKind {
 enum Ending {
     UpToDate {
         recheck_at: Option<Timestamp>,
-        /// The schedule of the Secret version the decision read, when it
-        /// was read from the API server (fresher than the cache).
-        observed: Option<output::Schedule>,
+        /// The schedule written with the credentials: as observed, or as
+        /// written again by a re-render.
+        schedule: output::Schedule,
         /// The Secret was written again with another type or templates,
         /// from the credentials it held.
         rerendered: bool,
@@ -216,46 +215,16 @@ async fn look(
 }
 
 async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
-    // Independent reads, asked at once: a first issue waits for one round
-    // trip instead of two.
-    let (resolved, existing) = tokio::join!(resolve::resolve(integration, ctx), observe_secret(integration, ctx));
-    let resolved = resolved?;
-    let context = fingerprint_context(integration, &resolved)?;
-    let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
-    let existing = existing?;
-    let state = status_of(integration);
-    let template_fingerprint = ctx.fingerprinter.template(integration.spec.target.as_deref());
-    let facts = Facts {
-        input_fingerprint: input_fingerprint.clone(),
-        secret: existing.state.clone(),
-        issued_before: state.last_exchange_time.is_some(),
-        renew_request: plan::renew_request(
-            integration.annotations().get(RENEW_NOW_ANNOTATION).map(String::as_str),
-            state.renew_now_answered.as_deref(),
-            status::parse_time(state.last_exchange_time.as_ref()),
-        )
-        .or_else(|| {
-            plan::rejection_report(
-                integration.annotations().get(REJECTED_ANNOTATION).map(String::as_str),
-                state.rejection_answered.as_deref(),
-                status::parse_time(state.last_exchange_time.as_ref()),
-                ctx.report_interval,
-            )
-        })
-        .or_else(|| {
-            // A provider webhook about this Integration: check it now,
-            // capped like a renew-now request.
-            plan::renew_request(
-                integration
-                    .annotations()
-                    .get(PROVIDER_EVENT_ANNOTATION)
-                    .map(String::as_str),
-                state.provider_event_answered.as_deref(),
-                status::parse_time(state.last_exchange_time.as_ref()),
-            )
-        }),
-        template_fingerprint: template_fingerprint.clone(),
-    };
+    let seen = observe(integration, ctx).await?;
+    let facts = seen.facts(integration, ctx.report_interval);
+    let Observation {
+        resolved,
+        input_fingerprint,
+        template_fingerprint,
+        secret: existing,
+        status: state,
+        recorded,
+    } = &seen;
     let keeps_state = resolved.flow.keeps_state();
     // A verified provider callback reported the integration status records
     // disabled: the customer switched it off. Its credentials would only be
@@ -263,7 +232,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     // until a person asks for it to be created again, and the condition
     // says so at once rather than at the next renewal.
     let mut forced = None;
-    if let Some((id, at)) = disabled_report(integration, ctx, &state) {
+    if let Some((id, at)) = disabled_report(integration, ctx, state) {
         if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
             return Err(Error::invalid(
                 Reason::ReauthRequired,
@@ -289,20 +258,17 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             debug!(renew_at = ?recheck_at, "credentials are current");
             return Ok(Ending::UpToDate {
                 recheck_at,
-                observed: existing
-                    .secret
-                    .as_ref()
-                    .map(|s| output::Schedule::from_annotations(s.annotations())),
+                schedule: existing.schedule,
                 rerendered: false,
             });
         }
         Decision::Rerender { recheck_at } => {
-            match rerender(integration, ctx, &existing, &input_fingerprint, keeps_state).await? {
-                Some((written, observed)) => {
+            match rerender(integration, ctx, existing, input_fingerprint, keeps_state).await? {
+                Some((written, schedule)) => {
                     info!("output Secret rendered again from the credentials it holds");
                     return Ok(Ending::UpToDate {
                         recheck_at,
-                        observed: Some(observed),
+                        schedule,
                         rerendered: written,
                     });
                 }
@@ -312,13 +278,13 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         }
         Decision::Exchange(reason) => reason,
     };
-    let refusal = refusal_of(integration, ctx, &input_fingerprint);
+    let refusal = refusal_of(integration, ctx, input_fingerprint);
     if plan::held(state.refused_inputs.as_deref(), &refusal) {
         // Refused before, unchanged since: sending them again would
         // only count as one more failed login.
         debug!("the provider refused these inputs before; holding them");
         return Err(Error::Held {
-            message: refusal_message(&state)
+            message: refusal_message(state)
                 .unwrap_or_else(|| format!("{}; the provider refused them", super::REFUSAL_HOLD)),
             hold: refusal,
         });
@@ -329,14 +295,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     if let Some(spec) = templates::of(integration) {
         templates::check(spec).map_err(template_error)?;
     }
-    check_type(
-        integration,
-        ctx,
-        &existing,
-        template_fingerprint.as_deref(),
-        keeps_state,
-    )
-    .await?;
+    check_type(integration, ctx, existing, template_fingerprint.as_deref(), keeps_state).await?;
     info!(reason = reason.as_str(), "exchanging credentials");
     if reason == ExchangeReason::Renewal {
         let stall = (|| {
@@ -369,22 +328,12 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
     };
     // Renewals early in their window yield to everything else at
     // the provider's limiter; late ones are urgent.
-    let priority = if plan::yields(reason, routine, &recorded(integration), now) {
+    let priority = if plan::yields(reason, routine, recorded, now) {
         Priority::Routine
     } else {
         Priority::Urgent
     };
-    let exchanged = exchange::run(
-        integration,
-        ctx,
-        &resolved,
-        &existing,
-        &input_fingerprint,
-        now,
-        &plan,
-        priority,
-    )
-    .await?;
+    let exchanged = exchange::run(integration, ctx, &seen, now, &plan, priority).await?;
     match exchanged {
         Exchanged::Issued {
             issued,

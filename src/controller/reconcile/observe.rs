@@ -3,21 +3,24 @@
 //! status records, the fingerprints of the exchange's inputs, and the
 //! schedule written with the credentials.
 
-use super::write::not_owned;
-use super::{PROVIDER_DISABLED_ANNOTATION, REPORTED_ID_ANNOTATION, RETRY_ANNOTATION};
+use super::write::{cached_output, read_output};
+use super::{
+    PROVIDER_DISABLED_ANNOTATION, PROVIDER_EVENT_ANNOTATION, REJECTED_ANNOTATION, RENEW_NOW_ANNOTATION,
+    REPORTED_ID_ANNOTATION, RETRY_ANNOTATION,
+};
 use crate::reasons::Reason;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use serde_json::json;
 use tracing::warn;
 
 use super::super::{
     Context, Error, output,
-    plan::{self, SecretState},
-    resolve::Resolved,
+    plan::{self, Facts, SecretState},
+    resolve::{self, Resolved},
     schedule::RenewBefore,
     status::{self},
 };
@@ -26,64 +29,127 @@ use crate::{
     providers::Credentials,
 };
 
+/// Everything one look reads before it decides, read once: the resolved
+/// references and inputs, their fingerprints, the output Secret and the
+/// schedule written with it, and what status records. Every later step
+/// (decide, exchange, write, report) reads from here, so the expiry of the
+/// credentials, say, has one source: [`Observed::schedule`].
+pub(super) struct Observation {
+    pub(super) resolved: Resolved,
+    /// Fingerprint of what the exchange sends (inputs and what it depends on).
+    pub(super) input_fingerprint: String,
+    /// Fingerprint of the output's type and templates.
+    pub(super) template_fingerprint: Option<String>,
+    pub(super) secret: Observed,
+    /// The status as the look found it.
+    pub(super) status: IntegrationStatus,
+    /// What status records, for the routine-renewal and priority decisions.
+    pub(super) recorded: plan::Recorded,
+}
+
+/// Reads what a look decides with. The Integration's references and the
+/// output Secret are independent reads, asked at once: a first issue waits
+/// for one round trip instead of two.
+pub(super) async fn observe(integration: &Integration, ctx: &Context) -> Result<Observation, Error> {
+    let (resolved, secret) = tokio::join!(resolve::resolve(integration, ctx), observe_secret(integration, ctx));
+    let resolved = resolved?;
+    let context = fingerprint_context(integration, &resolved)?;
+    let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
+    Ok(Observation {
+        input_fingerprint,
+        template_fingerprint: ctx.fingerprinter.template(integration.spec.target.as_deref()),
+        secret: secret?,
+        status: status_of(integration),
+        recorded: recorded(integration),
+        resolved,
+    })
+}
+
+impl Observation {
+    /// The facts the pure decision reads.
+    pub(super) fn facts(&self, integration: &Integration, report_interval: std::time::Duration) -> Facts {
+        let state = &self.status;
+        let annotation = |name: &str| integration.annotations().get(name).map(String::as_str);
+        let last_exchange = status::parse_time(state.last_exchange_time.as_ref());
+        Facts {
+            input_fingerprint: self.input_fingerprint.clone(),
+            secret: self.secret.state.clone(),
+            issued_before: state.last_exchange_time.is_some(),
+            renew_request: plan::renew_request(
+                annotation(RENEW_NOW_ANNOTATION),
+                state.renew_now_answered.as_deref(),
+                last_exchange,
+            )
+            .or_else(|| {
+                plan::rejection_report(
+                    annotation(REJECTED_ANNOTATION),
+                    state.rejection_answered.as_deref(),
+                    last_exchange,
+                    report_interval,
+                )
+            })
+            .or_else(|| {
+                // A provider webhook about this Integration: check it now,
+                // capped like a renew-now request.
+                plan::renew_request(
+                    annotation(PROVIDER_EVENT_ANNOTATION),
+                    state.provider_event_answered.as_deref(),
+                    last_exchange,
+                )
+            }),
+            template_fingerprint: self.template_fingerprint.clone(),
+        }
+    }
+}
+
 /// The output Secret as found, and its data when it had to be read.
 pub(super) struct Observed {
     pub(super) state: SecretState,
     /// Fields already in the Secret (read only when needed).
     pub(super) secret: Option<Secret>,
+    /// The schedule written with the credentials (expiry, renewal time):
+    /// from the version read when there was a read, else from the cache.
+    /// Empty when there is no intact Secret.
+    pub(super) schedule: output::Schedule,
 }
 
 pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Observed, Error> {
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
-    let cached = ctx.owned_secrets.get(&namespace, &name);
-    let Some(cached) = cached else {
+    let missing = || Observed {
+        state: SecretState::Missing,
+        secret: None,
+        schedule: output::Schedule::default(),
+    };
+    let Some(cached) = cached_output(integration, ctx)? else {
         // Not in the label-selected cache. The cache may lag behind our own
         // write (a status event can arrive first), and a provider call must
         // never rest on a stale "missing": ask the API server.
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        return match api.get_opt(&name).await? {
-            None => Ok(Observed {
-                state: SecretState::Missing,
-                secret: None,
-            }),
-            Some(secret) if !output::is_owned_by(&secret.metadata, integration) => Err(not_owned(&name)),
-            Some(secret) => Ok(examine(secret, ctx, &key)),
-        };
+        return Ok(match read_output(integration, ctx).await? {
+            None => missing(),
+            Some(secret) => examine(secret, ctx, &key),
+        });
     };
-    if !cached.is_owned_by(integration) {
-        return Err(not_owned(&name));
-    }
     let rv = cached.resource_version.to_string();
-    let fingerprint = cached.input_fingerprint.as_deref().unwrap_or_default().to_string();
-    let written = cached.schedule;
-    let template_fingerprint = cached.template_fingerprint().map(String::from);
-    let intact = || SecretState::Intact {
-        input_fingerprint: fingerprint.clone(),
-        renew_at: written.renew_at,
-        expires_at: written.expires_at,
-        template_fingerprint: template_fingerprint.clone(),
-    };
     if ctx.verified.is_verified(&key, &rv) {
         return Ok(Observed {
-            state: intact(),
+            state: SecretState::Intact {
+                input_fingerprint: cached.input_fingerprint.as_deref().unwrap_or_default().to_string(),
+                renew_at: cached.schedule.renew_at,
+                expires_at: cached.schedule.expires_at,
+                template_fingerprint: cached.template_fingerprint().map(String::from),
+            },
             secret: None,
+            schedule: cached.schedule,
         });
     }
     // A version we did not write or check (someone edited it, or the operator
     // restarted): read the data once and check it against its content hash.
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(secret) = api.get_opt(&name).await? else {
-        return Ok(Observed {
-            state: SecretState::Missing,
-            secret: None,
-        });
-    };
-    if !output::is_owned_by(&secret.metadata, integration) {
-        return Err(not_owned(&name));
-    }
-    Ok(examine(secret, ctx, &key))
+    Ok(match read_output(integration, ctx).await? {
+        None => missing(),
+        Some(secret) => examine(secret, ctx, &key),
+    })
 }
 
 /// Checks a freshly read output Secret against its content hash.
@@ -109,6 +175,7 @@ pub(super) fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) ->
     Observed {
         state,
         secret: Some(secret),
+        schedule: written,
     }
 }
 
@@ -191,19 +258,19 @@ pub(super) async fn read_persisted(
     integration: &Integration,
     ctx: &Context,
 ) -> Result<(Credentials, BTreeMap<String, String>), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
-    Ok(match api.get_opt(&output::target_name(integration)).await? {
-        Some(secret) if output::is_owned_by(&secret.metadata, integration) => output::split(&secret),
-        _ => (Credentials::default(), BTreeMap::new()),
+    Ok(match read_output(integration, ctx).await? {
+        Some(secret) => output::split(&secret),
+        None => (Credentials::default(), BTreeMap::new()),
     })
 }
 
-/// The schedule recorded on the output Secret, from the cache.
+/// The schedule recorded on the output Secret, from the cache: for a look
+/// that failed before its [`Observation`] was complete (the same source
+/// [`observe_secret`] reads first).
 pub(super) fn current_schedule(integration: &Integration, ctx: &Context) -> output::Schedule {
-    let namespace = integration.namespace().unwrap_or_default();
-    ctx.owned_secrets
-        .get(&namespace, &output::target_name(integration))
-        .filter(|cached| cached.is_owned_by(integration))
+    cached_output(integration, ctx)
+        .ok()
+        .flatten()
         .map(|cached| cached.schedule)
         .unwrap_or_default()
 }

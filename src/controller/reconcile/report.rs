@@ -53,7 +53,6 @@ pub(super) async fn finish(
     now: Timestamp,
 ) -> Result<Option<Duration>, Error> {
     let old = status_of(integration);
-    let cached = current_schedule(integration, ctx);
     let Report {
         status: mut new,
         mut wanted,
@@ -61,7 +60,7 @@ pub(super) async fn finish(
         mut recheck_at,
         rollout_change,
         clear_empty,
-    } = on_success(integration, &old, ending, previous_failure, cached, now);
+    } = on_success(integration, &old, ending, previous_failure, now);
     if let Some(spec) = integration.spec.rollout.as_deref()
         && let Some(until) = roll_out(integration, ctx, spec, &mut new, rollout_change, now).await
     {
@@ -84,14 +83,12 @@ pub(super) async fn finish(
     Ok(recheck_at.map(|at| until(Timestamp::now(), at)))
 }
 
-/// The report of a look that ended without error (pure). `cached`: the
-/// schedule the owned-Secret cache holds for the output Secret.
+/// The report of a look that ended without error (pure).
 pub(super) fn on_success(
     integration: &Integration,
     old: &IntegrationStatus,
     ending: Ending,
     previous_failure: bool,
-    cached: output::Schedule,
     now: Timestamp,
 ) -> Report {
     let generation = integration.metadata.generation;
@@ -111,17 +108,15 @@ pub(super) fn on_success(
     let (wanted, recheck_at, event) = match ending {
         Ending::UpToDate {
             recheck_at,
-            observed,
+            schedule,
             rerendered,
         } => {
             // A re-render changes what the workloads read, like new credentials.
             rollout_change = rerendered;
-            // The schedule recorded with the credentials is fresher than a
-            // status that may lag in the cache; the version the decision
-            // read from the API server is fresher still (after a failed
-            // status write, the cache can lag behind our own Secret write,
-            // and its catching up is filtered out as no news).
-            let recorded = observed.unwrap_or(cached);
+            // The schedule recorded with the credentials (as observed) is
+            // fresher than a status that may lag in the cache (after a
+            // failed status write, say).
+            let recorded = schedule;
             if let Some(at) = recorded.expires_at {
                 new.expires_at = Some(status::rfc3339(at));
             }
@@ -719,7 +714,6 @@ mod tests {
                 &old(vec![]),
                 ended(*why, *written, *changed),
                 *failed_before,
-                output::Schedule::default(),
                 at(NOW),
             );
             assert_eq!(report.wanted[0].reason, ready_reason.as_str(), "case {i}");
@@ -751,7 +745,6 @@ mod tests {
             &old(vec![]),
             ended(ExchangeReason::Requested, true, true),
             false,
-            output::Schedule::default(),
             at(NOW),
         );
         assert_eq!(report.status.renew_now_answered.as_deref(), Some("a"));
@@ -768,14 +761,7 @@ mod tests {
             written: true,
             changed: true,
         };
-        let report = on_success(
-            &integration(&[]),
-            &old(vec![]),
-            ending,
-            false,
-            output::Schedule::default(),
-            at(NOW),
-        );
+        let report = on_success(&integration(&[]), &old(vec![]), ending, false, at(NOW));
         let warnings: Vec<&str> = report
             .wanted
             .iter()
@@ -799,10 +785,10 @@ mod tests {
         };
         let ending = Ending::UpToDate {
             recheck_at: Some(at("2026-12-02T10:50:00Z")),
-            observed: None,
+            schedule,
             rerendered: false,
         };
-        let report = on_success(&i, &before, ending, false, schedule, at(NOW));
+        let report = on_success(&i, &before, ending, false, at(NOW));
         assert_eq!(report.wanted[0].reason, "Renewed", "a Ready=True reason is kept");
         assert_eq!(
             report.wanted[1].reason, "ApiKeyPermissionLimited",
@@ -814,16 +800,16 @@ mod tests {
         assert_eq!(
             report.status.renew_at.as_deref(),
             Some("2026-12-02T10:50:00Z"),
-            "from the cached schedule"
+            "from the observed schedule"
         );
 
         // Rendered again: an Event, and the workloads must pick it up.
         let ending = Ending::UpToDate {
             recheck_at: None,
-            observed: Some(schedule),
+            schedule,
             rerendered: true,
         };
-        let report = on_success(&i, &before, ending, false, output::Schedule::default(), at(NOW));
+        let report = on_success(&i, &before, ending, false, at(NOW));
         assert_eq!(report.event.map(|e| e.1), Some(Reason::Rerendered));
         assert!(report.rollout_change);
     }
@@ -837,7 +823,7 @@ mod tests {
             started: Some("link created".into()),
         };
         let i = integration(&[]);
-        let first = on_success(&i, &old(vec![]), pending(), false, output::Schedule::default(), at(NOW));
+        let first = on_success(&i, &old(vec![]), pending(), false, at(NOW));
         assert_eq!(first.event.as_ref().map(|e| e.1), Some(Reason::AwaitingConnection));
         assert_eq!(first.status.awaiting.as_deref(), Some("link created"));
         assert_eq!(first.recheck_at, Some(at("2026-12-02T10:01:00Z")));
@@ -846,7 +832,6 @@ mod tests {
             &old(vec![ready(false, Reason::AwaitingConnection, "open the link")]),
             pending(),
             false,
-            output::Schedule::default(),
             at(NOW),
         );
         assert!(again.event.is_none(), "the same wait is not news");

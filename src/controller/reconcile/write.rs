@@ -1,6 +1,7 @@
-//! Write: the output Secret and the finalizer. Every write of the output
-//! Secret goes through here, with its ownership check: a Secret of the
-//! target's name that another owner made is never written.
+//! Write: the output Secret and the finalizer. Every read and write of the
+//! output Secret goes through the one ownership guard here ([`owned`],
+//! [`read_output`], [`cached_output`]): a Secret of the target's name that
+//! another owner made is never read as ours, and never written.
 
 use super::exchange::remove_secret_keys;
 use super::observe::Observed;
@@ -14,7 +15,7 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{PartialObjectMeta, Patch, PatchParams, PostParams},
     runtime::reflector::ObjectRef,
 };
 use serde_json::json;
@@ -27,7 +28,55 @@ use super::super::{
 };
 use crate::{crd::Integration, providers::Credentials};
 
-pub(super) fn not_owned(name: &str) -> Error {
+/// Something that says who controls an output Secret: the Secret's metadata
+/// as read, or the owned-Secret cache's entry.
+pub(super) trait Controlled {
+    fn controlled_by(&self, integration: &Integration) -> bool;
+}
+
+impl Controlled for Secret {
+    fn controlled_by(&self, integration: &Integration) -> bool {
+        output::is_owned_by(&self.metadata, integration)
+    }
+}
+
+impl Controlled for PartialObjectMeta<Secret> {
+    fn controlled_by(&self, integration: &Integration) -> bool {
+        output::is_owned_by(&self.metadata, integration)
+    }
+}
+
+impl Controlled for owned::OwnedSecret {
+    fn controlled_by(&self, integration: &Integration) -> bool {
+        self.is_owned_by(integration)
+    }
+}
+
+/// The ownership guard: the output Secret as found (`None`: there is
+/// none), or the `TargetSecretNotOwned` failure when another owner made it.
+pub(super) fn owned<T: Controlled>(found: Option<T>, integration: &Integration) -> Result<Option<T>, Error> {
+    match found {
+        Some(found) if !found.controlled_by(integration) => Err(not_owned(&output::target_name(integration))),
+        found => Ok(found),
+    }
+}
+
+/// The output Secret read from the API server, through the guard.
+pub(super) async fn read_output(integration: &Integration, ctx: &Context) -> Result<Option<Secret>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
+    owned(api.get_opt(&output::target_name(integration)).await?, integration)
+}
+
+/// The output Secret as the owned-Secret cache holds it, through the guard.
+pub(super) fn cached_output(integration: &Integration, ctx: &Context) -> Result<Option<owned::OwnedSecret>, Error> {
+    let namespace = integration.namespace().unwrap_or_default();
+    owned(
+        ctx.owned_secrets.get(&namespace, &output::target_name(integration)),
+        integration,
+    )
+}
+
+fn not_owned(name: &str) -> Error {
     Error::invalid(
         Reason::TargetSecretNotOwned,
         format!(
@@ -89,13 +138,10 @@ pub(super) async fn check_type(
         ) if template_fingerprint.as_deref() == wanted_fingerprint => {
             return Ok(());
         }
-        _ => {
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
-            match api.get_opt(&output::target_name(integration)).await? {
-                Some(secret) if output::is_owned_by(&secret.metadata, integration) => secret.type_,
-                _ => return Ok(()),
-            }
-        }
+        _ => match read_output(integration, ctx).await? {
+            Some(secret) => secret.type_,
+            None => return Ok(()),
+        },
     };
     compare_type(integration, found.as_deref(), keeps_state)
 }
@@ -131,16 +177,11 @@ pub(super) async fn rerender(
     let secret = match &existing.secret {
         // Read and checked against its content hash when observed.
         Some(secret) => secret.clone(),
-        None => {
-            let name = output::target_name(integration);
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &integration.namespace().unwrap_or_default());
-            match api.get_opt(&name).await? {
-                None => return Ok(None),
-                Some(secret) if !output::is_owned_by(&secret.metadata, integration) => return Err(not_owned(&name)),
-                Some(secret) if !output::is_intact(&secret, &ctx.fingerprinter) => return Ok(None),
-                Some(secret) => secret,
-            }
-        }
+        None => match read_output(integration, ctx).await? {
+            Some(secret) if output::is_intact(&secret, &ctx.fingerprinter) => secret,
+            // Gone, or edited since.
+            _ => return Ok(None),
+        },
     };
     compare_type(integration, secret.type_.as_deref(), keeps_state)?;
     let (fields, _) = output::split(&secret);
@@ -229,20 +270,15 @@ pub(super) async fn written_secret(
     let _writing = ctx.verified.begin_write(&key);
     let mut cached_rv = None;
     let mut previous_rendered = BTreeSet::new();
-    if let Some(cached) = ctx.owned_secrets.get(&namespace, &name) {
+    if let Some(cached) = cached_output(integration, ctx)? {
         // A re-validation that changes nothing must not write (or wake
         // every watcher of the Secret).
         let rv = cached.resource_version.to_string();
-        if ctx.verified.is_verified(&key, &rv)
-            && cached.is_owned_by(integration)
-            && cached.metadata_digest == owned::metadata_digest(&desired.metadata)
-        {
+        if ctx.verified.is_verified(&key, &rv) && cached.metadata_digest == owned::metadata_digest(&desired.metadata) {
             return Ok(false);
         }
-        if cached.is_owned_by(integration) {
-            cached_rv = Some(rv);
-            previous_rendered = cached.rendered_keys();
-        }
+        cached_rv = Some(rv);
+        previous_rendered = cached.rendered_keys();
     }
     // What we know decides a fast path; anything else (or a fast path that
     // lost a race) takes the careful path below.
@@ -281,12 +317,10 @@ pub(super) async fn written_secret(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = match api.get_metadata_opt(&name).await {
-            Ok(None) => api.create(&PostParams::default(), &desired).await,
-            Ok(Some(meta)) if !output::is_owned_by(&meta.metadata, integration) => {
-                return Err(not_owned(&name));
-            }
-            Ok(Some(meta)) => {
+        let result = match api.get_metadata_opt(&name).await.map(|m| owned(m, integration)) {
+            Ok(Err(not_ours)) => return Err(not_ours),
+            Ok(Ok(None)) => api.create(&PostParams::default(), &desired).await,
+            Ok(Ok(Some(meta))) => {
                 previous_rendered = output::rendered_keys(meta.metadata.annotations.as_ref());
                 api.patch(
                     &name,
