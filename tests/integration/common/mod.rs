@@ -568,11 +568,19 @@ impl Cluster {
     /// the simulator issued) appears in the operator's logs, the namespace's
     /// Events or the Integration `name` as stored (status included).
     pub async fn assert_nowhere<S: AsRef<str>>(&self, name: &str, canaries: &[S]) {
-        for (what, text) in [
-            ("logs", logs()),
-            ("events", self.events_text().await),
-            ("status", self.integration_yaml(name).await),
-        ] {
+        self.assert_nowhere_in(&[name], canaries).await
+    }
+
+    /// As [`Cluster::assert_nowhere`], over the status of several Integrations.
+    pub async fn assert_nowhere_in<S: AsRef<str>>(&self, names: &[&str], canaries: &[S]) {
+        let mut haystacks = vec![
+            ("logs".to_string(), logs()),
+            ("events".to_string(), self.events_text().await),
+        ];
+        for name in names {
+            haystacks.push((format!("the status of {name}"), self.integration_yaml(name).await));
+        }
+        for (what, text) in &haystacks {
             for canary in canaries {
                 assert!(!text.contains(canary.as_ref()), "a secret value appeared in {what}");
             }

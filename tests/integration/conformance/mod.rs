@@ -199,6 +199,11 @@ pub mod scenarios {
             ready.message
         );
         assert!(!ready.message.is_empty());
+        assert!(
+            cluster.has_event(&ready.reason).await,
+            "no Warning Event says {}",
+            ready.reason
+        );
         assert_eq!(output(&cluster).await, good, "the Secret changed during the outage");
         case.set_down(false);
         cluster.wait_ready(INTEGRATION, "True", None).await;

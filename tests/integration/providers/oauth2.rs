@@ -121,76 +121,6 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
     operator.stop().await;
 }
 
-#[tokio::test]
-async fn rotating_the_input_secret_triggers_a_new_exchange_with_the_new_credentials() {
-    let (cluster, sim) = setup(Some(3600)).await;
-    let operator = cluster.start_operator().await;
-    cluster.integration("api", cc_spec()).await;
-    cluster.wait_ready("api", "True", None).await;
-    let first = cluster.secret_data("out").await.unwrap()["access_token"].clone();
-
-    sim.add_client("client-b", "rotated-secret-2b8e");
-    cluster
-        .patch_secret_strings(
-            "creds",
-            json!({"client_id": "client-b", "client_secret": "rotated-secret-2b8e"}),
-        )
-        .await;
-    let second = eventually(Duration::from_secs(15), "a token issued to client-b", || async {
-        let token = cluster.secret_data("out").await?["access_token"].clone();
-        (token != first && sim.token_client(&token).as_deref() == Some("client-b")).then_some(token)
-    })
-    .await;
-    assert!(sim.is_valid_token(&second));
-    operator.stop().await;
-}
-
-#[tokio::test]
-async fn provider_failures_set_a_clear_reason_and_keep_the_last_good_secret() {
-    let (cluster, sim) = setup(Some(4)).await;
-    let operator = cluster.start_operator().await;
-    cluster.integration("api", cc_spec()).await;
-    cluster.wait_ready("api", "True", None).await;
-
-    for (fault, reason) in [
-        (testkit::sim::Fault::status(500), "ProviderUnavailable"),
-        (testkit::sim::Fault::Malformed, "MalformedResponse"),
-        (testkit::sim::Fault::Delay(Duration::from_secs(5)), "ProviderTimeout"),
-        (testkit::sim::Fault::status(401), "ReauthRequired"),
-    ] {
-        let good = cluster.secret_data("out").await.unwrap();
-        sim.clear_faults();
-        sim.fail_next("token", 1000, fault);
-        let i = cluster.wait_ready("api", "False", Some(reason)).await;
-        let message = i.status.as_ref().unwrap().conditions[0].message.clone();
-        assert!(!message.is_empty());
-        // The last good credentials stay until they expire.
-        let now = cluster.secret_data("out").await.unwrap();
-        assert_eq!(
-            now["access_token"], good["access_token"],
-            "the Secret was touched during a {reason} failure"
-        );
-        assert!(cluster.has_event(reason).await, "no Warning Event for {reason}");
-        // Recover before the next fault so each one starts from a Ready
-        // Integration. Refused credentials are held until a person asks for
-        // a retry (or changes them).
-        sim.clear_faults();
-        if reason == "ReauthRequired" {
-            cluster
-                .integrations()
-                .patch(
-                    "api",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {"integration-operator.io/retry": "1"}}})),
-                )
-                .await
-                .unwrap();
-        }
-        cluster.wait_ready("api", "True", None).await;
-    }
-    operator.stop().await;
-}
-
 /// A refused login is not retried every few minutes forever (about 288
 /// failed logins a day can lock the customer's API user): the refused
 /// credentials wait until the input Secret changes or a person sets the
@@ -468,26 +398,6 @@ async fn a_spec_with_two_flow_blocks_is_rejected_at_admission() {
     };
     assert_eq!(status.code, 422);
     assert!(status.message.contains("exactly one flow block"), "{}", status.message);
-}
-
-#[tokio::test]
-async fn deleting_the_integration_removes_its_secret() {
-    let (cluster, _sim) = setup(Some(3600)).await;
-    let operator = cluster.start_operator().await;
-    cluster.integration("api", cc_spec()).await;
-    cluster.wait_ready("api", "True", None).await;
-    cluster
-        .integrations()
-        .delete("api", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the output Secret to be garbage-collected",
-        || async { cluster.secrets().get_opt("out").await.ok()?.is_none().then_some(()) },
-    )
-    .await;
-    operator.stop().await;
 }
 
 #[tokio::test]

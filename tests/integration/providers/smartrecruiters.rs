@@ -71,21 +71,6 @@ fn ready(i: &Integration) -> (String, String) {
     (c.reason.clone(), c.message.clone())
 }
 
-async fn assert_no_canary(cluster: &Cluster, names: &[&str], canaries: &[String]) {
-    let mut haystacks = vec![
-        ("logs".to_string(), logs()),
-        ("events".into(), cluster.events_text().await),
-    ];
-    for n in names {
-        haystacks.push((format!("status of {n}"), cluster.integration_yaml(n).await));
-    }
-    for (what, text) in &haystacks {
-        for canary in canaries {
-            assert!(!text.contains(canary.as_str()), "a secret value appeared in {what}");
-        }
-    }
-}
-
 /// Annotation that asks for a one-shot step to run again.
 async fn annotate_retry(cluster: &Cluster, name: &str, value: &str) {
     cluster
@@ -148,12 +133,9 @@ async fn api_key_is_published_as_x_smart_token_and_a_refused_key_needs_reauth() 
         "DCRA1-canary-new-key-90aa3e"
     );
     operator.stop().await;
-    assert_no_canary(
-        &cluster,
-        &["key"],
-        &[API_KEY.into(), "DCRA1-canary-new-key-90aa3e".into()],
-    )
-    .await;
+    cluster
+        .assert_nowhere_in(&["key"], &[API_KEY, "DCRA1-canary-new-key-90aa3e"])
+        .await;
 }
 
 #[tokio::test]
@@ -224,12 +206,9 @@ async fn client_credentials_work_with_body_and_basic_client_auth() {
         "each ClusterProvider's method is the only one used: {seen:?}"
     );
     operator.stop().await;
-    assert_no_canary(
-        &cluster,
-        &["body", "basic"],
-        &[CLIENT_SECRET.into(), "canary-basic-secret-2".into()],
-    )
-    .await;
+    cluster
+        .assert_nowhere_in(&["body", "basic"], &[CLIENT_SECRET, "canary-basic-secret-2"])
+        .await;
 }
 
 #[tokio::test]
@@ -340,16 +319,16 @@ async fn partner_integration_is_created_once_and_its_id_recorded() {
         "not bi-directional: no clientId"
     );
     operator.stop().await;
-    assert_no_canary(
-        &cluster,
-        &["acme"],
-        &[
-            MASTER_SECRET.into(),
-            created.client_secret.clone(),
-            data["access_token"].clone(),
-        ],
-    )
-    .await;
+    cluster
+        .assert_nowhere_in(
+            &["acme"],
+            &[
+                MASTER_SECRET.into(),
+                created.client_secret.clone(),
+                data["access_token"].clone(),
+            ],
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -576,7 +555,7 @@ async fn bidirectional_credentials_are_unique_strong_and_sent_once() {
     assert_eq!(sim.calls("integrations"), 2);
     operator.stop().await;
     let canaries: Vec<String> = seen.iter().map(|d| d["partner_client_secret"].clone()).collect();
-    assert_no_canary(&cluster, &["a", "b"], &canaries).await;
+    cluster.assert_nowhere_in(&["a", "b"], &canaries).await;
 }
 
 #[tokio::test]
@@ -648,7 +627,7 @@ async fn an_api_key_that_may_not_read_the_company_is_published_with_a_warning() 
     })
     .await;
     operator.stop().await;
-    assert_no_canary(&cluster, &["key"], &[API_KEY.into()]).await;
+    cluster.assert_nowhere_in(&["key"], &[API_KEY]).await;
 }
 
 #[tokio::test]
@@ -1022,7 +1001,7 @@ async fn a_disable_callback_turns_the_integration_reauth_required_at_once_and_re
         canaries.push(c.client_secret);
         canaries.extend(c.partner_client_secret);
     }
-    assert_no_canary(&cluster, &["acme"], &canaries).await;
+    cluster.assert_nowhere_in(&["acme"], &canaries).await;
 }
 
 #[tokio::test]
@@ -1235,7 +1214,7 @@ async fn hostile_token_requests_and_callbacks_are_refused_and_change_nothing() {
     for c in sim.integrations() {
         canaries.push(c.client_secret);
     }
-    assert_no_canary(&cluster, &["a", "b"], &canaries).await;
+    cluster.assert_nowhere_in(&["a", "b"], &canaries).await;
 }
 
 #[tokio::test]
@@ -1355,5 +1334,5 @@ async fn a_token_issued_by_one_replica_is_accepted_by_another_and_the_leader_act
     a.stop().await;
     let mut canaries = vec![data["partner_client_secret"].clone(), notified.token.unwrap()];
     canaries.extend(body["access_token"].as_str().map(String::from));
-    assert_no_canary(&cluster, &["acme"], &canaries).await;
+    cluster.assert_nowhere_in(&["acme"], &canaries).await;
 }
