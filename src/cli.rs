@@ -80,6 +80,14 @@ pub struct RunArgs {
     /// Name of the leader-election Lease (in --namespace).
     #[arg(long, env = "LEASE_NAME", default_value = "integration-operator")]
     pub lease_name: String,
+    /// This operator's shard among several active ones, as INDEX/COUNT
+    /// (e.g. 0/3): it works only on the namespaces whose hash falls to
+    /// INDEX, elects its leader with its own Lease (LEASE_NAME-shard-INDEX-of-COUNT)
+    /// and takes 1/COUNT of each ClusterProvider's maxConcurrency and
+    /// requestsPerSecond. Start every INDEX below COUNT, each with the same
+    /// COUNT; see docs/scaling.md.
+    #[arg(long, env = "SHARD", default_value = "0/1")]
+    pub shard: controller::shard::Shard,
     /// Seconds a leader holds the Lease without renewing it before another replica may take over.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
@@ -282,16 +290,18 @@ impl Operator {
             watch_namespaces,
             stall_after: args.renewal_overdue_after,
             report_interval: args.rejection_report_interval,
+            shard: args.shard,
         };
         let controller = if args.leader_elect {
-            let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                .with_namespace(&args.namespace)
-                .with_identity(&settings.instance)
-                .with_duration(args.lease_duration_seconds.max(2))
-                .with_grace((args.lease_duration_seconds / 3).max(1))
-                .build()
-                .await
-                .context("setting up leader election")?;
+            let lease =
+                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.shard.lease_name(&args.lease_name))
+                    .with_namespace(&args.namespace)
+                    .with_identity(&settings.instance)
+                    .with_duration(args.lease_duration_seconds.max(2))
+                    .with_grace((args.lease_duration_seconds / 3).max(1))
+                    .build()
+                    .await
+                    .context("setting up leader election")?;
             tokio::spawn(lead_then_run(client, settings, lease, stopped))
         } else {
             settings.health.set_standby(false);

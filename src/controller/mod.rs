@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod rollout;
 pub mod scale;
 pub mod schedule;
+pub mod shard;
 pub mod status;
 pub mod templates;
 pub mod watchdog;
@@ -227,6 +228,8 @@ pub struct Context {
     pub stall_after: Duration,
     /// Shortest time from an exchange to one a rejection report causes.
     pub report_interval: Duration,
+    /// See [`Settings::shard`].
+    pub shard: shard::Shard,
 }
 
 impl Context {
@@ -263,6 +266,8 @@ pub struct Settings {
     pub stall_after: Duration,
     /// Shortest time from an exchange to one a rejection report causes.
     pub report_interval: Duration,
+    /// The namespaces this operator works on among several active ones.
+    pub shard: shard::Shard,
 }
 
 /// The error policy: exponential backoff with jitter for transient failures,
@@ -419,6 +424,10 @@ async fn run_scope(
     };
     // `Api<PartialObjectMeta<_>>` makes metadata-only requests: Secret data
     // never reaches this process through a watch.
+    // Sharded, each watch keeps only this shard's namespaces (the API has no
+    // server-side filter by namespace hash; the events of others are dropped
+    // as they arrive, so they cost bandwidth but no memory).
+    let shard = settings.shard;
 
     let (providers, providers_writer) = reflector::store::<ClusterProvider>();
     let provider_events = reflector::reflector(
@@ -431,10 +440,13 @@ async fn run_scope(
     let owned_secrets = owned::OwnedSecrets::default();
     let owned_events = owned_secrets
         .clone()
-        .reflect(watcher(
-            secrets.clone(),
-            watcher::Config::default().labels(&format!("{}={}", output::MANAGED_BY_LABEL, output::MANAGED_BY)),
-        ))
+        .reflect(
+            watcher(
+                secrets.clone(),
+                watcher::Config::default().labels(&format!("{}={}", output::MANAGED_BY_LABEL, output::MANAGED_BY)),
+            )
+            .try_filter(move |event| future::ready(shard.keeps(event))),
+        )
         .default_backoff()
         .touched_objects();
 
@@ -446,12 +458,12 @@ async fn run_scope(
     let input_events = watcher(secrets, watcher::Config::default())
         .default_backoff()
         .touched_objects()
-        .try_filter(|secret| {
+        .try_filter(move |secret| {
             let managed = secret
                 .labels()
                 .get(output::MANAGED_BY_LABEL)
                 .is_some_and(|v| v == output::MANAGED_BY);
-            future::ready(!managed)
+            future::ready(!managed && shard.owns(secret.namespace().as_deref().unwrap_or_default()))
         });
 
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
@@ -474,6 +486,7 @@ async fn run_scope(
         health: settings.health.clone(),
         stall_after: settings.stall_after,
         report_interval: settings.report_interval,
+        shard: settings.shard,
     });
 
     let health = settings.health.clone();
@@ -495,7 +508,9 @@ async fn run_scope(
     let (integration_store, integration_writer) = reflector::store::<Integration>();
     let integration_events = reflector::reflector(
         integration_writer,
-        watcher(integrations, watcher::Config::default()).modify(slim),
+        watcher(integrations, watcher::Config::default())
+            .try_filter(move |event| future::ready(shard.keeps(event)))
+            .modify(slim),
     )
     .default_backoff()
     .touched_objects()

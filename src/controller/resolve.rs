@@ -100,7 +100,11 @@ pub fn resolve_provider(integration: &Integration, ctx: &Context) -> Result<Reso
                 format!("ClusterProvider {:?} does not exist", spec.provider),
             )
         })?;
-    resolve_with(integration, &cluster_provider.spec, &ctx.drivers)
+    let (spec, mut provider, driver, flow) = resolve_with(integration, &cluster_provider.spec, &ctx.drivers)?;
+    // The provider's limits are for the whole operator; a shard has its share.
+    provider.max_concurrency = ctx.shard.share(provider.max_concurrency);
+    provider.requests_per_second = ctx.shard.share(provider.requests_per_second);
+    Ok((spec, provider, driver, flow))
 }
 
 /// The driver, flow and effective configuration of the ClusterProvider an

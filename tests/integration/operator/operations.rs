@@ -37,6 +37,17 @@ struct Replica {
 
 impl Replica {
     fn start(cluster: &Cluster, name: &'static str) -> Replica {
+        Replica::start_as(cluster, name, cluster.operator_kubeconfig(), cluster.operator_env())
+    }
+
+    /// A replica with another identity (`kubeconfig`) and environment.
+    fn start_as(
+        cluster: &Cluster,
+        name: &'static str,
+        kubeconfig: &std::path::Path,
+        env: Vec<(&'static str, String)>,
+    ) -> Replica {
+        let _ = cluster;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-operator"))
             .args([
                 "run",
@@ -48,8 +59,8 @@ impl Replica {
             ])
             .args(["--retry-base", "200ms", "--retry-max", "2s"])
             .arg("--kubeconfig")
-            .arg(cluster.operator_kubeconfig())
-            .envs(cluster.operator_env())
+            .arg(kubeconfig)
+            .envs(env)
             .env("POD_NAME", name)
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
@@ -71,13 +82,12 @@ impl Replica {
 }
 
 async fn holder(cluster: &Cluster) -> Option<String> {
+    holder_of(cluster, "integration-operator").await
+}
+
+async fn holder_of(cluster: &Cluster, lease: &str) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.operator_namespace());
-    leases
-        .get_opt("integration-operator")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
+    leases.get_opt(lease).await.ok()??.spec?.holder_identity
 }
 
 #[tokio::test]
@@ -233,4 +243,173 @@ async fn with_watch_namespaces_only_those_namespaces_are_managed() {
     );
     assert_eq!(sim.token_calls(), 1);
     operator.stop().await;
+}
+
+/// Several active operators, each owning a shard of the namespaces
+/// (`--shard INDEX/COUNT`, docs/scaling.md): every Integration is exchanged
+/// once, by the shard that owns its namespace, each shard elects its own
+/// leader, and a shard whose leader dies is taken over by its standby
+/// while the other shard goes on.
+#[tokio::test]
+async fn shards_split_the_namespaces_each_exchanges_its_own_once_and_a_shards_standby_takes_over() {
+    use integration_operator::controller::shard::shard_of;
+    use k8s_openapi::api::core::v1::Event;
+
+    let (cluster, sim) = setup(3600).await;
+    let cp = cluster.control_plane();
+    // Namespaces until both shards own at least two (the hash decides).
+    let mut namespaces: Vec<String> = Vec::new();
+    while (0..2).any(|s| namespaces.iter().filter(|n| shard_of(n, 2) == s).count() < 2) {
+        namespaces.push(cp.namespace(&cluster.client, "t-shard").await);
+    }
+    // The chart's RBAC for exactly these namespaces, and a token of its
+    // ServiceAccount: the shards run with the least privilege a
+    // watchNamespaces install gives.
+    let watched: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    let fullname = format!("io-{}-shards", cluster.namespace);
+    let sa = cp
+        .install_chart_rbac(&cluster.client, &cluster.namespace, &fullname, &watched)
+        .await
+        .expect("the chart's RBAC installed");
+    let token = cp.service_account_token(&cluster.client, &cluster.namespace, &sa).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("shards.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(&cp.token_kubeconfig(&token)).unwrap(),
+    )
+    .unwrap();
+    let env = |shard: &str| {
+        vec![
+            ("POD_NAMESPACE", cluster.namespace.clone()),
+            ("WATCH_NAMESPACES", namespaces.join(",")),
+            ("SHARD", shard.to_string()),
+        ]
+    };
+    let mut shard_spec = spec();
+    shard_spec["provider"] = json!(cluster.provider_name("auth"));
+    let integration = |ns: &str, name: &str| -> integration_operator::crd::Integration {
+        let mut spec = shard_spec.clone();
+        spec["target"]["name"] = json!(format!("{name}-out"));
+        serde_json::from_value(json!({
+            "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }))
+        .unwrap()
+    };
+    for ns in &namespaces {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "creds", "namespace": ns},
+            "stringData": {"client_id": "client-a", "client_secret": SECRET},
+        }))
+        .unwrap();
+        Api::namespaced(cluster.client.clone(), ns)
+            .create(&Default::default(), &secret)
+            .await
+            .unwrap();
+        Api::namespaced(cluster.client.clone(), ns)
+            .create(&Default::default(), &integration(ns, "api"))
+            .await
+            .unwrap();
+    }
+
+    let zero_a = Replica::start_as(&cluster, "shard-0-a", &kubeconfig, env("0/2"));
+    let one = Replica::start_as(&cluster, "shard-1", &kubeconfig, env("1/2"));
+    let all_ready = |name: &'static str| {
+        let (client, namespaces) = (cluster.client.clone(), namespaces.clone());
+        async move {
+            for ns in &namespaces {
+                let api: Api<integration_operator::crd::Integration> = Api::namespaced(client.clone(), ns);
+                let ready = api
+                    .get_opt(name)
+                    .await
+                    .ok()??
+                    .status?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if !ready {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    eventually(Duration::from_secs(60), "every namespace's Integration Ready", || {
+        all_ready("api")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sim.token_calls(),
+        namespaces.len() as u64,
+        "each Integration is exchanged once, by one shard"
+    );
+    // Each Integration was issued by the shard that owns its namespace:
+    // its Event names the replica (reportingInstance).
+    for ns in &namespaces {
+        let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+        let issued: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Issued"))
+            .filter_map(|e| e.reporting_instance)
+            .collect();
+        let owner = if shard_of(ns, 2) == 0 { "shard-0-a" } else { "shard-1" };
+        assert_eq!(issued, [owner], "{ns}: issued by {issued:?}, owned by {owner}");
+    }
+    // Each shard has its own Lease and leader.
+    assert_eq!(
+        holder_of(&cluster, "integration-operator-shard-0-of-2")
+            .await
+            .as_deref(),
+        Some("shard-0-a")
+    );
+    assert_eq!(
+        holder_of(&cluster, "integration-operator-shard-1-of-2")
+            .await
+            .as_deref(),
+        Some("shard-1")
+    );
+
+    // Shard 0's leader dies; its standby takes over, shard 1 goes on.
+    let zero_b = Replica::start_as(&cluster, "shard-0-b", &kubeconfig, env("0/2"));
+    zero_a.kill().await;
+    eventually(Duration::from_secs(30), "shard 0's standby to lead", || async {
+        (holder_of(&cluster, "integration-operator-shard-0-of-2")
+            .await
+            .as_deref()
+            == Some("shard-0-b"))
+        .then_some(())
+    })
+    .await;
+    for ns in &namespaces {
+        Api::namespaced(cluster.client.clone(), ns)
+            .create(&Default::default(), &integration(ns, "late"))
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the new Integrations Ready in both shards",
+        || all_ready("late"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sim.token_calls(),
+        2 * namespaces.len() as u64,
+        "the takeover exchanged nothing again; each new Integration once"
+    );
+    zero_b.kill().await;
+    one.kill().await;
+    for ns in &namespaces {
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+            .delete(ns, &Default::default())
+            .await;
+    }
 }
