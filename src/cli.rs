@@ -294,7 +294,7 @@ impl Operator {
         };
         let controller = if args.leader_elect {
             let lease =
-                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.shard.lease_name(&args.lease_name))
+                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), args.shard.lease_name(&args.lease_name))
                     .with_namespace(&args.namespace)
                     .with_identity(&settings.instance)
                     .with_duration(args.lease_duration_seconds.max(2))
