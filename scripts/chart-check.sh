@@ -30,6 +30,7 @@ render() { # name, helm args...
 }
 render default
 render ha --set replicaCount=3
+render sharded --set shards=3 --set replicaCount=2
 render no-crds --set crds.install=false --set metrics.serviceMonitor.enabled=false
 render minimal --set rbac.create=false --set serviceAccount.create=false --set serviceAccount.name=custom \
   --set clusterProviders.kombo.enabled=false --set clusterProviders.cloud-elements.enabled=false \
@@ -79,6 +80,13 @@ PY
 grep -q 'value: "team-a,team-b"' "$out/scoped.yaml" || { echo "WATCH_NAMESPACES not passed to the operator"; exit 1; }
 grep -q 'kind: PodDisruptionBudget' "$out/ha.yaml" || { echo "no PDB with 3 replicas"; exit 1; }
 if grep -q 'kind: PodDisruptionBudget' "$out/default.yaml"; then echo "PDB with 1 replica"; exit 1; fi
+# Shards: one Deployment per shard, each told its shard and selecting only its pods.
+[ "$(grep -c '^kind: Deployment$' "$out/sharded.yaml")" = 3 ] || { echo "expected a Deployment per shard"; exit 1; }
+for i in 0 1 2; do
+  grep -q "value: \"$i/3\"" "$out/sharded.yaml" || { echo "shard $i/3 not passed to its Deployment"; exit 1; }
+done
+[ "$(grep -c '^kind: Deployment$' "$out/default.yaml")" = 1 ] && ! grep -q 'name: SHARD$' "$out/default.yaml" || { echo "an unsharded install must be one Deployment without SHARD"; exit 1; }
+if "$HELM" template io "$CHART" --set shards=0 >/dev/null 2>&1; then echo "shards=0 was accepted"; exit 1; fi
 # Rollouts: no workload access unless enabled; Roles per namespace when scoped.
 if grep -q 'deployments' "$out/default.yaml"; then echo "workload RBAC rendered without rollouts.enabled"; exit 1; fi
 [ "$(grep -c 'name: io-integration-operator-rollouts' "$out/rollouts-scoped.yaml")" = 6 ] || { echo "expected a rollouts Role and RoleBinding (and its roleRef) per watched namespace"; exit 1; }
