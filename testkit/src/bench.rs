@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// requestsPerSecond of each ClusterProvider.
     #[arg(long, default_value_t = 500)]
     pub rate_limit: u32,
+    /// Also run the cold start with the Integrations split over this many
+    /// active operator processes, each owning a shard (`--shard i/K`,
+    /// docs/scaling.md), comma-separated (e.g. 1,2,4); empty: no sharded run.
+    #[arg(long, value_delimiter = ',')]
+    pub shards: Vec<u32>,
 }
 
 /// One scale's figures.
@@ -267,7 +272,20 @@ struct Operator {
 
 impl Operator {
     async fn start(bin: &PathBuf, kubeconfig: &std::path::Path, port: u16) -> anyhow::Result<Operator> {
+        Operator::start_shard(bin, kubeconfig, port, None).await
+    }
+
+    /// An operator process owning `shard` (`INDEX/COUNT`), or everything.
+    async fn start_shard(
+        bin: &PathBuf,
+        kubeconfig: &std::path::Path,
+        port: u16,
+        shard: Option<&str>,
+    ) -> anyhow::Result<Operator> {
         let mut command = tokio::process::Command::new(bin);
+        if let Some(shard) = shard {
+            command.env("SHARD", shard);
+        }
         // Profiling hook: BENCH_HEAPTRACK_DIR=dir records each operator run's
         // heap with heaptrack's preload library (raw files, one per start;
         // `heaptrack_interpret < f.raw | gzip > f.gz; heaptrack_print f.gz`).
@@ -491,8 +509,20 @@ async fn wait_all(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], timeo
     }
 }
 
-/// Runs one scale and returns its figures.
-pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
+/// A fresh control plane with the CRDs, the ClusterProviders, the
+/// namespaces with their input Secret, and the N Integrations to apply
+/// (not applied yet).
+struct Prepared {
+    cp: ControlPlane,
+    client: Client,
+    sim: OAuth2Sim,
+    /// (namespace, name, ClusterProvider) of each Integration.
+    names: Vec<(String, String, String)>,
+    /// `namespace/name` of each.
+    keys: Vec<String>,
+}
+
+async fn prepare(args: &BenchArgs, n: usize) -> anyhow::Result<Prepared> {
     let cp = tokio::task::spawn_blocking(ControlPlane::private).await??;
     eprintln!(
         "bench: N={n}: control plane {} (etcd {}) up in {:.1} s",
@@ -564,6 +594,24 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         })
         .collect();
     let keys: Vec<String> = names.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
+    Ok(Prepared {
+        cp,
+        client,
+        sim,
+        names,
+        keys,
+    })
+}
+
+/// Runs one scale and returns its figures.
+pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
+    let Prepared {
+        cp,
+        client,
+        sim,
+        names,
+        keys,
+    } = prepare(args, n).await?;
 
     let (proxy, operator_kubeconfig, _kubeconfig_dir) = operator_identity(&cp, &client).await?;
     let port = free_port();
@@ -1183,13 +1231,132 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     out
 }
 
+/// The cold start of one scale split over K operator processes.
+#[derive(Debug, Clone)]
+pub struct ShardFigures {
+    pub n: usize,
+    pub shards: u32,
+    pub all_ready: bool,
+    pub cold_start: Duration,
+    /// Token requests at the provider: N when each Integration is
+    /// exchanged once, by one shard.
+    pub token_calls: u64,
+    /// Most token requests in one second (the limit is for all shards together).
+    pub busiest_per_s: u64,
+    pub rss_mib: Vec<f64>,
+    pub cpu_s: Vec<f64>,
+    pub control_plane_cpu_s: f64,
+}
+
+/// Applies N Integrations to K operator processes, each owning a shard,
+/// and measures the cold start, each process's memory and CPU, and what
+/// the provider saw.
+pub async fn run_sharded(args: &BenchArgs, n: usize, shards: u32) -> anyhow::Result<ShardFigures> {
+    let Prepared {
+        cp,
+        client,
+        sim,
+        names,
+        keys,
+    } = prepare(args, n).await?;
+    let (_proxy, kubeconfig, _dir) = operator_identity(&cp, &client).await?;
+    let mut operators = Vec::new();
+    for i in 0..shards {
+        let shard = format!("{i}/{shards}");
+        let operator = Operator::start_shard(&args.operator, &kubeconfig, free_port(), Some(&shard)).await?;
+        operators.push(operator);
+    }
+    for operator in &operators {
+        operator.wait_ready().await?;
+    }
+    let seen = track_ready(client.clone());
+    let created = Mutex::new(HashMap::new());
+    let calls_before = sim.token_calls();
+    let t0 = Instant::now();
+    create_integrations(&client, &names, &created).await?;
+    let all_ready = wait_all(&seen, &keys, Duration::from_secs(900)).await;
+    let cold_start = {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| seen.get(k))
+            .max()
+            .filter(|_| all_ready)
+            .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    for t in sim.token_call_times() {
+        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
+    }
+    let stats: Vec<(f64, f64)> = operators.iter().map(|o| proc_stat(o.pid())).collect();
+    let figures = ShardFigures {
+        n,
+        shards,
+        all_ready,
+        cold_start,
+        token_calls: sim.token_calls() - calls_before,
+        busiest_per_s: per_second.values().copied().max().unwrap_or(0),
+        rss_mib: stats.iter().map(|s| s.0).collect(),
+        cpu_s: stats.iter().map(|s| s.1).collect(),
+        control_plane_cpu_s: tree_cpu(cp.state.pid),
+    };
+    for operator in operators {
+        operator.stop().await;
+    }
+    Ok(figures)
+}
+
+/// The sharded runs as a table.
+pub fn shard_table(args: &BenchArgs, figures: &[ShardFigures]) -> String {
+    let mut out = format!(
+        "sharded cold start: provider latency {} ms, maxConcurrency {} and requestsPerSecond {} x {} ClusterProviders (for all shards together), {} namespaces\n\n",
+        args.latency_ms, args.concurrency, args.rate_limit, args.providers, args.namespaces
+    );
+    out += "| N | shards | all Ready | cold start | token calls (N = each once) | busiest second (limit) | RSS per process | operator CPU s per process | control plane CPU s |\n";
+    out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    let list = |v: &[f64], unit: &str| {
+        v.iter()
+            .map(|x| format!("{x:.1}{unit}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    for f in figures {
+        out += &format!(
+            "| {} | {} | {} | {:.2}s | {} | {}/s ({}/s) | {} | {} | {:.1} |\n",
+            f.n,
+            f.shards,
+            if f.all_ready { "yes" } else { "NO" },
+            f.cold_start.as_secs_f64(),
+            f.token_calls,
+            f.busiest_per_s,
+            u64::from(args.rate_limit) * args.providers as u64,
+            list(&f.rss_mib, " MiB"),
+            list(&f.cpu_s, ""),
+            f.control_plane_cpu_s,
+        );
+    }
+    out
+}
+
 /// Runs every scale and prints the table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut figures = Vec::new();
+    let mut sharded = Vec::new();
     for &n in &args.integrations {
         eprintln!("bench: N={n} ...");
-        figures.push(run_scale(&args, n).await?);
+        if args.shards.is_empty() {
+            figures.push(run_scale(&args, n).await?);
+        }
+        for &k in &args.shards {
+            eprintln!("bench: N={n}, {k} shards ...");
+            sharded.push(run_sharded(&args, n, k).await?);
+        }
     }
-    println!("{}", table(&args, &figures));
+    if !figures.is_empty() {
+        println!("{}", table(&args, &figures));
+    }
+    if !sharded.is_empty() {
+        println!("{}", shard_table(&args, &sharded));
+    }
     Ok(())
 }
