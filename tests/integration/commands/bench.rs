@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use testkit::bench::{BenchArgs, run_scale, table};
+use testkit::bench::{BenchArgs, run_scale, run_sharded, shard_table, table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
@@ -25,6 +25,7 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         wave_lifetime: 10,
         wave_latency_ms: 20,
         rate_limit: 500,
+        shards: vec![],
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
@@ -46,4 +47,34 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         wave.calls_during_retry_after, 0,
         "the provider was called before its Retry-After elapsed"
     );
+}
+
+/// The sharded harness (`testkit bench --shards`), reduced: two operator
+/// processes, each owning a shard of 8 namespaces, bring 40 Integrations
+/// Ready with one token call each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let args = BenchArgs {
+        operator: PathBuf::from(env!("CARGO_BIN_EXE_integration-operator")),
+        integrations: vec![40],
+        namespaces: 8,
+        providers: 2,
+        latency_ms: 20,
+        concurrency: 16,
+        unrelated_secrets: 0,
+        new_integrations: 0,
+        wave_lifetime: 0,
+        wave_latency_ms: 20,
+        rate_limit: 500,
+        shards: vec![2],
+    };
+    let figures = run_sharded(&args, 40, 2).await.expect("the sharded bench runs");
+    println!("{}", shard_table(&args, std::slice::from_ref(&figures)));
+    assert!(figures.all_ready, "not every Integration became Ready");
+    assert_eq!(
+        figures.token_calls, 40,
+        "each Integration is exchanged once, by one shard"
+    );
+    assert_eq!(figures.rss_mib.len(), 2, "one figure per process");
 }
