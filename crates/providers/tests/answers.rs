@@ -5,29 +5,16 @@
 //! the operator passes a driver's reason to the condition unchanged (the
 //! end-to-end tests in tests/integration show each path once).
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use integration_providers::{
-    Checkpoint, ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Outcome, Peers, Priority,
-    ProviderConfig, ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason,
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, MemoryState, Outcome, Peers, Priority,
+    ProviderConfig, ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason, run_exchange,
     smartrecruiters::SmartRecruitersDriver, talentlink::TalentLinkDriver,
 };
 use jiff::Timestamp;
 use testkit::sim::{Fault, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim, talentlink::TalentLinkSim};
-
-/// The output Secret, in memory.
-#[derive(Default)]
-struct Memory(Mutex<Credentials>);
-
-#[async_trait]
-impl Checkpoint for Memory {
-    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
-        let mut held = self.0.lock().unwrap();
-        *held = held.updated(set, remove);
-        Ok(held.clone())
-    }
-}
 
 struct NoPeers;
 
@@ -62,15 +49,14 @@ async fn exchange(
     flow: &Flow,
     inputs: &Credentials,
 ) -> Result<Outcome, DriverError> {
-    let memory = Memory::default();
-    driver
-        .exchange(&ExchangeRequest {
+    run_exchange(
+        driver,
+        &ExchangeRequest {
             priority: Priority::Urgent,
             provider,
             flow,
             inputs,
             persisted: &Credentials::new(BTreeMap::new()),
-            checkpoint: &memory,
             peers: &NoPeers,
             state_key: None,
             identity: "uid-1",
@@ -79,8 +65,11 @@ async fn exchange(
             recorded_awaiting: None,
             reported_id: None,
             now: Timestamp::now(),
-        })
-        .await
+        },
+        &mut MemoryState::default(),
+    )
+    .await
+    .map(|finished| finished.outcome)
 }
 
 /// One row: the answer the simulator gives, the reason it must end with,
