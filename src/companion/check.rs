@@ -32,9 +32,7 @@ use super::{ClusterArgs, show};
 use crate::{
     controller::{self, output, reconcile, resolve, schedule},
     crd::{ClusterProvider, Integration},
-    providers::{
-        self, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Peers, Priority, ProviderHttp,
-    },
+    providers::{self, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Priority, ProviderHttp},
 };
 
 /// What stands in for every value in the output.
@@ -168,7 +166,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         flow: &flow,
         inputs: &inputs,
         persisted: &Credentials::default(),
-        peers: &NoPeers,
+        // A workstation check has no cluster to ask.
+        first_claimant: None,
         identity: &identity,
         retry_requested: retry.as_deref(),
         recorded_id: None,
@@ -335,16 +334,6 @@ impl Report<'_> {
             ));
         }
         out
-    }
-}
-
-/// No other Integrations: a workstation check has no cluster to ask.
-struct NoPeers;
-
-#[async_trait::async_trait]
-impl Peers for NoPeers {
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-        Ok(None)
     }
 }
 

@@ -275,18 +275,6 @@ impl Credentials {
     }
 }
 
-/// The other Integrations, as far as a driver must know them: whether a
-/// provider-side object this Integration would create is already claimed by
-/// another one. The controller implements it from the cluster, so the
-/// answer survives restarts.
-#[async_trait]
-pub trait Peers: Send + Sync {
-    /// The other Integration (`namespace/name`) that names the same
-    /// ClusterProvider and the same [`Flow::exclusive_key`] and came first
-    /// (older, or as old and sorted first); `None` when there is none.
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError>;
-}
-
 /// Where a provider call goes and how urgently: the ClusterProvider's
 /// settings and the controller's priority for the request that causes it.
 #[derive(Clone, Copy)]
@@ -308,8 +296,13 @@ pub struct ExchangeRequest<'a> {
     /// Fields already in the output Secret: from earlier exchanges, and
     /// from this exchange's [`Outcome::Persist`]s.
     pub persisted: &'a Credentials,
-    /// Other Integrations that may claim the same provider-side object.
-    pub peers: &'a dyn Peers,
+    /// The other Integration (`namespace/name`) that names the same
+    /// ClusterProvider and the same [`Flow::exclusive_key`] and came first
+    /// (older, or as old and sorted first): it, not this one, creates the
+    /// provider-side object. A fact the controller computes from its own
+    /// cache before the call, for flows with an exclusive key only, so a
+    /// driver never lists Kubernetes objects; `None` when there is none.
+    pub first_claimant: Option<&'a str>,
     /// The key that binds an authorization request's `state` to the
     /// Integration (the authorization-code flow); `None` outside the operator.
     pub state_key: Option<&'a authorization::StateKey>,

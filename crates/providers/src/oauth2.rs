@@ -747,7 +747,7 @@ mod tests {
 
         use super::*;
         use crate::{
-            Peers, RateLimitScope, StateWriter,
+            RateLimitScope, StateWriter,
             authorization::{Binding, StateKey},
             fields, run_exchange,
         };
@@ -771,14 +771,6 @@ mod tests {
                 self.saves.lock().unwrap().push(persisted.keys().cloned().collect());
                 *self.now.lock().unwrap() = persisted.clone();
                 Ok(())
-            }
-        }
-
-        struct NoPeers;
-        #[async_trait]
-        impl Peers for NoPeers {
-            async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-                Ok(None)
             }
         }
 
@@ -837,7 +829,7 @@ mod tests {
                 flow: &flow,
                 inputs: &inputs,
                 persisted: &persisted,
-                peers: &NoPeers,
+                first_claimant: None,
                 state_key: Some(&key),
                 identity: "u",
                 retry_requested: None,

@@ -14,7 +14,7 @@
 //!   connection refused) clear the marker and are retried normally.
 //! - Two Integrations on the same ClusterProvider for the same
 //!   appId+companyId would create the integration twice: the younger one is
-//!   refused before any call ([`super::Peers`]).
+//!   refused before any call ([`super::ExchangeRequest::first_claimant`]).
 //! - Customer-level credentials do not expire. When SmartRecruiters refuses
 //!   them (the customer disabled the integration), the integration is
 //!   created again only when a person asks (the retry annotation set to the
@@ -503,7 +503,7 @@ impl SmartRecruitersDriver {
                     // must differ from the lost one's.
                     recreate = true;
                 }
-                if let Some(first) = req.peers.first_claimant().await? {
+                if let Some(first) = req.first_claimant {
                     return Err(DriverError::NeedsAttention {
                         reason: Reason::DuplicateIntegration,
                         message: format!(
@@ -775,7 +775,7 @@ mod tests {
     use testkit::sim::smartrecruiters::SmartRecruitersSim;
 
     use super::*;
-    use crate::{ClientAuth, Peers, Priority, StateWriter, run_exchange};
+    use crate::{ClientAuth, Priority, StateWriter, run_exchange};
 
     const MASTER_ID: &str = "master";
     const MASTER_SECRET: &str = "master-secret-1";
@@ -797,15 +797,6 @@ mod tests {
     impl Secret {
         fn get(&self, key: &str) -> Option<String> {
             self.0.lock().unwrap().get(key).map(|v| v.expose_secret().to_string())
-        }
-    }
-
-    struct NoPeers;
-
-    #[async_trait]
-    impl Peers for NoPeers {
-        async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-            Ok(None)
         }
     }
 
@@ -861,7 +852,7 @@ mod tests {
                     flow: &self.flow,
                     inputs: &self.inputs,
                     persisted: &persisted,
-                    peers: &NoPeers,
+                    first_claimant: None,
                     identity: self.identity,
                     retry_requested: self.retry,
                     recorded_id: self.recorded,
@@ -1130,7 +1121,7 @@ mod tests {
                 flow: &flow,
                 inputs: &inputs,
                 persisted: &persisted,
-                peers: &NoPeers,
+                first_claimant: None,
                 identity: "u",
                 retry_requested: None,
                 recorded_id: None,

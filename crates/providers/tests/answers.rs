@@ -7,23 +7,13 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use async_trait::async_trait;
 use integration_providers::{
-    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, MemoryState, Outcome, Peers, Priority,
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, MemoryState, Outcome, Priority,
     ProviderConfig, ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason, run_exchange,
     smartrecruiters::SmartRecruitersDriver, talentlink::TalentLinkDriver,
 };
 use jiff::Timestamp;
 use testkit::sim::{Fault, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim, talentlink::TalentLinkSim};
-
-struct NoPeers;
-
-#[async_trait]
-impl Peers for NoPeers {
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-        Ok(None)
-    }
-}
 
 fn config(token_url: Option<String>, base_url: Option<String>) -> ProviderConfig {
     ProviderConfig {
@@ -57,7 +47,7 @@ async fn exchange(
             flow,
             inputs,
             persisted: &Credentials::new(BTreeMap::new()),
-            peers: &NoPeers,
+            first_claimant: None,
             state_key: None,
             identity: "uid-1",
             retry_requested: None,

@@ -148,6 +148,16 @@ pub(super) async fn run(
     let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
     let state_key = ctx.fingerprinter.state_key();
     let reported = reported_id(integration, ctx, &identity);
+    // A fact about the other Integrations, from the controller's cache,
+    // for the flows it matters to only.
+    let first_claimant = match resolved.flow.exclusive_key() {
+        Some(_) => resolve::first_claimant(
+            integration,
+            &resolved.flow,
+            ctx.integrations.state().iter().map(AsRef::as_ref),
+        ),
+        None => None,
+    };
     let request = ExchangeRequest {
         priority,
         state_key: Some(&state_key),
@@ -155,7 +165,7 @@ pub(super) async fn run(
         flow: &resolved.flow,
         inputs: &resolved.inputs,
         persisted: &persisted,
-        peers: &resolve::ClusterPeers { integration, ctx },
+        first_claimant: first_claimant.as_deref(),
         identity: &identity,
         retry_requested: retry.as_deref(),
         recorded_id: integration.status.as_ref().and_then(|s| s.integration_id.as_deref()),
