@@ -211,7 +211,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 ),
             }
         }
-        other => other.with_context(&format!("{PLATFORM}, {what}")),
+        other => other.in_step(&format!("{PLATFORM}, {what}")),
     }
 }
 

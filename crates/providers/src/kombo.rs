@@ -400,7 +400,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 "Kombo denied {what}: {message}; check the API key's environment and Kombo's IP allow-list"
             ),
         },
-        other => other.with_context(&format!("Kombo, {what}")),
+        other => other.in_step(&format!("Kombo, {what}")),
     }
 }
 

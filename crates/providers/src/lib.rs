@@ -557,9 +557,11 @@ pub enum DriverError {
     Timeout { timeout: Duration },
     /// A failed provider call with where it happened: the step and the
     /// endpoint (host and ClusterProvider). Reason, retry policy and
-    /// Retry-After are the wrapped error's. Built by
-    /// [`DriverError::at_endpoint`], [`DriverError::in_step`] and, for
-    /// every driver error, [`DriverError::located`] in the controller.
+    /// Retry-After are the wrapped error's. Each part is named by whoever
+    /// knows it, first come first kept: a driver names its step with
+    /// [`DriverError::in_step`] (the one way drivers add context), the HTTP
+    /// layer the host it called, and the controller's
+    /// [`DriverError::located`] fills in whatever is still missing.
     #[error("{}", at_text(step.as_deref(), endpoint.as_deref(), error))]
     At {
         step: Option<String>,
@@ -616,8 +618,11 @@ impl DriverError {
     }
 
     /// Names the endpoint (host and ClusterProvider) of a failed provider
-    /// call, unless one is named already; other errors are returned as they are.
-    pub fn at_endpoint(self, endpoint: String) -> DriverError {
+    /// call, unless one is named already; other errors are returned as they
+    /// are. Only the HTTP layer ([`ProviderHttp::send`], which knows the
+    /// host it called) and [`DriverError::located`] use it; drivers name
+    /// steps with [`DriverError::in_step`].
+    pub(crate) fn at_endpoint(self, endpoint: String) -> DriverError {
         match self {
             DriverError::At {
                 step,
@@ -639,8 +644,11 @@ impl DriverError {
     }
 
     /// Names the provider and step (`SmartRecruiters, exchanging the client
-    /// credentials`) of a failed provider call, unless a step is named
-    /// already; other errors are returned as they are.
+    /// credentials`, `Kombo, creating the connection`) of a failed provider
+    /// call, unless a step is named already (the innermost, most precise
+    /// one wins); other errors are returned as they are. The one way a
+    /// driver adds context to an error: the last arm of its error
+    /// explanations, once its specific hints are given.
     pub fn in_step(self, step: &str) -> DriverError {
         match self {
             DriverError::At {
@@ -662,17 +670,13 @@ impl DriverError {
         }
     }
 
-    /// Names who and which step (e.g. `Kombo, creating the connection`):
-    /// the last arm of the drivers' error explanations, once their specific
-    /// hints are given. The same as [`DriverError::in_step`].
-    pub fn with_context(self, context: &str) -> DriverError {
-        self.in_step(context)
-    }
-
     /// The backstop every driver's error passes through in the controller,
     /// so that no driver can forget it: a failed provider call names the
     /// ClusterProvider (and its host, where the provider has only one) and
-    /// a step (the flow, where the driver named none).
+    /// a step (the flow, where the driver named none). A different job from
+    /// [`DriverError::in_step`]: it is applied once, to every error, by the
+    /// caller that knows the ClusterProvider and the flow, and only fills
+    /// in what the driver and the HTTP layer left unnamed.
     pub fn located(self, provider: &ProviderConfig, flow: &str) -> DriverError {
         let hosts: std::collections::BTreeSet<String> = [&provider.token_url, &provider.base_url]
             .into_iter()
