@@ -877,6 +877,62 @@ mod tests {
             assert_eq!(err.reason(), Reason::SecretWriteFailed, "{err}");
         }
 
+        /// A routine renewal at a rotating provider costs one token
+        /// request: the access token is published from the answer that
+        /// brought the new refresh token, once that is written.
+        #[tokio::test]
+        async fn a_rotating_renewal_costs_one_token_request() {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static CALLS: AtomicUsize = AtomicUsize::new(0);
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(|| async {
+                    CALLS.fetch_add(1, Ordering::SeqCst);
+                    r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let provider = provider(format!("http://{addr}/token").parse().unwrap());
+            let flow = Flow::AuthorizationCode {
+                scopes: vec![],
+                extra_parameters: Default::default(),
+                binding: Binding {
+                    namespace: "ns".into(),
+                    name: "crm".into(),
+                    uid: "u".into(),
+                },
+            };
+            let key = StateKey::derive(b"k");
+            let inputs = fields([("client_id", "cid"), ("client_secret", "secret-0123")]);
+            let persisted = fields([(ac_keys::REFRESH_TOKEN, "rt-1")]);
+            let rec = Recorder::default();
+            let req = ExchangeRequest {
+                priority: Priority::Urgent,
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+                first_claimant: None,
+                state_key: Some(&key),
+                identity: "u",
+                retry_requested: None,
+                recorded_id: None,
+                recorded_awaiting: None,
+                reported_id: None,
+                now: now(),
+            };
+            let driver = OAuth2Driver::new(ProviderHttp::plain().unwrap());
+            let finished = run_exchange(&driver, &req, &mut &rec).await.unwrap();
+            let Outcome::Issued(issued) = finished.outcome else {
+                panic!("not issued")
+            };
+            assert_eq!(issued.fields.get("access_token").unwrap().expose_secret(), "at-2");
+            assert_eq!(CALLS.load(Ordering::SeqCst), 1, "a second token request");
+            assert_eq!(rec.saves.lock().unwrap().len(), 1);
+        }
+
         /// A refused refresh token: ReauthRequired with a fresh URL, the
         /// refused token dropped, a new state and verifier saved first.
         #[tokio::test]
