@@ -67,7 +67,7 @@ pub fn message_of(e: &DriverError) -> Option<&str> {
         | DriverError::MalformedResponse { message }
         | DriverError::Misconfigured { message }
         | DriverError::NeedsAttention { message, .. }
-        | DriverError::CheckpointFailed { message } => Some(message),
+        | DriverError::PersistFailed { message } => Some(message),
         DriverError::MissingInput { .. } | DriverError::RateLimited { .. } | DriverError::Timeout { .. } => None,
         DriverError::At { error, .. } => message_of(error),
     }

@@ -32,10 +32,7 @@ use super::{ClusterArgs, show};
 use crate::{
     controller::{self, output, reconcile, resolve, schedule},
     crd::{ClusterProvider, Integration},
-    providers::{
-        self, Checkpoint, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Peers, Priority,
-        ProviderHttp,
-    },
+    providers::{self, Credentials, DriverError, Drivers, ExchangeRequest, Flow, Outcome, Priority, ProviderHttp},
 };
 
 /// What stands in for every value in the output.
@@ -159,7 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         hosts(&config),
         flow.name()
     );
-    let checkpoint = MemoryCheckpoint::default();
+    let mut state = providers::MemoryState::default();
     let retry = integration.annotations().get(reconcile::RETRY_ANNOTATION).cloned();
     let now = Timestamp::now();
     let request = ExchangeRequest {
@@ -169,8 +166,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         flow: &flow,
         inputs: &inputs,
         persisted: &Credentials::default(),
-        checkpoint: &checkpoint,
-        peers: &NoPeers,
+        // A workstation check has no cluster to ask.
+        first_claimant: None,
         identity: &identity,
         retry_requested: retry.as_deref(),
         recorded_id: None,
@@ -190,13 +187,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             controller::Error::Driver(error)
         })
     };
-    let outcome = driver.exchange(&request).await.map_err(failed)?;
+    let finished = providers::run_exchange(driver.as_ref(), &request, &mut state)
+        .await
+        .map_err(failed)?;
     let answered = Timestamp::now();
-    match outcome {
+    match finished.outcome {
         Outcome::Issued(issued) => {
             providers::check_issued(&issued.fields).map_err(failed)?;
-            let persisted = checkpoint.0.into_inner().unwrap_or_else(|p| p.into_inner());
-            let fields = persisted.updated(&issued.fields, &[]);
+            let fields = finished.persisted.updated(&issued.fields, &[]);
             // As the reconcile schedules it: before expiry, or a
             // revalidation interval after the answer.
             let renew_at = match issued.expires_at {
@@ -225,6 +223,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("  message: {}", show::one_line(&providers::sanitize_message(&message)));
             println!("No Secret would be written yet.");
         }
+        Outcome::Persist { .. } => unreachable!("run_exchange applies every persist"),
     }
     Ok(())
 }
@@ -335,29 +334,6 @@ impl Report<'_> {
             ));
         }
         out
-    }
-}
-
-/// Keeps a flow's checkpoints in memory: `check` writes nothing anywhere.
-#[derive(Default)]
-struct MemoryCheckpoint(std::sync::Mutex<Credentials>);
-
-#[async_trait::async_trait]
-impl Checkpoint for MemoryCheckpoint {
-    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
-        let mut saved = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *saved = saved.updated(set, remove);
-        Ok(saved.clone())
-    }
-}
-
-/// No other Integrations: a workstation check has no cluster to ask.
-struct NoPeers;
-
-#[async_trait::async_trait]
-impl Peers for NoPeers {
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-        Ok(None)
     }
 }
 

@@ -205,6 +205,10 @@ pub struct Context {
     pub client: Client,
     pub drivers: Drivers,
     pub providers: Store<ClusterProvider>,
+    /// The Integrations this controller watches (its own reflector's
+    /// cache): facts about other Integrations, such as who else claims a
+    /// provider-side object, come from here instead of a LIST.
+    pub integrations: Store<Integration>,
     pub owned_secrets: owned::OwnedSecrets,
     pub fingerprinter: Fingerprinter,
     /// The provider limiter the drivers share: a busy provider defers
@@ -466,11 +470,16 @@ async fn run_scope(
             future::ready(!managed && shard.owns(secret.namespace().as_deref().unwrap_or_default()))
         });
 
+    // The controller's Integration cache, made here so that reconciles can
+    // read it through the context (see Context::integrations).
+    let (integration_store, integration_writer) = reflector::store::<Integration>();
+
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
         drivers: settings.drivers,
         providers: providers.clone(),
+        integrations: integration_store.clone(),
         owned_secrets: owned_secrets.clone(),
         fingerprinter: settings.fingerprinter,
         limiter: settings.limiter,
@@ -505,7 +514,6 @@ async fn run_scope(
     // annotations (the retry request), finalizers, deletion. Our own status
     // writes and unchanged resyncs do not: every reconcile already schedules
     // its next look, and each extra one would cost a read of the input Secret.
-    let (integration_store, integration_writer) = reflector::store::<Integration>();
     let integration_events = reflector::reflector(
         integration_writer,
         watcher(integrations, watcher::Config::default())

@@ -7,7 +7,7 @@ use crate::reasons::Reason;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, runtime::reflector::ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use secrecy::SecretString;
 use url::Url;
 
@@ -222,68 +222,71 @@ pub fn flow_of(integration: &Integration) -> Result<Flow, Error> {
     })
 }
 
-/// The Integrations this operator can see, as [`crate::providers::Peers`]:
-/// asked only right before a flow creates a provider-side object, so the
-/// list costs nothing on renewals.
-pub struct ClusterPeers<'a> {
-    pub integration: &'a Integration,
-    pub ctx: &'a Context,
+/// Every Integration this operator may see, by a LIST: cluster-wide, or,
+/// where its RBAC is namespaced (403), its own namespace. For a sharded
+/// operator, whose cache holds only its shard's namespaces; asked only
+/// before a flow with an exclusive key creates something, never at renewals.
+pub async fn list_integrations(me: &Integration, ctx: &Context) -> Result<Vec<Integration>, Error> {
+    let params = kube::api::ListParams::default();
+    let listed = match kube::Api::<Integration>::all(ctx.client.clone()).list(&params).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            kube::Api::<Integration>::namespaced(
+                ctx.client.clone(),
+                me.metadata.namespace.as_deref().unwrap_or_default(),
+            )
+            .list(&params)
+            .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(listed.items)
 }
 
-#[async_trait::async_trait]
-impl crate::providers::Peers for ClusterPeers<'_> {
-    async fn first_claimant(&self) -> Result<Option<String>, crate::providers::DriverError> {
-        let me = self.integration;
-        let Some(key) = flow_of(me).ok().and_then(|f| f.exclusive_key()) else {
-            return Ok(None);
-        };
-        let params = kube::api::ListParams::default();
-        let all: Api<Integration> = Api::all(self.ctx.client.clone());
-        let listed = match all.list(&params).await {
-            Ok(list) => Ok(list),
-            // A namespace-scoped operator may not list cluster-wide: its own
-            // namespace is what it can see (and reconcile) anyway.
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                Api::<Integration>::namespaced(
-                    self.ctx.client.clone(),
-                    me.metadata.namespace.as_deref().unwrap_or_default(),
-                )
-                .list(&params)
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        let items = listed
-            .map_err(|e| crate::providers::DriverError::Unavailable {
-                message: format!("could not list Integrations to check for a duplicate (Kubernetes API: {e})"),
-            })?
-            .items;
-        let order = |i: &Integration| {
-            (
-                i.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second())
-                    .unwrap_or(i64::MAX),
-                i.metadata.namespace.clone().unwrap_or_default(),
-                i.metadata.name.clone().unwrap_or_default(),
+/// The other Integration (`namespace/name`) that claims the provider-side
+/// object `me`'s flow would create (the same ClusterProvider and
+/// [`Flow::exclusive_key`]) and came first: older, or as old and sorted
+/// first by namespace and name. `None` when the flow has no exclusive key
+/// or nobody else claims it.
+///
+/// Computed before the exchange from the controller's own Integration
+/// cache, not a LIST: the cache holds exactly what a LIST would return
+/// (all namespaces, or, for a controller per watched namespace, its own
+/// one, as a LIST falls back to under namespaced RBAC), at no API call.
+/// It is never older than the event that caused this reconcile: the
+/// reflector applies a watch's events in order before the controller
+/// acts on them, so every Integration created before `me` is in it.
+pub fn first_claimant<'a>(
+    me: &Integration,
+    flow: &Flow,
+    all: impl IntoIterator<Item = &'a Integration>,
+) -> Option<String> {
+    let key = flow.exclusive_key()?;
+    let order = |i: &Integration| {
+        (
+            i.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(i64::MAX),
+            i.metadata.namespace.clone().unwrap_or_default(),
+            i.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mine = order(me);
+    all.into_iter()
+        .filter(|o| o.metadata.uid != me.metadata.uid && o.spec.provider == me.spec.provider)
+        .filter(|o| flow_of(o).ok().and_then(|f| f.exclusive_key()).as_ref() == Some(&key))
+        .map(|o| (order(o), o))
+        .filter(|(order, _)| *order < mine)
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, o)| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default()
             )
-        };
-        let mine = order(me);
-        Ok(items
-            .iter()
-            .filter(|o| o.metadata.uid != me.metadata.uid && o.spec.provider == me.spec.provider)
-            .filter(|o| flow_of(o).ok().and_then(|f| f.exclusive_key()).as_ref() == Some(&key))
-            .filter(|o| order(o) < mine)
-            .min_by_key(|o| order(o))
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    o.metadata.namespace.clone().unwrap_or_default(),
-                    o.metadata.name.clone().unwrap_or_default()
-                )
-            }))
-    }
+        })
 }
 
 /// Input values as text. Binary values cannot be credentials for an HTTP
@@ -437,6 +440,55 @@ pub fn provider_config(name: &str, spec: &ClusterProviderSpec) -> Result<Provide
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partner(namespace: &str, name: &str, uid: &str, created: &str, provider: &str, company: &str) -> Integration {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "integration-operator.io/v1alpha1",
+            "kind": "Integration",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "creationTimestamp": created},
+            "spec": {
+                "provider": provider,
+                "secretRef": {"name": "master"},
+                "partnerIntegration": {"appId": "app", "companyId": company},
+                "target": {"name": format!("{name}-out")},
+            },
+        }))
+        .unwrap()
+    }
+
+    /// Who else claims the same partner integration: the older one, or of
+    /// two as old the one sorted first; never the Integration itself, one
+    /// on another ClusterProvider or for another company.
+    #[test]
+    fn the_first_claimant_is_the_oldest_other_one_with_the_same_key() {
+        let t0 = "2026-01-01T00:00:00Z";
+        let t1 = "2026-01-01T00:00:01Z";
+        let me = partner("b", "me", "u-me", t1, "sr", "ACME");
+        let flow = flow_of(&me).unwrap();
+        let claimant = |all: &[Integration]| first_claimant(&me, &flow, all.iter());
+        assert_eq!(claimant(std::slice::from_ref(&me)), None);
+        let younger = partner("a", "younger", "u-y", "2026-01-01T00:00:02Z", "sr", "ACME");
+        let other_company = partner("a", "beta", "u-b", t0, "sr", "BETA");
+        let other_provider = partner("a", "elsewhere", "u-e", t0, "sr-2", "ACME");
+        assert_eq!(
+            claimant(&[me.clone(), younger.clone(), other_company, other_provider]),
+            None
+        );
+        let as_old_sorted_after = partner("c", "same-second", "u-c", t1, "sr", "ACME");
+        assert_eq!(claimant(&[me.clone(), as_old_sorted_after]), None);
+        let as_old_sorted_first = partner("a", "same-second", "u-a", t1, "sr", "ACME");
+        let older = partner("z", "older", "u-o", t0, "sr", "ACME");
+        assert_eq!(
+            claimant(&[younger, as_old_sorted_first.clone(), me.clone()]).as_deref(),
+            Some("a/same-second")
+        );
+        assert_eq!(
+            claimant(&[as_old_sorted_first, older, me.clone()]).as_deref(),
+            Some("z/older")
+        );
+        // A flow without an exclusive key never has one.
+        assert_eq!(first_claimant(&me, &Flow::ApiKey, [&me]), None);
+    }
 
     fn spec(token_url: &str) -> ClusterProviderSpec {
         ClusterProviderSpec {

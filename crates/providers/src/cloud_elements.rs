@@ -211,7 +211,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 ),
             }
         }
-        other => other.with_context(&format!("{PLATFORM}, {what}")),
+        other => other.in_step(&format!("{PLATFORM}, {what}")),
     }
 }
 
@@ -409,7 +409,7 @@ impl Driver for CloudElementsDriver {
         let auth = Self::platform_auth(req.inputs)?;
         let config = configuration(flow_config, secret_configuration, req.inputs)?;
         let hash = config_hash(&config);
-        let mut persisted = req.persisted.clone();
+        let persisted = req.persisted;
         let body = json!({
             "element": {"key": element_key},
             "configuration": config,
@@ -418,22 +418,21 @@ impl Driver for CloudElementsDriver {
         });
 
         // A person asked for a new instance in place of one that is gone.
+        // Forgotten first; the next call, finding no instance, looks for a
+        // tagged one or creates one, as after a restart here.
         if let (Some(asked), Some(id)) = (req.retry_requested, persisted.get(keys::INTEGRATION_ID))
             && asked == id.expose_secret()
         {
-            persisted = req
-                .checkpoint
-                .save(
-                    &Credentials::default(),
-                    &[
-                        keys::INTEGRATION_ID,
-                        INSTANCE_TOKEN,
-                        CONFIG_HASH,
-                        MADE_FOR_ELEMENT_KEY,
-                        MADE_FOR_NAME,
-                    ],
-                )
-                .await?;
+            return Ok(Outcome::persist(
+                Credentials::default(),
+                &[
+                    keys::INTEGRATION_ID,
+                    INSTANCE_TOKEN,
+                    CONFIG_HASH,
+                    MADE_FOR_ELEMENT_KEY,
+                    MADE_FOR_NAME,
+                ],
+            ));
         }
 
         // The instance in the Secret was made for one element and name:
@@ -463,7 +462,7 @@ impl Driver for CloudElementsDriver {
         ]);
 
         if persisted.get(keys::INTEGRATION_ID).is_none() || persisted.get(INSTANCE_TOKEN).is_none() {
-            let scrub = req.inputs.and(&persisted);
+            let scrub = req.inputs.and(persisted);
             // An earlier POST whose answer never made it into the Secret
             // (lost answer, failed write, restart) left a tagged instance:
             // adopt it rather than create a second one. Its configuration is
@@ -489,15 +488,17 @@ impl Driver for CloudElementsDriver {
                     .updated(&made_for, &[])
                 }
             };
-            // Shown at creation: persisted before anything else.
+            // Shown at creation: persisted before anything else. The next
+            // call finds the instance in the Secret and goes on with its
+            // update (an adopted one) and validation.
             let remove: &[&str] = if saved.get(CONFIG_HASH).is_some() {
                 &[]
             } else {
                 &[CONFIG_HASH]
             };
-            persisted = req.checkpoint.save(&saved, remove).await?;
+            return Ok(Outcome::persist(saved, remove));
         }
-        let scrub = req.inputs.and(&persisted);
+        let scrub = req.inputs.and(persisted);
         let id = persisted.require(keys::INTEGRATION_ID)?.expose_secret().to_string();
         if persisted.get(CONFIG_HASH).map(|h| h.expose_secret().to_string()) != Some(hash.clone()) {
             // The configuration (say, the provider API key) changed: update
@@ -505,7 +506,8 @@ impl Driver for CloudElementsDriver {
             let step = Step::Update(&id);
             self.call_ok(req.provider, req.priority, &step, &auth, Some(&body), &scrub)
                 .await?;
-            persisted = req.checkpoint.save(&fields([(CONFIG_HASH, hash)]), &[]).await?;
+            // Then validated by the next call, with the hash matching.
+            return Ok(Outcome::persist(fields([(CONFIG_HASH, hash)]), &[]));
         }
         let step = Step::Validate(&id);
         let (status, answer) = self

@@ -26,8 +26,8 @@
 //! ([`ExchangeRequest::reported_id`]); the driver takes it only if
 //! `GET /integrations/{id}` shows the origin id sent with the link.
 //!
-//! State between reconciles lives in the output Secret, written through the
-//! checkpoint before the link is shown to anyone: the link, its type and
+//! State between reconciles lives in the output Secret, persisted
+//! ([`Outcome::Persist`]) before the link is shown to anyone: the link, its type and
 //! creation time, the `end_user_origin_id` sent with it, and — once known —
 //! the id of the integration created with it (`kombo_created_integration_id`,
 //! the marker that the operator owns it). Only such an integration is ever
@@ -61,7 +61,7 @@ use serde_json::{Value, json};
 
 use super::{
     CleanupRequest, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, Priority, ProviderConfig,
-    ProviderHttp, base_url, endpoint, fields, keys, scrub,
+    ProviderHttp, Then, base_url, endpoint, fields, keys, scrub,
 };
 use crate::KomboLinkType;
 
@@ -345,7 +345,7 @@ impl Answer {
     /// in Kombo's error envelope. A bare 404 (no envelope) is not Kombo
     /// speaking: see [`classify_answer`].
     fn not_found(&self) -> bool {
-        error_code(&self.body) == Some("PLATFORM.Reason::IntegrationNotFound")
+        error_code(&self.body) == Some("PLATFORM.INTEGRATION_NOT_FOUND")
             || (self.status == 404 && is_kombo_error(&self.body))
     }
 }
@@ -400,7 +400,7 @@ fn in_step(step: &Step<'_>, err: DriverError) -> DriverError {
                 "Kombo denied {what}: {message}; check the API key's environment and Kombo's IP allow-list"
             ),
         },
-        other => other.with_context(&format!("Kombo, {what}")),
+        other => other.in_step(&format!("Kombo, {what}")),
     }
 }
 
@@ -645,18 +645,18 @@ impl KomboDriver {
         // Whole seconds: the time is shown to people, and the retry
         // annotation must repeat it exactly.
         let created_at = Timestamp::from_second(req.now.as_second()).unwrap_or(req.now);
-        req.checkpoint
-            .save(
-                &fields([
-                    (LINK, link.clone()),
-                    (LINK_CREATED_AT, created_at.to_string()),
-                    (LINK_TYPE, link_type.as_str().to_string()),
-                    (ORIGIN, end_user_origin_id.clone()),
-                ]),
-                &[keys::INTEGRATION_ID, CREATED, LEGACY_LINK_TOKEN],
-            )
-            .await?;
-        Ok(awaiting(req, &link, created_at, *link_type))
+        // Shown only once it is durable: a link nobody can find again
+        // could still create an integration.
+        Ok(Outcome::persist_then(
+            fields([
+                (LINK, link.clone()),
+                (LINK_CREATED_AT, created_at.to_string()),
+                (LINK_TYPE, link_type.as_str().to_string()),
+                (ORIGIN, end_user_origin_id.clone()),
+            ]),
+            &[keys::INTEGRATION_ID, CREATED, LEGACY_LINK_TOKEN],
+            Then::Finish(Box::new(awaiting(req, &link, created_at, *link_type))),
+        ))
     }
 
     /// The integration an `integration-created` webhook reported: recorded
@@ -674,15 +674,11 @@ impl KomboDriver {
             return Ok(None);
         }
         match self.details(req.provider, req.priority, api_key, id, secrets).await? {
-            Some(d) if d.origin_id.as_deref() == Some(origin) => {
-                req.checkpoint
-                    .save(
-                        &fields([(CREATED, id.to_string()), (ORIGIN, origin.to_string())]),
-                        &LINK_KEYS,
-                    )
-                    .await?;
-                Ok(Some(self.validate(req, api_key, id, true, secrets).await?))
-            }
+            // Recorded as this operator's; the next call validates it.
+            Some(d) if d.origin_id.as_deref() == Some(origin) => Ok(Some(Outcome::persist(
+                fields([(CREATED, id.to_string()), (ORIGIN, origin.to_string())]),
+                &LINK_KEYS,
+            ))),
             _ => {
                 tracing::warn!(
                     integration_id = %id,
@@ -724,15 +720,11 @@ impl KomboDriver {
                     "the output Secret lost the Kombo connection state, and Kombo has no integration {recorded} (status.integrationId) any more: it was deleted in Kombo. {retry}"
                 ),
             }),
-            Some(d) if d.origin_id.as_deref() == Some(origin) => {
-                req.checkpoint
-                    .save(
-                        &fields([(CREATED, recorded.to_string()), (ORIGIN, origin.to_string())]),
-                        &LINK_KEYS,
-                    )
-                    .await?;
-                Ok(Some(self.validate(req, api_key, recorded, true, secrets).await?))
-            }
+            // Taken back; the next call validates it.
+            Some(d) if d.origin_id.as_deref() == Some(origin) => Ok(Some(Outcome::persist(
+                fields([(CREATED, recorded.to_string()), (ORIGIN, origin.to_string())]),
+                &LINK_KEYS,
+            ))),
             Some(_) => Err(DriverError::NeedsAttention {
                 reason: Reason::IntegrationNotFound,
                 message: format!(
@@ -941,16 +933,17 @@ impl Driver for KomboDriver {
             return Err(unsupported(req.flow));
         };
         let api_key = req.inputs.require(keys::API_KEY)?.expose_secret().to_string();
-        let mut persisted = req.persisted.clone();
-        let secrets = req.inputs.and(&persisted);
+        let persisted = req.persisted;
+        let secrets = req.inputs.and(persisted);
 
         // An integration someone else created: validate only. It is never
         // recorded as this operator's (the published integration_id is
         // never read back as one).
         if let Some(id) = integration_id {
             if LINK_KEYS.iter().any(|k| persisted.get(k).is_some()) {
-                // The named integration supersedes a waiting link.
-                req.checkpoint.save(&Credentials::default(), &LINK_KEYS).await?;
+                // The named integration supersedes a waiting link; the
+                // next call validates it.
+                return Ok(Outcome::persist(Credentials::default(), &LINK_KEYS));
             }
             return self
                 .validate(req, &api_key, id, false, &secrets)
@@ -969,10 +962,10 @@ impl Driver for KomboDriver {
         }
 
         // The integration the customer created with this operator's link.
-        if let Some(id) = get(&persisted, CREATED) {
+        if let Some(id) = get(persisted, CREATED) {
             if LINK_KEYS.iter().any(|k| persisted.get(k).is_some()) {
-                // The link's job is done.
-                req.checkpoint.save(&Credentials::default(), &LINK_KEYS).await?;
+                // The link's job is done; the next call validates.
+                return Ok(Outcome::persist(Credentials::default(), &LINK_KEYS));
             }
             match self.validate(req, &api_key, &id, true, &secrets).await {
                 Err(DriverError::NeedsAttention { reason, message })
@@ -985,15 +978,16 @@ impl Driver for KomboDriver {
                         ),
                     });
                 }
-                // Asked for a new link: forget the integration and start over.
+                // Asked for a new link: forget the integration; the next
+                // call starts over without it.
                 Err(DriverError::NeedsAttention {
                     reason: Reason::IntegrationNotFound,
                     ..
                 }) => {
-                    persisted = req
-                        .checkpoint
-                        .save(&Credentials::default(), &[keys::INTEGRATION_ID, CREATED])
-                        .await?;
+                    return Ok(Outcome::persist(
+                        Credentials::default(),
+                        &[keys::INTEGRATION_ID, CREATED],
+                    ));
                 }
                 other => return other,
             }
@@ -1004,8 +998,8 @@ impl Driver for KomboDriver {
         // this operator's only if Kombo shows the origin id sent with the
         // link, and only while a link is (or was) out.
         if let Some(id) = req.reported_id
-            && get(&persisted, CREATED).is_none()
-            && (get(&persisted, LINK).is_some() || req.recorded_awaiting.is_some())
+            && get(persisted, CREATED).is_none()
+            && (get(persisted, LINK).is_some() || req.recorded_awaiting.is_some())
             && let Some(outcome) = self
                 .claim_reported(req, &api_key, id, end_user_origin_id, &secrets)
                 .await?
@@ -1015,9 +1009,9 @@ impl Driver for KomboDriver {
 
         // A link waiting for the customer: nothing to ask Kombo (see the
         // module documentation), only its expiry to watch.
-        if let (Some(link), Some(created)) = (get(&persisted, LINK), get(&persisted, LINK_CREATED_AT)) {
+        if let (Some(link), Some(created)) = (get(persisted, LINK), get(persisted, LINK_CREATED_AT)) {
             let created_at: Timestamp = created.parse().unwrap_or(req.now);
-            let sent_type = match get(&persisted, LINK_TYPE).as_deref() {
+            let sent_type = match get(persisted, LINK_TYPE).as_deref() {
                 Some("MAGIC_LINK") => KomboLinkType::MagicLink,
                 // Earlier versions created EMBEDDED links (Kombo's default).
                 _ => KomboLinkType::Embedded,
@@ -1138,7 +1132,7 @@ mod tests {
                 .not_found()
             );
         }
-        let kombo = json!({"status": "error", "error": {"code": "PLATFORM.Reason::IntegrationNotFound", "title": null, "message": "m", "log_url": null}});
+        let kombo = json!({"status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": null, "message": "m", "log_url": null}});
         assert!(
             Answer {
                 status: 404,

@@ -275,27 +275,6 @@ impl Credentials {
     }
 }
 
-/// Durable storage for state a flow must not lose (credentials a provider
-/// shows only once, a "request sent" marker). The controller implements it
-/// by writing the output Secret; a driver calls it before going on.
-#[async_trait]
-pub trait Checkpoint: Send + Sync {
-    /// Persists `set` and removes `remove`; returns everything now persisted.
-    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError>;
-}
-
-/// The other Integrations, as far as a driver must know them: whether a
-/// provider-side object this Integration would create is already claimed by
-/// another one. The controller implements it from the cluster, so the
-/// answer survives restarts.
-#[async_trait]
-pub trait Peers: Send + Sync {
-    /// The other Integration (`namespace/name`) that names the same
-    /// ClusterProvider and the same [`Flow::exclusive_key`] and came first
-    /// (older, or as old and sorted first); `None` when there is none.
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError>;
-}
-
 /// Where a provider call goes and how urgently: the ClusterProvider's
 /// settings and the controller's priority for the request that causes it.
 #[derive(Clone, Copy)]
@@ -314,12 +293,16 @@ pub struct ExchangeRequest<'a> {
     pub flow: &'a Flow,
     /// The input Secret's data.
     pub inputs: &'a Credentials,
-    /// Fields already in the output Secret (from earlier steps or exchanges).
+    /// Fields already in the output Secret: from earlier exchanges, and
+    /// from this exchange's [`Outcome::Persist`]s.
     pub persisted: &'a Credentials,
-    /// Where to persist state before going on.
-    pub checkpoint: &'a dyn Checkpoint,
-    /// Other Integrations that may claim the same provider-side object.
-    pub peers: &'a dyn Peers,
+    /// The other Integration (`namespace/name`) that names the same
+    /// ClusterProvider and the same [`Flow::exclusive_key`] and came first
+    /// (older, or as old and sorted first): it, not this one, creates the
+    /// provider-side object. A fact the controller computes from its own
+    /// cache before the call, for flows with an exclusive key only, so a
+    /// driver never lists Kubernetes objects; `None` when there is none.
+    pub first_claimant: Option<&'a str>,
     /// The key that binds an authorization request's `state` to the
     /// Integration (the authorization-code flow); `None` outside the operator.
     pub state_key: Option<&'a authorization::StateKey>,
@@ -344,6 +327,10 @@ pub struct ExchangeRequest<'a> {
     /// inbound server through an attested annotation. A hint only: the
     /// driver checks it with the provider before it uses it.
     pub reported_id: Option<&'a str>,
+    /// When the exchange began: the same for every call of one exchange
+    /// (see [`run_exchange`]), so a driver can tell a marker it persisted
+    /// in this exchange (its value is `now`) from one an earlier exchange
+    /// left behind.
     pub now: Timestamp,
 }
 
@@ -364,6 +351,152 @@ pub enum Outcome {
         /// the Secret never starts a second one.
         started: Option<String>,
     },
+    /// "Persist these keys, then go on as `then` says": state the flow must
+    /// not lose (credentials a provider shows only once, a "request sent"
+    /// marker, a rotated refresh token) is written to the output Secret
+    /// before anything else happens. The driver returns the effect instead
+    /// of writing through the controller mid-call: it stays a function of
+    /// its inputs and what is persisted, and the path after a persist is
+    /// the path a restart after it takes, since both start from the
+    /// persisted state. [`run_exchange`] applies it.
+    Persist {
+        /// Keys to set, over what is persisted.
+        set: Credentials,
+        /// Keys to remove.
+        remove: Vec<String>,
+        then: Then,
+    },
+}
+
+/// What follows a [`Outcome::Persist`] once its write succeeded (a failed
+/// write ends the exchange with [`DriverError::PersistFailed`]).
+#[derive(Debug)]
+pub enum Then {
+    /// Call the driver again with the new persisted state: work remains
+    /// (a creation request after its marker, a validation after a
+    /// creation), and the driver resumes it from that state, exactly as
+    /// after a restart at this point.
+    CallAgain,
+    /// The exchange ends with this outcome: the driver already knows it,
+    /// and calling again could not recompute it for free (a rotated refresh
+    /// token persisted with the access token it came with: a second call
+    /// would spend a second token request) or would be pointless (a new
+    /// authorization request or connect link, published as soon as it is
+    /// durable).
+    Finish(Box<Outcome>),
+    /// The exchange ends with this error: the write undid state the error
+    /// makes stale (a "request sent" marker after an answer that proves
+    /// nothing was created), and a next call could no longer know the error.
+    Fail(DriverError),
+}
+
+impl Outcome {
+    /// "Persist `set`, remove `remove`, then call me again".
+    pub fn persist(set: Credentials, remove: &[&str]) -> Outcome {
+        Outcome::persist_then(set, remove, Then::CallAgain)
+    }
+
+    /// Persists `set` and removes `remove`, then goes on as `then` says.
+    pub fn persist_then(set: Credentials, remove: &[&str], then: Then) -> Outcome {
+        Outcome::Persist {
+            set,
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            then,
+        }
+    }
+}
+
+/// Most [`Outcome::Persist`]s one exchange may ask for. The longest flow
+/// needs four (SmartRecruiters' partner integration created again:
+/// forgetting the dead credentials, the generated partner credentials,
+/// the request-sent marker, the creation answer); more means a driver that
+/// does not make progress, which must end as an error, not spin.
+pub const MAX_PERSISTS: usize = 16;
+
+/// Where [`run_exchange`] writes what a driver asks to persist: the output
+/// Secret in the controller, memory in tests and the companion's `check`.
+#[async_trait]
+pub trait StateWriter: Send {
+    /// Makes `persisted` (everything now persisted) durable; `dropped` are
+    /// the keys that were persisted before and are removed now (a
+    /// server-side apply does not remove keys another write created).
+    async fn write(&mut self, persisted: &Credentials, dropped: &[&str]) -> Result<(), DriverError>;
+}
+
+/// An exchange run to its end by [`run_exchange`].
+#[derive(Debug)]
+pub struct Finished {
+    /// [`Outcome::Issued`] or [`Outcome::Pending`], never a persist.
+    pub outcome: Outcome,
+    /// What is persisted now: the request's state with every persist applied.
+    pub persisted: Credentials,
+}
+
+/// Runs one exchange to its end: calls the driver, writes each
+/// [`Outcome::Persist`] with `writer` and goes on as its [`Then`] says,
+/// each call with the same request but the new persisted state. One loop
+/// for the controller, the companion and the tests, so the persist
+/// semantics (and the bound) are the same everywhere.
+pub async fn run_exchange(
+    driver: &dyn Driver,
+    req: &ExchangeRequest<'_>,
+    writer: &mut dyn StateWriter,
+) -> Result<Finished, DriverError> {
+    let mut persisted = req.persisted.clone();
+    let mut persists = 0;
+    let mut next = driver.exchange(req).await;
+    loop {
+        let (set, remove, then) = match next? {
+            Outcome::Persist { set, remove, then } => (set, remove, then),
+            outcome => return Ok(Finished { outcome, persisted }),
+        };
+        if persists == MAX_PERSISTS {
+            return Err(DriverError::NeedsAttention {
+                reason: Reason::InternalError,
+                message: format!(
+                    "the {} flow asked to persist its state more than {MAX_PERSISTS} times in one exchange without finishing; stopped (a driver bug: please report it)",
+                    req.flow.name()
+                ),
+            });
+        }
+        persists += 1;
+        let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+        let updated = persisted.updated(&set, &remove);
+        let dropped: Vec<&str> = remove.iter().copied().filter(|k| persisted.get(k).is_some()).collect();
+        writer.write(&updated, &dropped).await?;
+        persisted = updated;
+        next = match then {
+            Then::CallAgain => {
+                driver
+                    .exchange(&ExchangeRequest {
+                        persisted: &persisted,
+                        ..*req
+                    })
+                    .await
+            }
+            Then::Finish(outcome) => Ok(*outcome),
+            Then::Fail(e) => Err(e),
+        };
+    }
+}
+
+/// Keeps persisted state in memory: tests and the companion's `check`,
+/// which writes nothing anywhere.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    /// What is persisted now.
+    pub persisted: Credentials,
+    /// Every state written, in order.
+    pub writes: Vec<Credentials>,
+}
+
+#[async_trait]
+impl StateWriter for MemoryState {
+    async fn write(&mut self, persisted: &Credentials, _dropped: &[&str]) -> Result<(), DriverError> {
+        self.persisted = persisted.clone();
+        self.writes.push(persisted.clone());
+        Ok(())
+    }
 }
 
 /// What a driver's cleanup is asked to undo.
@@ -424,9 +557,11 @@ pub enum DriverError {
     Timeout { timeout: Duration },
     /// A failed provider call with where it happened: the step and the
     /// endpoint (host and ClusterProvider). Reason, retry policy and
-    /// Retry-After are the wrapped error's. Built by
-    /// [`DriverError::at_endpoint`], [`DriverError::in_step`] and, for
-    /// every driver error, [`DriverError::located`] in the controller.
+    /// Retry-After are the wrapped error's. Each part is named by whoever
+    /// knows it, first come first kept: a driver names its step with
+    /// [`DriverError::in_step`] (the one way drivers add context), the HTTP
+    /// layer the host it called, and the controller's
+    /// [`DriverError::located`] fills in whatever is still missing.
     #[error("{}", at_text(step.as_deref(), endpoint.as_deref(), error))]
     At {
         step: Option<String>,
@@ -439,8 +574,9 @@ pub enum DriverError {
     Misconfigured { message: String },
     #[error("{message}")]
     NeedsAttention { reason: Reason, message: String },
+    /// The write of an [`Outcome::Persist`] failed.
     #[error("could not persist credentials: {message}")]
-    CheckpointFailed { message: String },
+    PersistFailed { message: String },
 }
 
 impl DriverError {
@@ -458,7 +594,7 @@ impl DriverError {
             DriverError::MalformedResponse { .. } => Reason::MalformedResponse,
             DriverError::Misconfigured { .. } => Reason::ProviderMisconfigured,
             DriverError::NeedsAttention { reason, .. } => *reason,
-            DriverError::CheckpointFailed { .. } => Reason::SecretWriteFailed,
+            DriverError::PersistFailed { .. } => Reason::SecretWriteFailed,
             DriverError::At { error, .. } => error.reason(),
         }
     }
@@ -472,20 +608,21 @@ impl DriverError {
     }
 
     /// Whether the error is about a provider call (as opposed to missing
-    /// input, a driver's own guidance, or a checkpoint write): such an error
+    /// input, a driver's own guidance, or a persist write): such an error
     /// names where it happened.
     fn is_provider_failure(&self) -> bool {
         !matches!(
             self,
-            DriverError::MissingInput { .. }
-                | DriverError::NeedsAttention { .. }
-                | DriverError::CheckpointFailed { .. }
+            DriverError::MissingInput { .. } | DriverError::NeedsAttention { .. } | DriverError::PersistFailed { .. }
         )
     }
 
     /// Names the endpoint (host and ClusterProvider) of a failed provider
-    /// call, unless one is named already; other errors are returned as they are.
-    pub fn at_endpoint(self, endpoint: String) -> DriverError {
+    /// call, unless one is named already; other errors are returned as they
+    /// are. Only the HTTP layer ([`ProviderHttp::send`], which knows the
+    /// host it called) and [`DriverError::located`] use it; drivers name
+    /// steps with [`DriverError::in_step`].
+    pub(crate) fn at_endpoint(self, endpoint: String) -> DriverError {
         match self {
             DriverError::At {
                 step,
@@ -507,8 +644,11 @@ impl DriverError {
     }
 
     /// Names the provider and step (`SmartRecruiters, exchanging the client
-    /// credentials`) of a failed provider call, unless a step is named
-    /// already; other errors are returned as they are.
+    /// credentials`, `Kombo, creating the connection`) of a failed provider
+    /// call, unless a step is named already (the innermost, most precise
+    /// one wins); other errors are returned as they are. The one way a
+    /// driver adds context to an error: the last arm of its error
+    /// explanations, once its specific hints are given.
     pub fn in_step(self, step: &str) -> DriverError {
         match self {
             DriverError::At {
@@ -530,17 +670,13 @@ impl DriverError {
         }
     }
 
-    /// Names who and which step (e.g. `Kombo, creating the connection`):
-    /// the last arm of the drivers' error explanations, once their specific
-    /// hints are given. The same as [`DriverError::in_step`].
-    pub fn with_context(self, context: &str) -> DriverError {
-        self.in_step(context)
-    }
-
     /// The backstop every driver's error passes through in the controller,
     /// so that no driver can forget it: a failed provider call names the
     /// ClusterProvider (and its host, where the provider has only one) and
-    /// a step (the flow, where the driver named none).
+    /// a step (the flow, where the driver named none). A different job from
+    /// [`DriverError::in_step`]: it is applied once, to every error, by the
+    /// caller that knows the ClusterProvider and the flow, and only fills
+    /// in what the driver and the HTTP layer left unnamed.
     pub fn located(self, provider: &ProviderConfig, flow: &str) -> DriverError {
         let hosts: std::collections::BTreeSet<String> = [&provider.token_url, &provider.base_url]
             .into_iter()
@@ -579,7 +715,7 @@ impl DriverError {
                 | DriverError::Unavailable { .. }
                 | DriverError::Timeout { .. }
                 | DriverError::MalformedResponse { .. }
-                | DriverError::CheckpointFailed { .. }
+                | DriverError::PersistFailed { .. }
         )
     }
 
@@ -943,7 +1079,7 @@ mod tests {
                     reason: Reason::DuplicateIntegration,
                     message: m(),
                 },
-                DriverErrorKind::CheckpointFailed => DriverError::CheckpointFailed { message: m() },
+                DriverErrorKind::PersistFailed => DriverError::PersistFailed { message: m() },
             };
             assert_eq!(DriverErrorKind::from(&e), kind);
             assert!(

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{
     ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, Priority, ProviderConfig,
-    ProviderHttp, Target, keys, scrub,
+    ProviderHttp, Target, Then, keys, scrub,
 };
 
 /// Longest lifetime believed from a provider; a larger `expires_in` is
@@ -212,6 +212,18 @@ pub mod ac_keys {
 ///
 /// A refused refresh token or code (`invalid_grant`) starts a new request
 /// and reports `ReauthRequired` with its URL.
+///
+/// Every state change is an [`Outcome::Persist`] that ends the exchange
+/// ([`Then::Finish`]) with what this call learnt: a new refresh token is
+/// persisted together with the access token it came with, and published
+/// once that write succeeded. Calling the driver again instead would find
+/// only the refresh token and spend a second token request (and, with
+/// rotation, a second refresh token) on every routine renewal; persisting
+/// the access token under a "just issued" marker for the next call to
+/// publish would add a state key to recompute what is already known. A
+/// failed write issues nothing, as before: the old refresh token stays in
+/// the Secret, spent at a rotating provider, which then asks for consent
+/// again — never a published token whose refresh token was lost.
 pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
     use super::authorization as az;
     let client_id = req.inputs.require(keys::CLIENT_ID)?;
@@ -268,8 +280,8 @@ pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) 
                 if token.refresh_token.is_none() {
                     remove.push(ac_keys::REFRESH_TOKEN);
                 }
-                req.checkpoint.save(&set, &remove).await?;
-                Ok(Outcome::Issued(token.into_issued(req.provider)))
+                let issued = Outcome::Issued(token.into_issued(req.provider));
+                Ok(Outcome::persist_then(set, &remove, Then::Finish(Box::new(issued))))
             }
             Err(e) if is_invalid_grant(&e) => {
                 new_request(
@@ -311,17 +323,22 @@ pub async fn authorization_code(http: &ProviderHttp, req: &ExchangeRequest<'_>) 
             Ok(token) => {
                 // Rotation: the new refresh token is durable before the
                 // access token is used or published; the old one is spent.
-                if let Some(rt) = &token.refresh_token
-                    && rt.expose_secret() != refresh
-                {
-                    req.checkpoint
-                        .save(
-                            &super::fields([(ac_keys::REFRESH_TOKEN, rt.expose_secret().to_string())]),
-                            &[],
-                        )
-                        .await?;
-                }
-                Ok(Outcome::Issued(token.into_issued(req.provider)))
+                // One token request per renewal: the access token is
+                // published as soon as the new refresh token is durable.
+                let rotated = token
+                    .refresh_token
+                    .as_ref()
+                    .map(|rt| rt.expose_secret().to_string())
+                    .filter(|rt| *rt != refresh);
+                let issued = Outcome::Issued(token.into_issued(req.provider));
+                Ok(match rotated {
+                    Some(rt) => Outcome::persist_then(
+                        super::fields([(ac_keys::REFRESH_TOKEN, rt)]),
+                        &[],
+                        Then::Finish(Box::new(issued)),
+                    ),
+                    None => issued,
+                })
             }
             Err(e) if is_invalid_grant(&e) => {
                 new_request(
@@ -354,7 +371,8 @@ fn is_invalid_grant(e: &DriverError) -> bool {
     matches!(e.inner(), DriverError::CredentialsRejected { message } if message.contains("invalid_grant"))
 }
 
-/// Mints and persists a new `state` and verifier, then publishes the URL.
+/// Mints a new `state` and verifier and publishes the URL once they are
+/// persisted (the callback checks what it receives against them).
 async fn new_request(
     req: &ExchangeRequest<'_>,
     client_id: &SecretString,
@@ -380,9 +398,13 @@ async fn new_request(
         // Refused: it is of no use any more, and must not be tried again.
         remove.push(ac_keys::REFRESH_TOKEN);
     }
-    req.checkpoint.save(&super::fields(set), &remove).await?;
     let expires = Timestamp::from_second(req.now.as_second() + az::STATE_LIFETIME.as_secs() as i64).unwrap_or(req.now);
-    Ok(pending(req, &url, expires, reauth))
+    let pending = pending(req, &url, expires, reauth);
+    Ok(Outcome::persist_then(
+        super::fields(set),
+        &remove,
+        Then::Finish(Box::new(pending)),
+    ))
 }
 
 fn request_url(
@@ -725,12 +747,12 @@ mod tests {
 
         use super::*;
         use crate::{
-            Checkpoint, Peers, RateLimitScope,
+            RateLimitScope, StateWriter,
             authorization::{Binding, StateKey},
-            fields,
+            fields, run_exchange,
         };
 
-        /// The output Secret: every save, in order.
+        /// The output Secret: every write, in order.
         #[derive(Default)]
         struct Recorder {
             now: Mutex<Credentials>,
@@ -739,25 +761,16 @@ mod tests {
         }
 
         #[async_trait]
-        impl Checkpoint for Recorder {
-            async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
+        impl StateWriter for &Recorder {
+            async fn write(&mut self, persisted: &Credentials, _dropped: &[&str]) -> Result<(), DriverError> {
                 if self.fail {
-                    return Err(DriverError::CheckpointFailed {
+                    return Err(DriverError::PersistFailed {
                         message: "API server down".into(),
                     });
                 }
-                self.saves.lock().unwrap().push(set.keys().cloned().collect());
-                let mut now = self.now.lock().unwrap();
-                *now = now.updated(set, remove);
-                Ok(now.clone())
-            }
-        }
-
-        struct NoPeers;
-        #[async_trait]
-        impl Peers for NoPeers {
-            async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-                Ok(None)
+                self.saves.lock().unwrap().push(persisted.keys().cloned().collect());
+                *self.now.lock().unwrap() = persisted.clone();
+                Ok(())
             }
         }
 
@@ -816,8 +829,7 @@ mod tests {
                 flow: &flow,
                 inputs: &inputs,
                 persisted: &persisted,
-                checkpoint,
-                peers: &NoPeers,
+                first_claimant: None,
                 state_key: Some(&key),
                 identity: "u",
                 retry_requested: None,
@@ -826,11 +838,15 @@ mod tests {
                 reported_id: None,
                 now: now(),
             };
-            authorization_code(&ProviderHttp::plain().unwrap(), &req).await
+            let driver = OAuth2Driver::new(ProviderHttp::plain().unwrap());
+            run_exchange(&driver, &req, &mut &*checkpoint)
+                .await
+                .map(|finished| finished.outcome)
         }
 
-        /// Rotation: the new refresh token is saved before the access token
-        /// is handed back; if that save fails, nothing is issued.
+        /// Rotation: the new refresh token is written before the access
+        /// token is handed back, in one token request; if that write fails,
+        /// nothing is issued.
         #[tokio::test]
         async fn a_rotated_refresh_token_is_persisted_before_the_token_is_issued() {
             let answer = (200, r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#);
@@ -859,6 +875,62 @@ mod tests {
             };
             let err = run(answer, old, &failing).await.unwrap_err();
             assert_eq!(err.reason(), Reason::SecretWriteFailed, "{err}");
+        }
+
+        /// A routine renewal at a rotating provider costs one token
+        /// request: the access token is published from the answer that
+        /// brought the new refresh token, once that is written.
+        #[tokio::test]
+        async fn a_rotating_renewal_costs_one_token_request() {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static CALLS: AtomicUsize = AtomicUsize::new(0);
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(|| async {
+                    CALLS.fetch_add(1, Ordering::SeqCst);
+                    r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let provider = provider(format!("http://{addr}/token").parse().unwrap());
+            let flow = Flow::AuthorizationCode {
+                scopes: vec![],
+                extra_parameters: Default::default(),
+                binding: Binding {
+                    namespace: "ns".into(),
+                    name: "crm".into(),
+                    uid: "u".into(),
+                },
+            };
+            let key = StateKey::derive(b"k");
+            let inputs = fields([("client_id", "cid"), ("client_secret", "secret-0123")]);
+            let persisted = fields([(ac_keys::REFRESH_TOKEN, "rt-1")]);
+            let rec = Recorder::default();
+            let req = ExchangeRequest {
+                priority: Priority::Urgent,
+                provider: &provider,
+                flow: &flow,
+                inputs: &inputs,
+                persisted: &persisted,
+                first_claimant: None,
+                state_key: Some(&key),
+                identity: "u",
+                retry_requested: None,
+                recorded_id: None,
+                recorded_awaiting: None,
+                reported_id: None,
+                now: now(),
+            };
+            let driver = OAuth2Driver::new(ProviderHttp::plain().unwrap());
+            let finished = run_exchange(&driver, &req, &mut &rec).await.unwrap();
+            let Outcome::Issued(issued) = finished.outcome else {
+                panic!("not issued")
+            };
+            assert_eq!(issued.fields.get("access_token").unwrap().expose_secret(), "at-2");
+            assert_eq!(CALLS.load(Ordering::SeqCst), 1, "a second token request");
+            assert_eq!(rec.saves.lock().unwrap().len(), 1);
         }
 
         /// A refused refresh token: ReauthRequired with a fresh URL, the

@@ -14,7 +14,7 @@
 //!   connection refused) clear the marker and are retried normally.
 //! - Two Integrations on the same ClusterProvider for the same
 //!   appId+companyId would create the integration twice: the younger one is
-//!   refused before any call ([`super::Peers`]).
+//!   refused before any call ([`super::ExchangeRequest::first_claimant`]).
 //! - Customer-level credentials do not expire. When SmartRecruiters refuses
 //!   them (the customer disabled the integration), the integration is
 //!   created again only when a person asks (the retry annotation set to the
@@ -39,8 +39,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig, ProviderHttp, base_url,
-    classify_status, endpoint, fields, keys,
+    Credentials, Driver, DriverError, ExchangeRequest, Flow, Issued, Outcome, ProviderConfig, ProviderHttp, Then,
+    base_url, classify_status, endpoint, fields, keys,
     oauth2::{Token, TokenRequest, request_token},
     scrub,
 };
@@ -88,8 +88,10 @@ pub struct SmartRecruitersDriver {
     /// Serialises master-token requests so that N Integrations starting
     /// together cost one token call, not N.
     master_lock: tokio::sync::Mutex<()>,
-    /// Creation answers (shown once) whose checkpoint failed, by Integration
-    /// identity: written first on the next attempt instead of being lost.
+    /// Creation answers (shown once) not seen persisted yet, by Integration
+    /// identity: from their arrival until a call finds them in
+    /// `persisted`. Should the write of their [`Outcome::Persist`] fail,
+    /// the next exchange persists them first instead of losing them.
     unsaved: Mutex<HashMap<String, Credentials>>,
 }
 
@@ -98,6 +100,9 @@ struct CachedToken {
     token: SecretString,
     /// Used from the cache until then.
     fresh_until: Timestamp,
+    /// When it was obtained: a token obtained before an exchange began may
+    /// have been revoked since, and is replaced once on a 401.
+    obtained_at: Timestamp,
 }
 
 #[derive(Deserialize)]
@@ -254,13 +259,14 @@ impl SmartRecruitersDriver {
         Ok(hex::encode(h.finalize()))
     }
 
-    fn cached_master(&self, key: &str) -> Option<SecretString> {
+    /// A fresh cached master token and whether it was obtained before `since`.
+    fn cached_master(&self, key: &str, since: Timestamp) -> Option<(SecretString, bool)> {
         self.master_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .filter(|c| c.fresh_until > Timestamp::now())
-            .map(|c| c.token.clone())
+            .map(|c| (c.token.clone(), c.obtained_at < since))
     }
 
     fn forget_master(&self, key: &str) {
@@ -268,7 +274,10 @@ impl SmartRecruitersDriver {
     }
 
     /// A master bearer token, from the cache when one is fresh; the bool
-    /// says whether it came from the cache.
+    /// says whether it came from the cache and was obtained before this
+    /// exchange began (`req.now`), so may have been revoked since. Every
+    /// call of one exchange sees the same answer for the same token: a
+    /// token replaced after a 401 is not replaced again in that exchange.
     async fn master_token(
         &self,
         req: &ExchangeRequest<'_>,
@@ -279,13 +288,13 @@ impl SmartRecruitersDriver {
             token_path(provider)
         );
         let cache_key = Self::master_cache_key(provider, req.inputs)?;
-        if let Some(t) = self.cached_master(&cache_key) {
-            return Ok((t, true));
+        if let Some(cached) = self.cached_master(&cache_key, req.now) {
+            return Ok(cached);
         }
         let _one_at_a_time = self.master_lock.lock().await;
         // Another Integration may have fetched it while we waited.
-        if let Some(t) = self.cached_master(&cache_key) {
-            return Ok((t, true));
+        if let Some(cached) = self.cached_master(&cache_key, req.now) {
+            return Ok(cached);
         }
         let now = Timestamp::now();
         let token = request_token(
@@ -312,6 +321,7 @@ impl SmartRecruitersDriver {
             CachedToken {
                 token: token.access_token.clone(),
                 fresh_until: token.expires_at - margin,
+                obtained_at: now,
             },
         );
         Ok((token.access_token, false))
@@ -351,6 +361,21 @@ impl SmartRecruitersDriver {
         Ok(Outcome::Issued(issued))
     }
 
+    /// The General Partner Integration, one step per call, each resuming
+    /// from what the output Secret holds ([`Outcome::Persist`]):
+    /// - customer-level credentials: their bearer token (the routine path);
+    /// - a request-sent marker holding this exchange's time (`req.now`):
+    ///   the marker this exchange persisted for its POST, not sent yet:
+    ///   send it;
+    /// - a marker from an earlier exchange: that POST may have created the
+    ///   integration (a restart, a lost answer): stop and ask a person;
+    /// - nothing yet: the checks (a lost Secret, a duplicate), generated
+    ///   partner-side credentials, the master token, then the marker.
+    ///
+    /// A creation answer (shown once) is kept in memory from the moment it
+    /// arrives until a call sees it persisted: if the write of its
+    /// [`Outcome::Persist`] fails, the next exchange persists it first
+    /// instead of losing it.
     async fn partner_integration(
         &self,
         req: &ExchangeRequest<'_>,
@@ -359,26 +384,17 @@ impl SmartRecruitersDriver {
         bidirectional: bool,
     ) -> Result<Outcome, DriverError> {
         let provider = Self::token_url(req.provider)?;
-        let mut persisted = req.persisted.clone();
+        let persisted = req.persisted;
 
-        // An answer shown once that an earlier attempt could not persist.
-        if !has_customer_creds(&persisted) {
-            let unsaved = self
-                .unsaved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(req.identity);
-            if let Some(answer) = unsaved {
-                persisted = match req.checkpoint.save(&answer, &[]).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.unsaved
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(req.identity.to_string(), answer);
-                        return Err(e);
-                    }
-                };
+        // An answer shown once that is not persisted yet: persisted first.
+        // Once the Secret holds customer-level credentials, it is no longer
+        // needed (they are this answer's, or newer).
+        {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            if has_customer_creds(persisted) {
+                unsaved.remove(req.identity);
+            } else if let Some(answer) = unsaved.get(req.identity) {
+                return Ok(Outcome::persist(answer.clone(), &[]));
             }
         }
 
@@ -386,8 +402,8 @@ impl SmartRecruitersDriver {
         // created some) was made for one app and company: never publish it,
         // nor act on it, for others (the CRD refuses such edits; this holds
         // for objects admitted before that rule, or without it).
-        if (has_customer_creds(&persisted) || marker(&persisted).is_some())
-            && let Some((old_app, old_company)) = made_for(&persisted)
+        if (has_customer_creds(persisted) || marker(persisted).is_some())
+            && let Some((old_app, old_company)) = made_for(persisted)
             && (old_app, old_company) != (app_id, company_id)
         {
             return Err(DriverError::NeedsAttention {
@@ -410,9 +426,8 @@ impl SmartRecruitersDriver {
             ])
         };
 
-        let mut recreate = false;
-        if has_customer_creds(&persisted) {
-            match self.customer_token(req, &provider, &persisted).await {
+        if has_customer_creds(persisted) {
+            match self.customer_token(req, &provider, persisted).await {
                 Err(DriverError::CredentialsRejected { message }) => {
                     let iid = persisted.require(keys::INTEGRATION_ID)?.expose_secret().to_string();
                     // Only a person's request creates it again: the customer
@@ -425,24 +440,23 @@ impl SmartRecruitersDriver {
                             ),
                         });
                     }
-                    // The old credentials are dead: forget them and create the integration again.
-                    persisted = req
-                        .checkpoint
-                        .save(
-                            &Credentials::default(),
-                            &[
-                                keys::CLIENT_ID,
-                                keys::CLIENT_SECRET,
-                                keys::INTEGRATION_ID,
-                                PARTNER_CLIENT_ID,
-                                PARTNER_CLIENT_SECRET,
-                                MASTER_FINGERPRINT,
-                                MADE_FOR_APP_ID,
-                                MADE_FOR_COMPANY_ID,
-                            ],
-                        )
-                        .await?;
-                    recreate = true;
+                    // The old credentials are dead: forget them. The next
+                    // call finds status recording integration {iid} and the
+                    // retry naming it, and creates a new one (the path a
+                    // restart here takes).
+                    return Ok(Outcome::persist(
+                        Credentials::default(),
+                        &[
+                            keys::CLIENT_ID,
+                            keys::CLIENT_SECRET,
+                            keys::INTEGRATION_ID,
+                            PARTNER_CLIENT_ID,
+                            PARTNER_CLIENT_SECRET,
+                            MASTER_FINGERPRINT,
+                            MADE_FOR_APP_ID,
+                            MADE_FOR_COMPANY_ID,
+                        ],
+                    ));
                 }
                 Ok(Outcome::Issued(mut issued)) => {
                     // Secrets written before the made-for keys existed get them now.
@@ -453,61 +467,78 @@ impl SmartRecruitersDriver {
             }
         }
 
-        if let Some(sent_at) = marker(&persisted) {
-            let asked_again = req.retry_requested == Some(sent_at);
-            if !asked_again {
-                return Err(DriverError::NeedsAttention {
-                    reason: Reason::PartnerIntegrationUncertain,
-                    message: format!(
-                        "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {sent_at} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={sent_at}"
-                    ),
-                });
-            }
-        } else {
-            // The output Secret lost the credentials of an integration that
-            // status still records (the Secret was deleted or emptied):
-            // they cannot be read again, and a new request would be refused
-            // while that integration is enabled, or duplicate it.
-            if let Some(recorded) = req.recorded_id.filter(|r| !r.is_empty())
-                && !recreate
-            {
-                if req.retry_requested != Some(recorded) {
+        // The marker's value is the time of the exchange that persisted it:
+        // this exchange's own marker stands for a request not sent yet.
+        let now = req.now.to_string();
+        let mut recreate = false;
+        let ours = match marker(persisted) {
+            Some(sent_at) if sent_at == now => true,
+            Some(sent_at) => {
+                let asked_again = req.retry_requested == Some(sent_at);
+                if !asked_again {
                     return Err(DriverError::NeedsAttention {
-                        reason: Reason::PartnerCredentialsLost,
+                        reason: Reason::PartnerIntegrationUncertain,
                         message: format!(
-                            "SmartRecruiters: status.integrationId records partner integration {recorded} (appId {app_id:?}, companyId {company_id:?}), but its customer-level credentials are no longer in the output Secret (deleted or emptied); SmartRecruiters shows them only once and offers no way to read them again, so the operator sends no new request by itself. Ask the customer to disable integration {recorded} on their Apps & Integrations page, then set the annotation integration-operator.io/retry={recorded} to create a new one"
+                            "SmartRecruiters, creating the partner integration: a request for appId {app_id:?} and companyId {company_id:?} was sent at {sent_at} but its answer was not received or could not be stored; SmartRecruiters shows the credentials only once, so the operator does not send it again by itself. Check the company's Apps & Integrations page in SmartRecruiters: if the integration exists, the customer must disable it first; then, to send the request again, set the annotation integration-operator.io/retry={sent_at}"
                         ),
                     });
                 }
-                // Asked for: a new integration. Its partner-side client id
-                // must differ from the lost one's.
-                recreate = true;
+                false
             }
-            if let Some(first) = req.peers.first_claimant().await? {
-                return Err(DriverError::NeedsAttention {
-                    reason: Reason::DuplicateIntegration,
-                    message: format!(
-                        "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
-                        req.provider.name
-                    ),
-                });
+            None => {
+                // The output Secret lost the credentials of an integration that
+                // status still records (the Secret was deleted or emptied):
+                // they cannot be read again, and a new request would be refused
+                // while that integration is enabled, or duplicate it.
+                if let Some(recorded) = req.recorded_id.filter(|r| !r.is_empty()) {
+                    if req.retry_requested != Some(recorded) {
+                        return Err(DriverError::NeedsAttention {
+                            reason: Reason::PartnerCredentialsLost,
+                            message: format!(
+                                "SmartRecruiters: status.integrationId records partner integration {recorded} (appId {app_id:?}, companyId {company_id:?}), but its customer-level credentials are no longer in the output Secret (deleted or emptied); SmartRecruiters shows them only once and offers no way to read them again, so the operator sends no new request by itself. Ask the customer to disable integration {recorded} on their Apps & Integrations page, then set the annotation integration-operator.io/retry={recorded} to create a new one"
+                            ),
+                        });
+                    }
+                    // Asked for: a new integration. Its partner-side client id
+                    // must differ from the lost one's.
+                    recreate = true;
+                }
+                if let Some(first) = req.first_claimant {
+                    return Err(DriverError::NeedsAttention {
+                        reason: Reason::DuplicateIntegration,
+                        message: format!(
+                            "Integration {first} already creates the SmartRecruiters partner integration for appId {app_id:?} and companyId {company_id:?} on ClusterProvider {:?}; SmartRecruiters allows one per app and company, so this Integration sends no request. Use the credentials in {first}'s output Secret, or delete one of the two Integrations",
+                            req.provider.name
+                        ),
+                    });
+                }
+                false
             }
+        };
+
+        if bidirectional && persisted.get(PARTNER_CLIENT_ID).is_none() {
+            // Generated once and persisted before SmartRecruiters sees
+            // them. The id must be unique across all of the partner's
+            // integrations: derived from the Integration's uid (plus a
+            // suffix when an integration is created again).
+            let mut raw = [0u8; 32];
+            rand::rng().fill_bytes(&mut raw);
+            let id = partner_client_id(req.identity, recreate.then(|| req.now.as_second()));
+            let generated = fields([(PARTNER_CLIENT_ID, id), (PARTNER_CLIENT_SECRET, hex::encode(raw))]);
+            return Ok(Outcome::persist(generated, &[]));
+        }
+        let (master, stale) = self.master_token(req, &provider).await?;
+        if !ours {
+            // The marker stands for exactly one request: persisted right
+            // before it is sent, with what it is sent for, and cleared by
+            // every answer that proves nothing was created. The next call
+            // sends it.
+            let marker = made_for_fields().updated(&fields([(POST_MARKER, now)]), &[]);
+            return Ok(Outcome::persist(marker, &[]));
         }
 
-        let (mut master, mut cached) = self.master_token(req, &provider).await?;
         let mut body = json!({"appId": app_id, "companyId": company_id});
         if bidirectional {
-            if persisted.get(PARTNER_CLIENT_ID).is_none() {
-                // Generated once and persisted before SmartRecruiters sees
-                // them. The id must be unique across all of the partner's
-                // integrations: derived from the Integration's uid (plus a
-                // suffix when an integration is created again).
-                let mut raw = [0u8; 32];
-                rand::rng().fill_bytes(&mut raw);
-                let id = partner_client_id(req.identity, recreate.then(|| req.now.as_second()));
-                let generated = fields([(PARTNER_CLIENT_ID, id), (PARTNER_CLIENT_SECRET, hex::encode(raw))]);
-                persisted = req.checkpoint.save(&generated, &[]).await?;
-            }
             body["clientId"] = json!(persisted.get(PARTNER_CLIENT_ID).map(|v| v.expose_secret().to_string()));
             body["clientSecret"] = json!(
                 persisted
@@ -517,52 +548,36 @@ impl SmartRecruitersDriver {
         }
         let url = endpoint(base_url(&provider)?, INTEGRATIONS_PATH)?;
         const STEP: &str = "creating the partner integration (POST /apps-integrations/partner-api/integrations)";
-        let answer = loop {
-            // The marker stands for exactly one request: set right before
-            // it is sent, with what it is sent for, and cleared by every
-            // answer that proves nothing was created.
-            persisted = req
-                .checkpoint
-                .save(
-                    &made_for_fields().updated(&fields([(POST_MARKER, req.now.to_string())]), &[]),
-                    &[],
-                )
-                .await?;
-            let scrub_all = req.inputs.and(&persisted);
-            let request = self
-                .http
-                .client()
-                .post(url.clone())
-                .bearer_auth(master.expose_secret())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .json(&body);
-            let answer = match self.http.send(&provider, request, &scrub_all, req.priority).await {
-                Ok(a) => a,
-                Err(e) => {
-                    if proves_not_created(&e) {
-                        req.checkpoint.save(&cleared_marker(), &[]).await?;
-                    }
-                    return Err(at(STEP, e));
-                }
-            };
-            if answer.status.as_u16() == 401 && cached {
-                // The shared master token was refused (revoked early):
-                // nothing was created. Clear the marker before anything
-                // else can fail, drop the token and try once with a new one.
-                req.checkpoint.save(&cleared_marker(), &[]).await?;
-                self.forget_master(&Self::master_cache_key(&provider, req.inputs)?);
-                (master, cached) = self.master_token(req, &provider).await?;
-                continue;
+        let scrub_all = req.inputs.and(persisted);
+        let request = self
+            .http
+            .client()
+            .post(url)
+            .bearer_auth(master.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body);
+        let answer = match self.http.send(&provider, request, &scrub_all, req.priority).await {
+            Ok(a) => a,
+            // Nothing was created: the marker goes with the error.
+            Err(e) if proves_not_created(&e) => {
+                return Ok(Outcome::persist_then(cleared_marker(), &[], Then::Fail(at(STEP, e))));
             }
-            break answer;
+            Err(e) => return Err(at(STEP, e)),
         };
-        let scrub_all = req.inputs.and(&persisted);
+        if answer.status.as_u16() == 401 && stale {
+            // The shared master token, obtained before this exchange, was
+            // refused (revoked early): nothing was created. The marker is
+            // cleared before anything else can fail and the token dropped;
+            // the next call gets a new one and sends the request once more
+            // (a token obtained during this exchange is not retried).
+            self.forget_master(&Self::master_cache_key(&provider, req.inputs)?);
+            return Ok(Outcome::persist(cleared_marker(), &[]));
+        }
         if !answer.status.is_success() {
             // Answered and refused: nothing was created; retrying is safe.
-            req.checkpoint.save(&cleared_marker(), &[]).await?;
             let status = answer.status.as_u16();
             let detail = scrub(&error_detail(&answer.body), &scrub_all);
-            return Err(match status {
+            let error = match status {
                 409 => DriverError::Conflict {
                     message: format!(
                         "SmartRecruiters, {STEP}: HTTP 409 {detail}: SmartRecruiters already has an integration for appId {app_id:?} and companyId {company_id:?} that was not created by this Integration (another cluster, a deleted Integration, or by hand), and its credentials are shown only once. Ask the customer to disable it on their Apps & Integrations page; the operator then creates a new one"
@@ -579,10 +594,12 @@ impl SmartRecruitersDriver {
                     ),
                 },
                 _ => at(STEP, classify_status(status, &detail, &scrub_all)),
-            });
+            };
+            return Ok(Outcome::persist_then(cleared_marker(), &[], Then::Fail(error)));
         }
         let (cid, csecret, iid) = parse_partner_integration(&answer.body).map_err(|e| at(STEP, e))?;
-        // Shown once: persisted before anything else happens.
+        // Shown once: persisted before anything else, and kept in memory
+        // until a call sees it persisted. The next call exchanges it.
         let answer = fields([
             (keys::CLIENT_ID, cid),
             (keys::CLIENT_SECRET, csecret),
@@ -590,17 +607,11 @@ impl SmartRecruitersDriver {
             (POST_MARKER, String::new()),
         ])
         .updated(&made_for_fields(), &[]);
-        persisted = match req.checkpoint.save(&answer, &[]).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.unsaved
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(req.identity.to_string(), answer);
-                return Err(e);
-            }
-        };
-        self.customer_token(req, &provider, &persisted).await
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.identity.to_string(), answer.clone());
+        Ok(Outcome::persist(answer, &[]))
     }
 }
 
@@ -764,38 +775,28 @@ mod tests {
     use testkit::sim::smartrecruiters::SmartRecruitersSim;
 
     use super::*;
-    use crate::{Checkpoint, ClientAuth, Peers, Priority};
+    use crate::{ClientAuth, Priority, StateWriter, run_exchange};
 
     const MASTER_ID: &str = "master";
     const MASTER_SECRET: &str = "master-secret-1";
     const APP: &str = "app-1";
 
-    /// The output Secret, in memory: what the controller's checkpoint and
-    /// its write of the issued fields leave there.
+    /// The output Secret, in memory: what the controller's persist writes
+    /// and its write of the issued fields leave there.
     #[derive(Default)]
     struct Secret(Mutex<Credentials>);
 
     #[async_trait]
-    impl Checkpoint for Secret {
-        async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
-            let mut held = self.0.lock().unwrap();
-            *held = held.updated(set, remove);
-            Ok(held.clone())
+    impl StateWriter for &Secret {
+        async fn write(&mut self, persisted: &Credentials, _dropped: &[&str]) -> Result<(), DriverError> {
+            *self.0.lock().unwrap() = persisted.clone();
+            Ok(())
         }
     }
 
     impl Secret {
         fn get(&self, key: &str) -> Option<String> {
             self.0.lock().unwrap().get(key).map(|v| v.expose_secret().to_string())
-        }
-    }
-
-    struct NoPeers;
-
-    #[async_trait]
-    impl Peers for NoPeers {
-        async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-            Ok(None)
         }
     }
 
@@ -842,28 +843,31 @@ mod tests {
     impl Run<'_> {
         async fn on(&self, driver: &SmartRecruitersDriver, secret: &Secret) -> Result<Outcome, DriverError> {
             let persisted = secret.0.lock().unwrap().clone();
-            let outcome = driver
-                .exchange(&ExchangeRequest {
+            let finished = run_exchange(
+                driver,
+                &ExchangeRequest {
                     priority: Priority::Urgent,
                     state_key: None,
                     provider: self.provider,
                     flow: &self.flow,
                     inputs: &self.inputs,
                     persisted: &persisted,
-                    checkpoint: secret,
-                    peers: &NoPeers,
+                    first_claimant: None,
                     identity: self.identity,
                     retry_requested: self.retry,
                     recorded_id: self.recorded,
                     recorded_awaiting: None,
                     reported_id: None,
                     now: Timestamp::now(),
-                })
-                .await;
-            if let Ok(Outcome::Issued(issued)) = &outcome {
-                secret.save(&issued.fields, &[]).await?;
+                },
+                &mut &*secret,
+            )
+            .await?;
+            if let Outcome::Issued(issued) = &finished.outcome {
+                let mut held = secret.0.lock().unwrap();
+                *held = finished.persisted.updated(&issued.fields, &[]);
             }
-            outcome
+            Ok(finished.outcome)
         }
     }
 
@@ -877,6 +881,7 @@ mod tests {
         match outcome {
             Ok(Outcome::Issued(_)) => Reason::Issued,
             Ok(Outcome::Pending { reason, .. }) => *reason,
+            Ok(Outcome::Persist { .. }) => unreachable!("run_exchange applies every persist"),
             Err(e) => e.reason(),
         }
     }
@@ -1107,25 +1112,28 @@ mod tests {
         let key = crate::authorization::StateKey::derive(b"k");
         let persisted = Credentials::default();
         let driver = SmartRecruitersDriver::new(ProviderHttp::plain().unwrap());
-        let outcome = driver
-            .exchange(&ExchangeRequest {
+        let outcome = run_exchange(
+            &driver,
+            &ExchangeRequest {
                 priority: Priority::Urgent,
                 state_key: Some(&key),
                 provider: &provider,
                 flow: &flow,
                 inputs: &inputs,
                 persisted: &persisted,
-                checkpoint: &secret,
-                peers: &NoPeers,
+                first_claimant: None,
                 identity: "u",
                 retry_requested: None,
                 recorded_id: None,
                 recorded_awaiting: None,
                 reported_id: None,
                 now: Timestamp::now(),
-            })
-            .await
-            .unwrap();
+            },
+            &mut &secret,
+        )
+        .await
+        .unwrap()
+        .outcome;
         let Outcome::Pending { reason, message, .. } = outcome else {
             panic!("not pending")
         };

@@ -5,38 +5,27 @@
 //! the operator passes a driver's reason to the condition unchanged (the
 //! end-to-end tests in tests/integration show each path once).
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{cell::Cell, collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use integration_providers::{
-    Checkpoint, ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Flow, Outcome, Peers, Priority,
-    ProviderConfig, ProviderHttp, RateLimitScope, fields, keys, oauth2::OAuth2Driver, reasons::Reason,
-    smartrecruiters::SmartRecruitersDriver, talentlink::TalentLinkDriver,
+    ClientAuth, Credentials, Driver, DriverError, ExchangeRequest, Finished, Flow, KomboLinkType, MemoryState, Outcome,
+    Priority, ProviderConfig, ProviderHttp, RateLimitScope, StateWriter, Then,
+    cloud_elements::CloudElementsDriver,
+    fields, keys,
+    kombo::KomboDriver,
+    oauth2::OAuth2Driver,
+    reasons::Reason,
+    run_exchange,
+    smartrecruiters::{POST_MARKER, SmartRecruitersDriver},
+    talentlink::TalentLinkDriver,
 };
 use jiff::Timestamp;
-use testkit::sim::{Fault, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim, talentlink::TalentLinkSim};
-
-/// The output Secret, in memory.
-#[derive(Default)]
-struct Memory(Mutex<Credentials>);
-
-#[async_trait]
-impl Checkpoint for Memory {
-    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
-        let mut held = self.0.lock().unwrap();
-        *held = held.updated(set, remove);
-        Ok(held.clone())
-    }
-}
-
-struct NoPeers;
-
-#[async_trait]
-impl Peers for NoPeers {
-    async fn first_claimant(&self) -> Result<Option<String>, DriverError> {
-        Ok(None)
-    }
-}
+use secrecy::ExposeSecret;
+use testkit::sim::{
+    Fault, cloud_elements::CloudElementsSim, kombo::KomboSim, oauth2::OAuth2Sim, smartrecruiters::SmartRecruitersSim,
+    talentlink::TalentLinkSim,
+};
 
 fn config(token_url: Option<String>, base_url: Option<String>) -> ProviderConfig {
     ProviderConfig {
@@ -62,25 +51,67 @@ async fn exchange(
     flow: &Flow,
     inputs: &Credentials,
 ) -> Result<Outcome, DriverError> {
-    let memory = Memory::default();
-    driver
-        .exchange(&ExchangeRequest {
-            priority: Priority::Urgent,
-            provider,
-            flow,
-            inputs,
-            persisted: &Credentials::new(BTreeMap::new()),
-            checkpoint: &memory,
-            peers: &NoPeers,
-            state_key: None,
-            identity: "uid-1",
-            retry_requested: None,
-            recorded_id: None,
-            recorded_awaiting: None,
-            reported_id: None,
-            now: Timestamp::now(),
-        })
-        .await
+    exchange_from(
+        driver,
+        provider,
+        flow,
+        inputs,
+        "uid-1",
+        &Credentials::new(BTreeMap::new()),
+    )
+    .await
+    .map(|finished| finished.outcome)
+}
+
+/// One exchange as the controller runs it (every persist applied), for
+/// the Integration with uid `identity`, from what its Secret holds.
+async fn exchange_from(
+    driver: &dyn Driver,
+    provider: &ProviderConfig,
+    flow: &Flow,
+    inputs: &Credentials,
+    identity: &str,
+    persisted: &Credentials,
+) -> Result<Finished, DriverError> {
+    run_exchange(
+        driver,
+        &request(provider, flow, inputs, identity, persisted),
+        &mut MemoryState::default(),
+    )
+    .await
+}
+
+fn request<'a>(
+    provider: &'a ProviderConfig,
+    flow: &'a Flow,
+    inputs: &'a Credentials,
+    identity: &'a str,
+    persisted: &'a Credentials,
+) -> ExchangeRequest<'a> {
+    ExchangeRequest {
+        priority: Priority::Urgent,
+        provider,
+        flow,
+        inputs,
+        persisted,
+        first_claimant: None,
+        state_key: None,
+        identity,
+        retry_requested: None,
+        recorded_id: None,
+        recorded_awaiting: None,
+        reported_id: None,
+        now: Timestamp::now(),
+    }
+}
+
+/// What the output Secret holds after `finished`: the persisted state and,
+/// when credentials were issued, their fields.
+fn secret_after(finished: Finished) -> Credentials {
+    match finished.outcome {
+        Outcome::Issued(issued) => finished.persisted.updated(&issued.fields, &[]),
+        _ => finished.persisted,
+    }
 }
 
 /// One row: the answer the simulator gives, the reason it must end with,
@@ -123,14 +154,30 @@ fn common_rows() -> Vec<Row> {
 
 /// Runs every row: the fault on `route` for one request, then one exchange.
 /// The positive control comes first: without a fault the same exchange issues.
-async fn check<F, Fut>(what: &str, mut rows: Vec<Row>, mut inject: impl FnMut(Fault), mut run: F)
+async fn check<F, Fut>(what: &str, rows: Vec<Row>, inject: impl FnMut(Fault), run: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Outcome, DriverError>>,
 {
+    check_against(what, rows, inject, run, |o| matches!(o, Outcome::Issued(_))).await
+}
+
+/// As [`check`], with the outcome the positive control must have (a flow
+/// that ends waiting for a person, say).
+async fn check_against<F, Fut>(
+    what: &str,
+    mut rows: Vec<Row>,
+    mut inject: impl FnMut(Fault),
+    mut run: F,
+    good: impl Fn(&Outcome) -> bool,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, DriverError>>,
+{
+    let control = run().await;
     assert!(
-        matches!(run().await, Ok(Outcome::Issued(_))),
-        "{what}: without a fault the exchange must issue (positive control)"
+        control.as_ref().is_ok_and(&good),
+        "{what}: without a fault the exchange must succeed (positive control): {control:?}"
     );
     // Last: a Retry-After holds every later request to the host back.
     rows.push(row(Fault::rate_limited(1), Reason::ProviderRateLimited, true));
@@ -282,4 +329,402 @@ async fn talentlink_basic_auth() {
         || exchange(&driver, &provider, &Flow::BasicAuth, &inputs),
     )
     .await;
+}
+
+/// The answers of a platform API besides the common ones: a refused
+/// credential, a rejected request, a 429 without Retry-After.
+fn api_rows() -> Vec<Row> {
+    let mut rows = common_rows();
+    rows.push(row(Fault::status(401), Reason::ReauthRequired, false));
+    rows.push(row(Fault::status(400), Reason::ProviderRejectedRequest, false));
+    rows.push(row(Fault::status(429), Reason::ProviderRateLimited, true));
+    rows
+}
+
+const CE_USER: &str = "ce-user-secret-7f3a91";
+const CE_ORG: &str = "ce-org-secret-2b6c04";
+const CE_ELEMENT_KEY: &str = "ce-smartrecruiters-key-e85d1f";
+
+async fn cloud_elements() -> (CloudElementsSim, ProviderConfig, CloudElementsDriver, Credentials) {
+    let sim = CloudElementsSim::start().await.unwrap();
+    sim.add_user(CE_USER, CE_ORG);
+    sim.add_element_api_key(CE_ELEMENT_KEY);
+    let provider = config(None, Some(sim.base_url()));
+    let inputs = fields([
+        ("user_secret", CE_USER),
+        ("organization_secret", CE_ORG),
+        ("sr_key", CE_ELEMENT_KEY),
+    ]);
+    (
+        sim,
+        provider,
+        CloudElementsDriver::new(ProviderHttp::plain().unwrap()),
+        inputs,
+    )
+}
+
+fn element_instance(name: &str) -> Flow {
+    Flow::ElementInstance {
+        element_key: "smartrecruiters".into(),
+        instance_name: name.into(),
+        configuration: BTreeMap::new(),
+        secret_configuration: BTreeMap::from([("api.key".to_string(), "sr_key".to_string())]),
+        delete_on_cleanup: true,
+        publish_organization_secret: false,
+    }
+}
+
+/// Creating the instance (`POST /instances`): each exchange is a new
+/// Integration with a new instance name, so each one creates.
+#[tokio::test]
+async fn cloud_elements_instance_creation() {
+    use testkit::sim::cloud_elements::routes;
+    let (sim, provider, driver, inputs) = cloud_elements().await;
+    let mut rows = api_rows();
+    // The platform's 409 at creation: the instance name is taken.
+    set(&mut rows, Fault::status(409), Reason::ProviderConflict, false);
+    let n = Cell::new(0);
+    check(
+        "cloud-elements creation",
+        rows,
+        |f| sim.fail_next(routes::CREATE_INSTANCE, 1, f),
+        || {
+            n.set(n.get() + 1);
+            let (identity, flow) = (
+                format!("uid-{}", n.get()),
+                element_instance(&format!("acme-{}", n.get())),
+            );
+            let (driver, provider, inputs) = (&driver, &provider, &inputs);
+            async move {
+                exchange_from(driver, provider, &flow, inputs, &identity, &Credentials::default())
+                    .await
+                    .map(|f| f.outcome)
+            }
+        },
+    )
+    .await;
+}
+
+/// Re-validating an instance the Secret holds (`GET /instances/{id}`),
+/// the routine path: the platform's answers about the instance itself.
+#[tokio::test]
+async fn cloud_elements_instance_revalidation() {
+    use testkit::sim::cloud_elements::routes;
+    let (sim, provider, driver, inputs) = cloud_elements().await;
+    let flow = element_instance("acme");
+    let held = secret_after(
+        exchange_from(&driver, &provider, &flow, &inputs, "uid-1", &Credentials::default())
+            .await
+            .unwrap(),
+    );
+    let mut rows = api_rows();
+    // A 404 for the instance itself: deleted on the platform, a person
+    // decides whether to create a new one.
+    set(&mut rows, Fault::status(404), Reason::ElementInstanceGone, false);
+    check(
+        "cloud-elements revalidation",
+        rows,
+        |f| sim.fail_next(routes::GET_INSTANCE, 1, f),
+        || async {
+            exchange_from(&driver, &provider, &flow, &inputs, "uid-1", &held)
+                .await
+                .map(|f| f.outcome)
+        },
+    )
+    .await;
+    assert_eq!(sim.created_count(), 1, "a revalidation created an instance");
+}
+
+const KOMBO_KEY: &str = "kombo-api-key-9c41d2";
+
+async fn kombo() -> (KomboSim, ProviderConfig, KomboDriver, Credentials) {
+    let sim = KomboSim::start().await.unwrap();
+    sim.add_api_key(KOMBO_KEY);
+    let provider = config(None, Some(sim.base_url()));
+    let inputs = fields([(keys::API_KEY, KOMBO_KEY)]);
+    (sim, provider, KomboDriver::new(ProviderHttp::plain().unwrap()), inputs)
+}
+
+fn connection(integration_id: Option<&str>) -> Flow {
+    Flow::Connection {
+        end_user_email: "it@acme.example".into(),
+        end_user_organization_name: "ACME".into(),
+        end_user_origin_id: "origin-1".into(),
+        integration_category: None,
+        integration_tool: None,
+        link_type: KomboLinkType::MagicLink,
+        integration_id: integration_id.map(str::to_string),
+        delete_on_cleanup: false,
+    }
+}
+
+/// Validating an integration named in the spec (`GET /integrations/{id}`),
+/// the routine path. Kombo's error codes decide before the status.
+#[tokio::test]
+async fn kombo_integration_validation() {
+    use testkit::sim::kombo::routes;
+    let (sim, provider, driver, inputs) = kombo().await;
+    sim.add_integration("personio:acme", "personio");
+    let flow = connection(Some("personio:acme"));
+    let mut rows = api_rows();
+    // 404 in Kombo's envelope: Kombo says the integration does not exist.
+    set(&mut rows, Fault::status(404), Reason::IntegrationNotFound, false);
+    // A 404 without it is not Kombo's API: a wrong baseUrl.
+    rows.push(row(
+        Fault::Status {
+            code: 404,
+            body: Some(String::new()),
+            retry_after: None,
+        },
+        Reason::ProviderMisconfigured,
+        false,
+    ));
+    // Kombo's own rate-limit code, whatever the status.
+    rows.push(row(
+        Fault::Status {
+            code: 400,
+            body: Some(
+                r#"{"status":"error","error":{"code":"PLATFORM.RATE_LIMIT_EXCEEDED","message":"slow down"}}"#.into(),
+            ),
+            retry_after: None,
+        },
+        Reason::ProviderRateLimited,
+        true,
+    ));
+    check(
+        "kombo validation",
+        rows,
+        |f| sim.fail_next(routes::GET_INTEGRATION, 1, f),
+        || exchange(&driver, &provider, &flow, &inputs),
+    )
+    .await;
+}
+
+/// Creating a connect link (`POST /connect/create-link`): the flow ends
+/// waiting for the customer, so the positive control is that wait.
+#[tokio::test]
+async fn kombo_connect_link_creation() {
+    use testkit::sim::kombo::routes;
+    let (sim, provider, driver, inputs) = kombo().await;
+    let flow = connection(None);
+    let mut rows = api_rows();
+    // No object is looked up here: a 404 in Kombo's envelope is a refused
+    // request; one without it, a wrong baseUrl.
+    set(&mut rows, Fault::status(404), Reason::ProviderRejectedRequest, false);
+    rows.push(row(
+        Fault::Status {
+            code: 404,
+            body: Some(String::new()),
+            retry_after: None,
+        },
+        Reason::ProviderMisconfigured,
+        false,
+    ));
+    check_against(
+        "kombo connect link",
+        rows,
+        |f| sim.fail_next(routes::CREATE_LINK, 1, f),
+        || exchange(&driver, &provider, &flow, &inputs),
+        |o| {
+            matches!(
+                o,
+                Outcome::Pending {
+                    reason: Reason::AwaitingConnection,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+}
+
+fn partner(company: &str) -> Flow {
+    Flow::PartnerIntegration {
+        app_id: "app-1".into(),
+        company_id: company.into(),
+        bidirectional: false,
+    }
+}
+
+async fn smartrecruiters_partner() -> (SmartRecruitersSim, ProviderConfig, SmartRecruitersDriver, Credentials) {
+    let sim = SmartRecruitersSim::start().await.unwrap();
+    sim.add_master_client("master", "master-secret-1", &["app-1"]);
+    let provider = config(Some(sim.token_url()), Some(sim.url()));
+    let inputs = fields([(keys::CLIENT_ID, "master"), (keys::CLIENT_SECRET, "master-secret-1")]);
+    (
+        sim,
+        provider,
+        SmartRecruitersDriver::new(ProviderHttp::plain().unwrap()),
+        inputs,
+    )
+}
+
+/// The persist loop, one call at a time: each call resumes from what is
+/// persisted, the one-shot POST is sent once, after its marker is durable,
+/// and the answer is issued from the Secret without a second POST.
+#[tokio::test]
+async fn smartrecruiters_partner_flow_persists_each_step_and_posts_once() {
+    let (sim, provider, driver, inputs) = smartrecruiters_partner().await;
+    let flow = partner("ACME");
+    let mut held = Credentials::default();
+    let empty = Credentials::default();
+    let req = request(&provider, &flow, &inputs, "uid-1", &empty);
+    let now = req.now;
+    // One driver call of this exchange (the same `now`) from `persisted`.
+    async fn call(driver: &SmartRecruitersDriver, req: &ExchangeRequest<'_>, persisted: &Credentials) -> Outcome {
+        driver.exchange(&ExchangeRequest { persisted, ..*req }).await.unwrap()
+    }
+    let persist = |outcome: Outcome, held: &Credentials| match outcome {
+        Outcome::Persist {
+            set,
+            remove,
+            then: Then::CallAgain,
+        } => {
+            let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+            (set.clone(), held.updated(&set, &remove))
+        }
+        other => panic!("expected a persist, then a call: {other:?}"),
+    };
+    let value = |c: &Credentials, k: &str| c.get(k).map(|v| v.expose_secret().to_string());
+
+    // 1. The request-sent marker, before anything is sent.
+    let (set, next) = persist(call(&driver, &req, &held).await, &held);
+    assert_eq!(value(&set, POST_MARKER), Some(now.to_string()));
+    assert_eq!(
+        sim.calls("integrations"),
+        0,
+        "the POST went out before its marker was durable"
+    );
+    held = next;
+
+    // 2. The POST, once; its answer (shown once) is persisted next.
+    let (set, next) = persist(call(&driver, &req, &held).await, &held);
+    assert!(value(&set, keys::CLIENT_SECRET).is_some());
+    assert_eq!(
+        value(&set, POST_MARKER).as_deref(),
+        Some(""),
+        "the marker is cleared with the answer"
+    );
+    assert_eq!(sim.calls("integrations"), 1);
+    held = next;
+
+    // 3. Issued from the persisted answer: no second POST.
+    assert!(matches!(call(&driver, &req, &held).await, Outcome::Issued(_)));
+    assert_eq!(
+        sim.calls("integrations"),
+        1,
+        "the partner integration was created twice"
+    );
+    assert_eq!(sim.integrations().len(), 1);
+
+    // A later exchange (a renewal) issues from the Secret, with one
+    // customer token call and nothing else.
+    let calls = sim.total_calls();
+    let renewed = exchange_from(&driver, &provider, &flow, &inputs, "uid-1", &held)
+        .await
+        .unwrap();
+    assert!(matches!(renewed.outcome, Outcome::Issued(_)));
+    assert_eq!(sim.total_calls(), calls + 1);
+}
+
+/// The output Secret refuses writes that carry customer-level credentials
+/// until `fail` is cleared.
+struct RefusesAnswers<'a> {
+    inner: &'a mut MemoryState,
+    fail: bool,
+}
+
+#[async_trait]
+impl StateWriter for RefusesAnswers<'_> {
+    async fn write(&mut self, persisted: &Credentials, dropped: &[&str]) -> Result<(), DriverError> {
+        if self.fail && persisted.get(keys::CLIENT_SECRET).is_some() {
+            return Err(DriverError::PersistFailed {
+                message: "API server down".into(),
+            });
+        }
+        self.inner.write(persisted, dropped).await
+    }
+}
+
+/// SmartRecruiters shows the customer-level credentials once: when the
+/// write of the answer fails, the exchange fails with SecretWriteFailed,
+/// and the next one persists the answer the driver kept, without a
+/// second POST and without an "uncertain request" stop.
+#[tokio::test]
+async fn smartrecruiters_partner_answer_survives_a_failed_write() {
+    let (sim, provider, driver, inputs) = smartrecruiters_partner().await;
+    let flow = partner("ACME");
+    let mut secret = MemoryState::default();
+    let first = run_exchange(
+        &driver,
+        &request(&provider, &flow, &inputs, "uid-1", &Credentials::default()),
+        &mut RefusesAnswers {
+            inner: &mut secret,
+            fail: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(first.reason(), Reason::SecretWriteFailed, "{first}");
+    assert!(first.is_transient());
+    assert_eq!(sim.calls("integrations"), 1);
+    assert!(secret.persisted.get(keys::CLIENT_SECRET).is_none());
+
+    let held = secret.persisted.clone();
+    let second = run_exchange(
+        &driver,
+        &request(&provider, &flow, &inputs, "uid-1", &held),
+        &mut RefusesAnswers {
+            inner: &mut secret,
+            fail: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(second.outcome, Outcome::Issued(_)), "{:?}", second.outcome);
+    assert_eq!(
+        sim.calls("integrations"),
+        1,
+        "the answer was lost and the integration created again"
+    );
+    assert_eq!(
+        second
+            .persisted
+            .get(keys::INTEGRATION_ID)
+            .map(|v| v.expose_secret().to_string()),
+        Some(sim.integrations()[0].integration_id.clone())
+    );
+}
+
+/// A driver that never stops asking to persist ends as an error, not a hang.
+#[tokio::test]
+async fn a_driver_that_never_finishes_persisting_is_stopped() {
+    struct Spins;
+    #[async_trait]
+    impl Driver for Spins {
+        fn supports(&self, _: &Flow) -> bool {
+            true
+        }
+        async fn exchange(&self, _: &ExchangeRequest<'_>) -> Result<Outcome, DriverError> {
+            Ok(Outcome::persist(fields([("k", "v")]), &[]))
+        }
+    }
+    let provider = config(None, None);
+    let mut state = MemoryState::default();
+    let err = run_exchange(
+        &Spins,
+        &request(
+            &provider,
+            &Flow::ApiKey,
+            &Credentials::default(),
+            "uid-1",
+            &Credentials::default(),
+        ),
+        &mut state,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::InternalError, "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(state.writes.len(), integration_providers::MAX_PERSISTS);
 }

@@ -1,16 +1,12 @@
 //! Exchange: runs the provider's driver, persisting a flow's intermediate
-//! state in the output Secret when the driver asks (a checkpoint), and
-//! writes the issued credentials.
+//! state in the output Secret when the driver returns
+//! [`Outcome::Persist`], and writes the issued credentials.
 
 use super::observe::{Observation, read_persisted, refusal_of, reported_id, uid};
 use super::write::{template_error, write_secret};
 use super::{RETRY_ANNOTATION, SECRET_MANAGER, UNFINISHED};
 use crate::reasons::Reason;
-use std::{
-    collections::BTreeMap,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -29,7 +25,7 @@ use super::super::{
 };
 use crate::{
     crd::Integration,
-    providers::{Checkpoint, Credentials, DriverError, ExchangeRequest, Issued, Outcome, Priority},
+    providers::{Credentials, DriverError, ExchangeRequest, Issued, Outcome, Priority, StateWriter, run_exchange},
 };
 
 /// What an exchange ended with.
@@ -51,51 +47,49 @@ pub(super) enum Exchanged {
     },
 }
 
-/// Persists a flow's intermediate state in the output Secret.
-pub(super) struct SecretCheckpoint<'a> {
+/// Writes the state a driver asks to persist ([`Outcome::Persist`]) into
+/// the output Secret, marked unfinished (its input fingerprint is
+/// [`UNFINISHED`], so the next reconcile runs the flow on), with the
+/// rendered keys the Secret held carried as they are.
+pub(super) struct SecretWriter<'a> {
     pub(super) integration: &'a Integration,
     pub(super) ctx: &'a Context,
-    pub(super) persisted: tokio::sync::Mutex<Credentials>,
     /// The rendered keys the Secret held when the exchange began: kept as
     /// they are while the flow is unfinished.
     pub(super) carried: BTreeMap<String, String>,
-    /// The output Secret was missing when this reconcile looked, and nothing
-    /// has been written since: the first write can create it at once.
-    pub(super) seen_missing: AtomicBool,
+    /// The output Secret was missing when this reconcile looked: a write
+    /// can create it at once.
+    pub(super) seen_missing: bool,
 }
 
 #[async_trait::async_trait]
-impl Checkpoint for SecretCheckpoint<'_> {
-    async fn save(&self, set: &Credentials, remove: &[&str]) -> Result<Credentials, DriverError> {
-        let mut persisted = self.persisted.lock().await;
-        let updated = persisted.updated(set, remove);
-        let rendered = templates::carried(self.integration, &updated, &self.carried);
+impl StateWriter for SecretWriter<'_> {
+    async fn write(&mut self, persisted: &Credentials, dropped: &[&str]) -> Result<(), DriverError> {
+        let rendered = templates::carried(self.integration, persisted, &self.carried);
         write_secret(
             self.integration,
             self.ctx,
-            &updated,
+            persisted,
             &rendered,
             UNFINISHED,
             output::Schedule::default(),
-            self.seen_missing.load(Ordering::Relaxed),
+            self.seen_missing,
         )
         .await
-        .map_err(|e| DriverError::CheckpointFailed {
+        .map_err(|e| DriverError::PersistFailed {
             message: format!("writing the output Secret failed: {e}"),
         })?;
         // Server-side apply never removes a key another field manager also
         // owns, and the keys of the Secret's first write (a create) are owned
         // by that create: remove dropped keys explicitly.
-        let dropped: Vec<&str> = remove.iter().copied().filter(|k| persisted.get(k).is_some()).collect();
         if !dropped.is_empty() {
-            remove_secret_keys(self.integration, self.ctx, &dropped)
+            remove_secret_keys(self.integration, self.ctx, dropped)
                 .await
-                .map_err(|e| DriverError::CheckpointFailed {
+                .map_err(|e| DriverError::PersistFailed {
                     message: format!("removing keys from the output Secret failed: {e}"),
                 })?;
         }
-        *persisted = updated.clone();
-        Ok(updated)
+        Ok(())
     }
 }
 
@@ -120,7 +114,9 @@ pub(super) async fn remove_secret_keys(integration: &Integration, ctx: &Context,
     Ok(())
 }
 
-/// Runs the driver; writes the output Secret when it issues credentials.
+/// Runs the driver to the end of its flow (every [`Outcome::Persist`]
+/// written as it asks, see [`run_exchange`]); writes the output Secret
+/// when it issues credentials.
 pub(super) async fn run(
     integration: &Integration,
     ctx: &Context,
@@ -137,17 +133,34 @@ pub(super) async fn run(
         None if !resolved.flow.keeps_state() => (Credentials::default(), BTreeMap::new()),
         None => read_persisted(integration, ctx).await?,
     };
-    let checkpoint = SecretCheckpoint {
+    let seen_missing = matches!(existing.state, SecretState::Missing);
+    let mut writer = SecretWriter {
         integration,
         ctx,
-        persisted: tokio::sync::Mutex::new(persisted.clone()),
         carried,
-        seen_missing: AtomicBool::new(matches!(existing.state, SecretState::Missing)),
+        seen_missing,
     };
     let identity = uid(integration);
     let retry = integration.annotations().get(RETRY_ANNOTATION).cloned();
     let state_key = ctx.fingerprinter.state_key();
     let reported = reported_id(integration, ctx, &identity);
+    // A fact about the other Integrations, for the flows it matters to
+    // only: from the controller's cache, which holds every Integration this
+    // operator may see, unless it is sharded (the cache then holds this
+    // shard's namespaces only, and a claimant can be in another shard's).
+    let first_claimant = match resolved.flow.exclusive_key() {
+        Some(_) if ctx.shard.is_sharded() => resolve::first_claimant(
+            integration,
+            &resolved.flow,
+            resolve::list_integrations(integration, ctx).await?.iter(),
+        ),
+        Some(_) => resolve::first_claimant(
+            integration,
+            &resolved.flow,
+            ctx.integrations.state().iter().map(AsRef::as_ref),
+        ),
+        None => None,
+    };
     let request = ExchangeRequest {
         priority,
         state_key: Some(&state_key),
@@ -155,8 +168,7 @@ pub(super) async fn run(
         flow: &resolved.flow,
         inputs: &resolved.inputs,
         persisted: &persisted,
-        checkpoint: &checkpoint,
-        peers: &resolve::ClusterPeers { integration, ctx },
+        first_claimant: first_claimant.as_deref(),
         identity: &identity,
         retry_requested: retry.as_deref(),
         recorded_id: seen.status.integration_id.as_deref(),
@@ -166,7 +178,7 @@ pub(super) async fn run(
     };
     let started = std::time::Instant::now();
     fail::fail_point!(super::failpoints::BEFORE_EXCHANGE, |_| std::process::abort());
-    let outcome = resolved.driver.exchange(&request).await;
+    let outcome = run_exchange(resolved.driver.as_ref(), &request, &mut writer).await;
     ctx.metrics.exchanged(
         &resolved.provider.name,
         resolved.flow.name(),
@@ -188,18 +200,17 @@ pub(super) async fn run(
         }
     };
     let answered = Timestamp::now();
-    match outcome.map_err(located)? {
+    let finished = outcome.map_err(located)?;
+    match finished.outcome {
         Outcome::Issued(issued) => {
             // Never publish a header value that would inject headers.
             crate::providers::check_issued(&issued.fields).map_err(|e| Error::Driver(Box::new(e)))?;
             // Keep what earlier steps persisted (customer-level credentials),
             // add what was issued now.
-            let seen_missing = checkpoint.seen_missing.into_inner();
-            let persisted = checkpoint.persisted.into_inner();
-            let fields = persisted.updated(&issued.fields, &[]);
+            let fields = finished.persisted.updated(&issued.fields, &[]);
             // A template that fails on these values leaves the Secret as
             // it was (a one-shot flow's answers are in it already: its
-            // checkpoints wrote them).
+            // persists wrote them).
             let rendered = templates::render(integration, &fields).map_err(template_error)?;
             fail::fail_point!(super::failpoints::AFTER_EXCHANGE, |_| std::process::abort());
             let schedule = plan(issued.expires_at, issued.lifetime_defaulted, answered);
@@ -232,5 +243,6 @@ pub(super) async fn run(
             recheck_after,
             started,
         }),
+        Outcome::Persist { .. } => unreachable!("run_exchange applies every persist"),
     }
 }
