@@ -413,3 +413,124 @@ async fn shards_split_the_namespaces_each_exchanges_its_own_once_and_a_shards_st
             .await;
     }
 }
+
+/// A fact across shards: SmartRecruiters allows one partner integration
+/// per company and app, and a second Integration for the same company is
+/// refused without a POST, even when the two are in namespaces of
+/// different shards (the sharded operator asks the API server, since its
+/// cache holds only its own shard). On a control plane of its own: the
+/// shards run cluster-wide, as the chart installs them without
+/// watchNamespaces, and must not see the other tests' Integrations.
+#[tokio::test]
+async fn a_second_partner_integration_for_a_company_is_refused_across_shards() {
+    use integration_operator::controller::shard::shard_of;
+    use testkit::sim::smartrecruiters::SmartRecruitersSim;
+
+    let cluster = Cluster::private().await;
+    let cp = cluster.control_plane();
+    let sim = SmartRecruitersSim::start().await.expect("simulator starts");
+    sim.set_token_lifetime(Some(1800));
+    sim.add_master_client("partner-master", "canary-master-secret-5e1b02", &["my-app"]);
+    cluster
+        .oauth2_provider(
+            "sr",
+            &sim.token_url(),
+            json!({"type": "smartrecruiters", "baseUrl": sim.url(), "clientAuthMethod": "client_secret_post"}),
+        )
+        .await;
+    // A namespace in each shard: the first and the second claimant.
+    let (mut first, mut second) = (None, None);
+    while first.is_none() || second.is_none() {
+        let ns = cp.namespace(&cluster.client, "t-claim").await;
+        match shard_of(&ns, 2) {
+            0 if first.is_none() => first = Some(ns),
+            1 if second.is_none() => second = Some(ns),
+            _ => {}
+        }
+    }
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let sa = cp
+        .install_chart_rbac(&cluster.client, &cluster.namespace, "io-claim-shards", &[])
+        .await
+        .expect("the chart's cluster-wide RBAC installed");
+    let token = cp.service_account_token(&cluster.client, &cluster.namespace, &sa).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("shards.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(&cp.token_kubeconfig(&token)).unwrap(),
+    )
+    .unwrap();
+    let env = |shard: &str| {
+        vec![
+            ("POD_NAMESPACE", cluster.namespace.clone()),
+            ("SHARD", shard.to_string()),
+        ]
+    };
+    let zero = Replica::start_as(&cluster, "claim-shard-0", &kubeconfig, env("0/2"));
+    let one = Replica::start_as(&cluster, "claim-shard-1", &kubeconfig, env("1/2"));
+    let create = |ns: String| {
+        let client = cluster.client.clone();
+        let provider = cluster.provider_name("sr");
+        async move {
+            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+                "metadata": {"name": "master", "namespace": ns},
+                "stringData": {"client_id": "partner-master", "client_secret": "canary-master-secret-5e1b02"},
+            }))
+            .unwrap();
+            Api::namespaced(client.clone(), &ns)
+                .create(&Default::default(), &secret)
+                .await
+                .unwrap();
+            let integration: integration_operator::crd::Integration = serde_json::from_value(json!({
+                "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
+                "metadata": {"name": "acme", "namespace": ns},
+                "spec": {
+                    "provider": provider,
+                    "secretRef": {"name": "master"},
+                    "partnerIntegration": {"appId": "my-app", "companyId": "ACME"},
+                    "target": {"name": "acme-out"},
+                },
+            }))
+            .unwrap();
+            Api::namespaced(client, &ns)
+                .create(&Default::default(), &integration)
+                .await
+                .unwrap();
+        }
+    };
+    let ready = |ns: String| {
+        let client = cluster.client.clone();
+        async move {
+            let api: Api<integration_operator::crd::Integration> = Api::namespaced(client, &ns);
+            api.get_opt("acme")
+                .await
+                .ok()??
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+        }
+    };
+    create(first.clone()).await;
+    eventually(Duration::from_secs(60), "the first claimant Ready", || async {
+        ready(first.clone()).await.filter(|c| c.status == "True")
+    })
+    .await;
+    create(second.clone()).await;
+    let refused = eventually(Duration::from_secs(60), "the second refused as a duplicate", || async {
+        ready(second.clone())
+            .await
+            .filter(|c| c.status == "False" && c.reason == "DuplicateIntegration")
+    })
+    .await;
+    assert!(
+        refused.message.contains(&format!("{first}/acme")),
+        "the message names the first claimant: {}",
+        refused.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.calls("integrations"), 1, "the second shard sent a creation POST");
+    zero.kill().await;
+    one.kill().await;
+}
