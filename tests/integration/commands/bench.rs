@@ -25,6 +25,7 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         wave_lifetime: 10,
         wave_latency_ms: 20,
         rate_limit: 500,
+        cold_only: false,
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
