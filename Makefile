@@ -4,7 +4,7 @@ CARGO ?= cargo
 CLUSTER_KUBECONFIG ?= $(CURDIR)/target/control-plane/kubeconfig
 export CLUSTER_KUBECONFIG
 
-.PHONY: help nextest demo test cluster control-plane lint fmt fmt-check crds chart-check e2e run bench oidc-deps kombo-sdk-deps fuzz
+.PHONY: help nextest demo test cluster control-plane lint fmt fmt-check crds chart-check e2e run bench heap-profile oidc-deps kombo-sdk-deps fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,13 @@ run: ## run the operator against the current kubeconfig with debug logs
 bench: control-plane ## scale figures at 100, 1,000 and 10,000 Integrations on a fresh real control plane per scale (release build; prints a table, never fails on timing)
 	$(CARGO) build --release --quiet --bin integration-operator -p integration-operator
 	$(CARGO) run --release --quiet -p testkit --bin testkit -- bench --operator target/release/integration-operator $(BENCH_ARGS)
+
+HEAP_N ?= 10000
+HEAP_PROFILE ?= $(CURDIR)/target/heap-profile/dhat-heap-$(HEAP_N).json
+heap-profile: control-plane ## a dhat heap profile of the operator after a cold start of HEAP_N (default 10,000) Integrations, summed by component (heap bytes only: RSS comes from `make bench`)
+	RUSTFLAGS='-C symbol-mangling-version=v0' $(CARGO) build --profile heap-profile --features heap-profile --quiet --bin integration-operator -p integration-operator
+	HEAP_PROFILE=$(HEAP_PROFILE) $(CARGO) run --release --quiet -p testkit --bin testkit -- bench --operator target/heap-profile/integration-operator --integrations $(HEAP_N) --cold-only --unrelated-secrets 0
+	python3 scripts/heap-profile.py $(HEAP_PROFILE)
 
 e2e: nextest ## the end-to-end scenarios against the cluster $KUBECONFIG points at (says so and does nothing without it)
 	@if [ -z "$$KUBECONFIG" ]; then echo "e2e: KUBECONFIG is not set; no cluster to test against (nothing run)"; exit 0; fi

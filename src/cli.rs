@@ -443,6 +443,9 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     info!("shutdown requested");
+    // Before the shutdown drops the caches: the profile's end is the
+    // operator as it ran.
+    crate::heap_profile::finish();
 }
 
 /// The key of the keyed fingerprints, kept in a Secret of the operator's

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod companion;
 pub mod controller;
 pub mod crd;
+pub mod heap_profile;
 pub mod inbound;
 pub use integration_providers as providers;
 pub use integration_providers::reasons;

@@ -26,6 +26,7 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         wave_latency_ms: 20,
         rate_limit: 500,
         shards: vec![],
+        cold_only: false,
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
@@ -68,6 +69,7 @@ async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
         wave_latency_ms: 20,
         rate_limit: 500,
         shards: vec![2],
+        cold_only: true,
     };
     let figures = run_sharded(&args, 40, 2).await.expect("the sharded bench runs");
     println!("{}", shard_table(&args, std::slice::from_ref(&figures)));
