@@ -15,7 +15,8 @@ demo: ## run the operator end to end against a real control plane started on 127
 
 test: nextest fmt-check lint oidc-deps kombo-sdk-deps chart-check control-plane ## the whole suite: format, lints, chart checks, unit, integration (real control plane with the chart's RBAC, API faults through testkit's proxy, simulators, oidc-provider, Kombo's SDK), kubectl, CRD drift
 	bash scripts/control-plane.sh start
-	trap 'bash scripts/control-plane.sh stop' EXIT; $(CARGO) nextest run --workspace --no-fail-fast && \
+	trap 'bash scripts/control-plane.sh stop' EXIT; KUBECONFIG="$$CLUSTER_KUBECONFIG" kubectl version && \
+	  $(CARGO) nextest run --workspace --no-fail-fast && \
 	  KUBECONFIG="$$CLUSTER_KUBECONFIG" $(CARGO) nextest run --test e2e --run-ignored only --no-fail-fast
 
 nextest: ## install cargo-nextest if this machine has none (the test runner of `make test`)
