@@ -245,6 +245,26 @@ async fn with_watch_namespaces_only_those_namespaces_are_managed() {
     operator.stop().await;
 }
 
+/// A kubeconfig of a ServiceAccount with the chart's RBAC for `watch`
+/// (cluster-wide when empty), named `fullname`, with a TokenRequest token:
+/// the identity a chart install with those values gives the operator.
+async fn chart_identity(cluster: &Cluster, fullname: &str, watch: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let cp = cluster.control_plane();
+    let sa = cp
+        .install_chart_rbac(&cluster.client, &cluster.namespace, fullname, watch)
+        .await
+        .expect("the chart's RBAC installed");
+    let token = cp.service_account_token(&cluster.client, &cluster.namespace, &sa).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("operator.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(&cp.token_kubeconfig(&token)).unwrap(),
+    )
+    .unwrap();
+    (dir, kubeconfig)
+}
+
 /// Several active operators, each owning a shard of the namespaces
 /// (`--shard INDEX/COUNT`, docs/scaling.md): every Integration is exchanged
 /// once, by the shard that owns its namespace, each shard elects its own
@@ -266,19 +286,7 @@ async fn shards_split_the_namespaces_each_exchanges_its_own_once_and_a_shards_st
     // ServiceAccount: the shards run with the least privilege a
     // watchNamespaces install gives.
     let watched: Vec<&str> = namespaces.iter().map(String::as_str).collect();
-    let fullname = format!("io-{}-shards", cluster.namespace);
-    let sa = cp
-        .install_chart_rbac(&cluster.client, &cluster.namespace, &fullname, &watched)
-        .await
-        .expect("the chart's RBAC installed");
-    let token = cp.service_account_token(&cluster.client, &cluster.namespace, &sa).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("shards.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(&cp.token_kubeconfig(&token)).unwrap(),
-    )
-    .unwrap();
+    let (_dir, kubeconfig) = chart_identity(&cluster, &format!("io-{}-shards", cluster.namespace), &watched).await;
     let env = |shard: &str| {
         vec![
             ("POD_NAMESPACE", cluster.namespace.clone()),
@@ -449,18 +457,7 @@ async fn a_second_partner_integration_for_a_company_is_refused_across_shards() {
         }
     }
     let (first, second) = (first.unwrap(), second.unwrap());
-    let sa = cp
-        .install_chart_rbac(&cluster.client, &cluster.namespace, "io-claim-shards", &[])
-        .await
-        .expect("the chart's cluster-wide RBAC installed");
-    let token = cp.service_account_token(&cluster.client, &cluster.namespace, &sa).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("shards.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(&cp.token_kubeconfig(&token)).unwrap(),
-    )
-    .unwrap();
+    let (_dir, kubeconfig) = chart_identity(&cluster, "io-claim-shards", &[]).await;
     let env = |shard: &str| {
         vec![
             ("POD_NAMESPACE", cluster.namespace.clone()),
