@@ -13,7 +13,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use kube::runtime::reflector::Store;
+use kube::{Resource, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -27,7 +27,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{controller::status, crd::Integration};
+use crate::controller::{CachedIntegration, cached::Readiness};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -59,7 +59,7 @@ struct CallLabels {
 }
 
 /// The controllers' Integration caches, shared with the scrape.
-type IntegrationStores = Arc<Mutex<Vec<Store<Integration>>>>;
+type IntegrationStores = Arc<Mutex<Vec<Store<CachedIntegration>>>>;
 
 /// Per-Integration series, derived from the cache at scrape time and
 /// written straight into the scrape: nothing per Integration is kept
@@ -70,7 +70,7 @@ struct IntegrationCollector(IntegrationStores);
 impl Collector for IntegrationCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stores = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let integrations: Vec<Arc<Integration>> = stores.iter().flat_map(|s| s.state()).collect();
+        let integrations: Vec<Arc<CachedIntegration>> = stores.iter().flat_map(|s| s.state()).collect();
         let mut by_ready = [("True", 0i64), ("False", 0), ("Unknown", 0)];
         {
             let mut family = encoder.encode_descriptor(
@@ -80,24 +80,19 @@ impl Collector for IntegrationCollector {
                 MetricType::Gauge,
             )?;
             for integration in &integrations {
-                let status = integration.status.as_ref();
-                let ready = status::ready_condition(status).map(|c| c.status.as_str());
-                let slot = match ready {
-                    Some("True") => 0,
-                    Some("False") => 1,
-                    _ => 2,
+                let slot = match integration.readiness() {
+                    Readiness::True => 0,
+                    Readiness::False => 1,
+                    Readiness::Unknown => 2,
                 };
                 by_ready[slot].1 += 1;
-                let Some(at) = status::parse_time(status.and_then(|s| s.expires_at.as_ref())) else {
+                let Some(at) = integration.expires_at() else {
                     continue;
                 };
                 let labels = [
-                    (
-                        "namespace",
-                        integration.metadata.namespace.as_deref().unwrap_or_default(),
-                    ),
-                    ("name", integration.metadata.name.as_deref().unwrap_or_default()),
-                    ("provider", integration.spec.provider.as_str()),
+                    ("namespace", integration.meta().namespace.as_deref().unwrap_or_default()),
+                    ("name", integration.meta().name.as_deref().unwrap_or_default()),
+                    ("provider", integration.provider()),
                 ];
                 ConstGauge::new(at.as_millisecond() as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
             }
@@ -239,7 +234,7 @@ impl Metrics {
     }
 
     /// Lets the scrape derive per-Integration series from a controller's cache.
-    pub fn add_integration_store(&self, store: Store<Integration>) {
+    pub fn add_integration_store(&self, store: Store<CachedIntegration>) {
         self.0
             .integrations
             .lock()

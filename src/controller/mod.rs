@@ -25,15 +25,17 @@ pub mod templates;
 pub mod watchdog;
 
 pub use scale::backoff::{Failures, NoSharedBackoff, RetryPolicy, WARNING_REPEAT, Warnings, retry_delay};
-pub use scale::{backoff, events, owned, shared_reads, timetable};
+pub use scale::cached::{CachedIntegration, IntegrationKey};
+pub use scale::{backoff, cached, events, owned, shared_reads, timetable};
 
 use crate::reasons::Reason;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
@@ -138,7 +140,7 @@ pub struct Context {
     /// The Integrations this controller watches (its own reflector's
     /// cache): facts about other Integrations, such as who else claims a
     /// provider-side object, come from here instead of a LIST.
-    pub integrations: Store<Integration>,
+    pub integrations: Store<CachedIntegration>,
     pub owned_secrets: owned::OwnedSecrets,
     pub fingerprinter: Fingerprinter,
     /// The provider limiter the drivers share: a busy provider defers
@@ -208,16 +210,11 @@ pub struct Settings {
 /// at least the provider's Retry-After, a slow retry for failures a person
 /// must fix; and never later than the credentials' expiry, so that an
 /// `Expired` condition appears on time.
-pub fn error_policy(integration: Arc<Integration>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(integration: Arc<CachedIntegration>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*integration);
     let failures = ctx.failures.bump(&key);
-    let wait = retry_delay(
-        err,
-        failures,
-        &ctx.retry,
-        &integration.metadata.uid.clone().unwrap_or_default(),
-    );
-    let wait = match status::parse_time(integration.status.as_ref().and_then(|s| s.expires_at.as_ref())) {
+    let wait = retry_delay(err, failures, &ctx.retry, &integration.uid().unwrap_or_default());
+    let wait = match integration.expires_at() {
         Some(at) => {
             let to_expiry = Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO);
             if to_expiry > Duration::ZERO {
@@ -273,31 +270,16 @@ pub async fn run(
     settings.health.clear_overdue();
 }
 
-/// Drops what no reconcile reads from cached objects: field ownership and
-/// kubectl's copy of the last applied manifest are most of an object's size,
-/// and the caches hold one object per Integration and per output Secret.
-fn slim<K: kube::Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 /// What about an Integration a reconcile acts on, hashed: everything but
 /// status and resourceVersion.
-fn needs_reconcile(i: &Integration) -> Option<u64> {
+fn needs_reconcile(meta: &ObjectMeta) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    i.metadata.uid.hash(&mut h);
-    i.metadata.generation.hash(&mut h);
-    i.metadata.annotations.hash(&mut h);
-    i.metadata.finalizers.hash(&mut h);
-    i.metadata
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut h);
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut h);
     Some(h.finish())
 }
 
@@ -321,7 +303,7 @@ impl Seen {
     /// Entries not seen for this long are news again (kube-runtime's default).
     const TTL: Duration = Duration::from_secs(3600);
 
-    fn changed(&mut self, integration: &Integration) -> bool {
+    fn changed(&mut self, meta: &ObjectMeta) -> bool {
         use std::hash::{Hash, Hasher};
         let now = std::time::Instant::now();
         let last_evicted = *self.last_evicted.get_or_insert(now);
@@ -330,10 +312,9 @@ impl Seen {
             self.entries.retain(|_, (_, at)| now.duration_since(*at) < Self::TTL);
             self.last_evicted = Some(now);
         }
-        let Some(hash) = needs_reconcile(integration) else {
+        let Some(hash) = needs_reconcile(meta) else {
             return true;
         };
-        let meta = &integration.metadata;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&meta.name, &meta.namespace, &meta.uid).hash(&mut h);
         match self.entries.insert(h.finish(), (hash, now)) {
@@ -401,7 +382,7 @@ async fn run_scope(
 
     // The controller's Integration cache, made here so that reconciles can
     // read it through the context (see Context::integrations).
-    let (integration_store, integration_writer) = reflector::store::<Integration>();
+    let (integration_store, integration_writer) = reflector::store::<CachedIntegration>();
 
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
@@ -447,7 +428,7 @@ async fn run_scope(
         integration_writer,
         watcher(integrations, watcher::Config::default())
             .try_filter(move |event| future::ready(shard.keeps(event)))
-            .modify(slim),
+            .map_ok(cached::event),
     )
     .default_backoff()
     .touched_objects()
@@ -455,7 +436,7 @@ async fn run_scope(
         let mut seen = Seen::default();
         move |event| {
             future::ready(match event {
-                Ok(integration) => seen.changed(integration),
+                Ok(integration) => seen.changed(integration.meta()),
                 Err(_) => true,
             })
         }
@@ -514,7 +495,7 @@ async fn run_scope(
             by_provider
                 .state()
                 .into_iter()
-                .filter(|i| i.spec.provider == name)
+                .filter(|i| i.provider() == name)
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
         })
@@ -523,7 +504,7 @@ async fn run_scope(
             by_input
                 .state()
                 .into_iter()
-                .filter(|i| i.spec.secret_ref.name == name && i.namespace() == namespace)
+                .filter(|i| i.input() == name && i.namespace() == namespace)
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
         })
@@ -589,15 +570,15 @@ mod tests {
         }))
         .unwrap();
         let mut seen = Seen::default();
-        assert!(seen.changed(&i), "first seen");
+        assert!(seen.changed(&i.metadata), "first seen");
         i.metadata.resource_version = Some("2".into());
         i.status = Some(Default::default());
-        assert!(!seen.changed(&i), "a status write is no news");
+        assert!(!seen.changed(&i.metadata), "a status write is no news");
         i.metadata.annotations = Some([("integration-operator.io/retry".to_string(), "1".to_string())].into());
-        assert!(seen.changed(&i), "a retry request is");
-        assert!(!seen.changed(&i));
+        assert!(seen.changed(&i.metadata), "a retry request is");
+        assert!(!seen.changed(&i.metadata));
         i.metadata.uid = Some("u2".into());
-        assert!(seen.changed(&i), "a new object of the same name is");
+        assert!(seen.changed(&i.metadata), "a new object of the same name is");
     }
 
     #[test]

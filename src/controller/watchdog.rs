@@ -28,7 +28,8 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::{
-    Context,
+    CachedIntegration, Context, IntegrationKey,
+    cached::Readiness,
     events::EventType,
     status::{self, Wanted},
 };
@@ -57,13 +58,41 @@ pub fn overdue_at(renew_at: Timestamp, expires_at: Option<Timestamp>, grace: Dur
 /// The renewal time an Integration is overdue on at `now`, if it is.
 pub fn overdue(status: Option<&IntegrationStatus>, now: Timestamp, grace: Duration) -> Option<Timestamp> {
     let status = status?;
+    let ready = status::ready_condition(Some(status)).is_some_and(|c| c.status == "True");
+    let renew_at = status::parse_time(status.renew_at.as_ref());
+    overdue_from(
+        ready,
+        renew_at,
+        status::parse_time(status.expires_at.as_ref()),
+        now,
+        grace,
+    )
+}
+
+/// [`overdue`], from the facts the cache keeps for every Integration.
+fn overdue_cached(integration: &CachedIntegration, now: Timestamp, grace: Duration) -> Option<Timestamp> {
+    overdue_from(
+        integration.readiness() == Readiness::True,
+        integration.renew_at(),
+        integration.expires_at(),
+        now,
+        grace,
+    )
+}
+
+fn overdue_from(
+    ready: bool,
+    renew_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+    grace: Duration,
+) -> Option<Timestamp> {
     // A failure is already reported (Ready=False, with its reason) and
     // retried; only a renewal that silently did not happen is a stall.
-    if status::ready_condition(Some(status)).is_none_or(|c| c.status != "True") {
+    if !ready {
         return None;
     }
-    let renew_at = status::parse_time(status.renew_at.as_ref())?;
-    let expires_at = status::parse_time(status.expires_at.as_ref());
+    let renew_at = renew_at?;
     (now >= overdue_at(renew_at, expires_at, grace)).then_some(renew_at)
 }
 
@@ -100,12 +129,12 @@ fn message(renew_at: Timestamp, now: Timestamp) -> String {
 }
 
 /// Watches one controller's Integrations until the task is dropped.
-pub async fn run(store: Store<Integration>, ctx: Arc<Context>, health: Health, slot: usize) {
+pub async fn run(store: Store<CachedIntegration>, ctx: Arc<Context>, health: Health, slot: usize) {
     let grace = ctx.stall_after;
     ctx.wait_for_caches().await;
     // Flagged in this run: one condition write and one Event per episode,
     // even where the write failed.
-    let mut flagged: HashSet<ObjectRef<Integration>> = HashSet::new();
+    let mut flagged: HashSet<IntegrationKey> = HashSet::new();
     let mut interval = tokio::time::interval(tick(grace));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -114,21 +143,17 @@ pub async fn run(store: Store<Integration>, ctx: Arc<Context>, health: Health, s
         let mut count = 0;
         let mut seen = HashSet::new();
         for integration in store.state() {
-            let Some(renew_at) = overdue(integration.status.as_ref(), now, grace) else {
+            let Some(renew_at) = overdue_cached(&integration, now, grace) else {
                 continue;
             };
             count += 1;
             let key = ObjectRef::from_obj(&*integration);
             seen.insert(key.clone());
-            let recorded = integration
-                .status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == RENEWAL_OVERDUE));
-            if recorded || flagged.contains(&key) {
+            if integration.overdue_recorded() || flagged.contains(&key) {
                 continue;
             }
             flagged.insert(key);
-            flag(&integration, &ctx, renew_at, now).await;
+            flag(&integration.expand(), &ctx, renew_at, now).await;
         }
         flagged.retain(|k| seen.contains(k));
         health.set_overdue(slot, count);

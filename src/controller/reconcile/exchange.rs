@@ -157,7 +157,15 @@ pub(super) async fn run(
         Some(_) => resolve::first_claimant(
             integration,
             &resolved.flow,
-            ctx.integrations.state().iter().map(AsRef::as_ref),
+            // Only those of the same ClusterProvider can claim the same
+            // object: only they are expanded from the compact cache.
+            ctx.integrations
+                .state()
+                .iter()
+                .filter(|other| other.provider() == integration.spec.provider)
+                .map(|other| other.expand())
+                .collect::<Vec<_>>()
+                .iter(),
         ),
         None => None,
     };

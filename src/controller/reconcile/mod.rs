@@ -28,13 +28,13 @@ use write::{check_type, ensure_finalizer, rerender, template_error};
 
 use jiff::Timestamp;
 use kube::{
-    ResourceExt,
+    Resource, ResourceExt,
     runtime::{controller::Action, reflector::ObjectRef},
 };
 use tracing::{debug, info, instrument};
 
 use super::{
-    Context, Error, output,
+    CachedIntegration, Context, Error, IntegrationKey, output,
     plan::{self, Decision, ExchangeReason},
     schedule, status, templates,
 };
@@ -155,11 +155,13 @@ enum Ending {
     },
 }
 
-#[instrument(skip_all, fields(namespace = %integration.namespace().unwrap_or_default(), name = %integration.name_any(), generation = integration.metadata.generation))]
-pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip_all, fields(namespace = %cached.namespace().unwrap_or_default(), name = %cached.name_any(), generation = cached.meta().generation))]
+pub async fn reconcile(cached: Arc<CachedIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     ctx.wait_for_caches().await;
-    let key = ObjectRef::from_obj(&*integration);
+    let key = ObjectRef::from_obj(&*cached);
+    // The cache keeps a compact form; this look works on the whole object.
+    let integration = cached.expand();
     let next_look = look(&integration, &ctx, &key).await;
     ctx.health.progressed();
     // The next look is kept in the compact timetable, not kube-runtime's
@@ -172,11 +174,7 @@ pub async fn reconcile(integration: Arc<Integration>, ctx: Arc<Context>) -> Resu
 }
 
 /// One look at an Integration; returns when to look again, if ever.
-async fn look(
-    integration: &Integration,
-    ctx: &Context,
-    key: &ObjectRef<Integration>,
-) -> Result<Option<Duration>, Error> {
+async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) -> Result<Option<Duration>, Error> {
     let now = Timestamp::now();
     if integration.metadata.deletion_timestamp.is_some() {
         // The output Secret is garbage-collected through its owner reference;

@@ -14,13 +14,12 @@ use jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::reflector::ObjectRef,
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::super::{
-    Context, Error,
+    Context, Error, cached,
     events::EventType,
     output,
     plan::ExchangeReason,
@@ -366,7 +365,7 @@ pub(super) async fn record_failure(integration: &Integration, ctx: &Context, err
     // One Warning per distinct failure, repeated at most every
     // WARNING_REPEAT while it lasts: a failing Integration retried with
     // backoff must not flood the API server with Events.
-    let key = ObjectRef::from_obj(integration);
+    let key = cached::key_of(integration);
     if ctx.warnings.should_publish(&key, reason.as_str(), &message) {
         publish(ctx, integration, EventType::Warning, reason, message).await;
     }

@@ -7,9 +7,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use kube::runtime::reflector::ObjectRef;
-
-use crate::{controller::Error, crd::Integration};
+use crate::controller::{Error, IntegrationKey};
 
 /// Retry timing after failures.
 #[derive(Clone, Copy, Debug)]
@@ -35,10 +33,10 @@ impl Default for RetryPolicy {
 
 /// Consecutive failures per Integration (for exponential backoff).
 #[derive(Default)]
-pub struct Failures(Mutex<HashMap<ObjectRef<Integration>, u32>>);
+pub struct Failures(Mutex<HashMap<IntegrationKey, u32>>);
 
 impl Failures {
-    pub fn bump(&self, key: &ObjectRef<Integration>) -> u32 {
+    pub fn bump(&self, key: &IntegrationKey) -> u32 {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
@@ -46,7 +44,7 @@ impl Failures {
     }
 
     /// Clears the count; returns whether there had been failures.
-    pub fn reset(&self, key: &ObjectRef<Integration>) -> bool {
+    pub fn reset(&self, key: &IntegrationKey) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key).is_some()
     }
 }
@@ -56,11 +54,11 @@ pub const WARNING_REPEAT: Duration = Duration::from_secs(600);
 
 /// The last Warning published per Integration, to deduplicate Events.
 #[derive(Default)]
-pub struct Warnings(Mutex<HashMap<ObjectRef<Integration>, (String, std::time::Instant)>>);
+pub struct Warnings(Mutex<HashMap<IntegrationKey, (String, std::time::Instant)>>);
 
 impl Warnings {
     /// Whether a Warning with this reason and message should be published now.
-    pub fn should_publish(&self, key: &ObjectRef<Integration>, reason: &str, message: &str) -> bool {
+    pub fn should_publish(&self, key: &IntegrationKey, reason: &str, message: &str) -> bool {
         let fingerprint = format!("{reason}\n{message}");
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(key) {
@@ -73,7 +71,7 @@ impl Warnings {
     }
 
     /// The failure is over: the next one is news again.
-    pub fn clear(&self, key: &ObjectRef<Integration>) {
+    pub fn clear(&self, key: &IntegrationKey) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }

@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt, stream};
 use kube::runtime::reflector::ObjectRef;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::crd::Integration;
+use crate::controller::IntegrationKey;
 
 #[derive(Default)]
 struct Table {
@@ -38,7 +38,7 @@ pub struct Timetable {
     changed: Notify,
 }
 
-fn key_of(integration: &ObjectRef<Integration>) -> String {
+fn key_of(integration: &IntegrationKey) -> String {
     format!(
         "{}/{}",
         integration.namespace.as_deref().unwrap_or_default(),
@@ -46,7 +46,7 @@ fn key_of(integration: &ObjectRef<Integration>) -> String {
     )
 }
 
-fn ref_of(key: &str) -> ObjectRef<Integration> {
+fn ref_of(key: &str) -> IntegrationKey {
     let (namespace, name) = key.split_once('/').unwrap_or(("", key));
     let r = ObjectRef::new(name);
     if namespace.is_empty() { r } else { r.within(namespace) }
@@ -54,7 +54,7 @@ fn ref_of(key: &str) -> ObjectRef<Integration> {
 
 impl Timetable {
     /// Looks at `integration` again at `at`, instead of any time set before.
-    pub fn set(&self, integration: &ObjectRef<Integration>, at: Instant) {
+    pub fn set(&self, integration: &IntegrationKey, at: Instant) {
         let key = key_of(integration);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let seq = table.next_seq;
@@ -74,7 +74,7 @@ impl Timetable {
     }
 
     /// Forgets the next look (an error policy or a deletion decides instead).
-    pub fn clear(&self, integration: &ObjectRef<Integration>) {
+    pub fn clear(&self, integration: &IntegrationKey) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = table.by_key.remove(key_of(integration).as_str()) {
             table.by_time.remove(&old);
@@ -82,7 +82,7 @@ impl Timetable {
     }
 
     /// The time set for `integration`, if any.
-    pub fn get(&self, integration: &ObjectRef<Integration>) -> Option<Instant> {
+    pub fn get(&self, integration: &IntegrationKey) -> Option<Instant> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.by_key.get(key_of(integration).as_str()).map(|(at, _)| *at)
     }
@@ -96,7 +96,7 @@ impl Timetable {
     }
 
     /// Removes and returns everything due at `now`, and when the next entry is due.
-    fn take_due(&self, now: Instant) -> (Vec<ObjectRef<Integration>>, Option<Instant>) {
+    fn take_due(&self, now: Instant) -> (Vec<IntegrationKey>, Option<Instant>) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let mut due = Vec::new();
         while let Some(entry) = table.by_time.first_entry() {
@@ -115,7 +115,7 @@ impl Timetable {
     }
 
     /// The Integrations as they fall due, forever.
-    pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<Integration>> + Send + 'static {
+    pub fn due(self: Arc<Self>) -> impl Stream<Item = IntegrationKey> + Send + 'static {
         stream::unfold(self, |table| async move {
             loop {
                 let (due, next) = table.take_due(Instant::now());
@@ -143,7 +143,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn r(name: &str) -> ObjectRef<Integration> {
+    fn r(name: &str) -> IntegrationKey {
         ObjectRef::new(name).within("ns")
     }
 
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn cluster_scoped_and_namespaced_keys_round_trip() {
         assert_eq!(ref_of(&key_of(&r("x"))), r("x"));
-        let cluster: ObjectRef<Integration> = ObjectRef::new("x");
+        let cluster: IntegrationKey = ObjectRef::new("x");
         assert_eq!(ref_of(&key_of(&cluster)), cluster);
     }
 }
