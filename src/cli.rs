@@ -186,7 +186,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => Config::infer().await.context("no kubeconfig and not in a cluster")?,
     };
-    let operator = Operator::start(Client::try_from(config)?, args).await?;
+    let operator = Operator::start(crate::api_client::build(config)?, args).await?;
     operator.run_until(shutdown_signal()).await;
     Ok(())
 }

@@ -9,10 +9,12 @@
 //! - [`reasons`]: every condition and Event reason (in `integration-providers`), checked against the README.
 //! - [`telemetry`]: metrics, health endpoints, logging.
 //! - [`inbound`]: the inbound server (provider webhooks).
+//! - [`api_client`]: the Kubernetes API client.
 //! - [`cli`]: the command line.
 //! - [`companion`]: the command-line companion (`status`, `renew`,
 //!   `explain`, `check`), also the kubectl plugin `kubectl integration`.
 
+pub mod api_client;
 pub mod cli;
 pub mod companion;
 pub mod controller;
