@@ -5,10 +5,10 @@ FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin integration-operator
+RUN cargo build --profile dist --locked --bin integration-operator
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/release/integration-operator /integration-operator
+COPY --from=build /src/target/dist/integration-operator /integration-operator
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/integration-operator"]
