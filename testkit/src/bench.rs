@@ -41,7 +41,7 @@ use crate::{api_proxy::ApiProxy, control_plane::ControlPlane, sim::oauth2::OAuth
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The operator binary (build it with --release for meaningful figures).
-    #[arg(long, env = "OPERATOR_BIN", default_value = "target/release/integration-operator")]
+    #[arg(long, env = "OPERATOR_BIN", default_value = "target/dist/integration-operator")]
     pub operator: PathBuf,
     /// Scales to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
@@ -85,6 +85,16 @@ pub struct BenchArgs {
     /// instead of 6; the table shows "-" or zeros for what was skipped.
     #[arg(long)]
     pub cold_only: bool,
+    /// Instead of the scales' table, measure throughput: N Integrations
+    /// applied while no operator runs, then one operator started on the
+    /// backlog; prints exchanges per second and where the CPU went. Pair
+    /// it with a high --rate-limit and --concurrency to leave the provider
+    /// unlimited (issue 18, item 5).
+    #[arg(long)]
+    pub throughput: bool,
+    /// The operator's `--concurrency` (reconciles at once).
+    #[arg(long, default_value_t = 128)]
+    pub operator_concurrency: usize,
 }
 
 /// One scale's figures.
@@ -308,6 +318,17 @@ impl Operator {
         port: u16,
         shard: Option<&str>,
     ) -> anyhow::Result<Operator> {
+        Operator::start_with(bin, kubeconfig, port, shard, 128).await
+    }
+
+    /// An operator process with `concurrency` reconciles at once.
+    async fn start_with(
+        bin: &PathBuf,
+        kubeconfig: &std::path::Path,
+        port: u16,
+        shard: Option<&str>,
+        concurrency: usize,
+    ) -> anyhow::Result<Operator> {
         let mut command = tokio::process::Command::new(bin);
         if let Some(shard) = shard {
             command.env("SHARD", shard);
@@ -328,7 +349,7 @@ impl Operator {
                 "--metrics-addr",
                 &format!("127.0.0.1:{port}"),
                 "--concurrency",
-                "128",
+                &concurrency.to_string(),
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -1412,8 +1433,129 @@ pub fn shard_table(args: &BenchArgs, figures: &[ShardFigures]) -> String {
     out
 }
 
+/// How fast one operator works off a backlog.
+#[derive(Debug, Clone)]
+pub struct ThroughputFigures {
+    pub n: usize,
+    pub all_ready: bool,
+    /// From the operator's start to the last Integration seen Ready.
+    pub drain: Duration,
+    pub token_calls: u64,
+    pub busiest_per_s: u64,
+    /// The ceiling the operator's reconcile slots set: each first issue
+    /// holds a slot for the provider's latency and its API round trips.
+    pub slot_ceiling_per_s: f64,
+    pub operator_cpu_s: f64,
+    pub control_plane_cpu_s: f64,
+    pub bench_cpu_s: f64,
+    pub rss_mib: f64,
+}
+
+/// Applies N Integrations with no operator running, then starts one and
+/// measures how fast it issues credentials for all of them: the first
+/// issue of each is one token exchange, the Secret create, the status
+/// patch and an Event. Nothing else is running, so the rate is the
+/// operator's (and the control plane's), not the harness's applying.
+pub async fn run_throughput(args: &BenchArgs, n: usize) -> anyhow::Result<ThroughputFigures> {
+    let Prepared {
+        cp,
+        client,
+        sim,
+        names,
+        keys,
+    } = prepare(args, n).await?;
+    let (_proxy, kubeconfig, _dir) = operator_identity(&cp, &client).await?;
+    let created = Mutex::new(HashMap::new());
+    create_integrations(&client, &names, &created).await?;
+    let seen = track_ready(client.clone());
+    let round_trip = idle_round_trip(&client).await?;
+    let calls_before = sim.token_calls();
+    let (cp_cpu0, bench_cpu0) = (tree_cpu(cp.state.pid), proc_stat(std::process::id()).1);
+    let t0 = Instant::now();
+    let operator = Operator::start_with(
+        &args.operator,
+        &kubeconfig,
+        free_port(),
+        None,
+        args.operator_concurrency,
+    )
+    .await?;
+    let wait = Duration::from_secs(600).max(Duration::from_millis(10) * n as u32);
+    let all_ready = wait_all(&seen, &keys, wait).await;
+    let drain = {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| seen.get(k))
+            .max()
+            .filter(|_| all_ready)
+            .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
+    };
+    let (rss_mib, operator_cpu_s) = proc_stat(operator.pid());
+    let control_plane_cpu_s = tree_cpu(cp.state.pid) - cp_cpu0;
+    let bench_cpu_s = proc_stat(std::process::id()).1 - bench_cpu0;
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    for t in sim.token_call_times() {
+        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
+    }
+    // A slot holds one first issue for the provider's answer and about
+    // four API round trips (input read, Secret create, status patch, Event).
+    let per_issue = Duration::from_millis(args.latency_ms) + round_trip * 4;
+    let figures = ThroughputFigures {
+        n,
+        all_ready,
+        drain,
+        token_calls: sim.token_calls() - calls_before,
+        busiest_per_s: per_second.values().copied().max().unwrap_or(0),
+        slot_ceiling_per_s: args.operator_concurrency as f64 / per_issue.as_secs_f64(),
+        operator_cpu_s,
+        control_plane_cpu_s,
+        bench_cpu_s,
+        rss_mib,
+    };
+    operator.stop().await;
+    Ok(figures)
+}
+
+/// The throughput runs as a table.
+pub fn throughput_table(args: &BenchArgs, figures: &[ThroughputFigures]) -> String {
+    let mut out = format!(
+        "throughput: a backlog of N Integrations, one operator started on it (--concurrency {}); provider latency {} ms, maxConcurrency {} and requestsPerSecond {} x {} ClusterProviders, {} namespaces\n\n",
+        args.operator_concurrency, args.latency_ms, args.concurrency, args.rate_limit, args.providers, args.namespaces
+    );
+    out += "| N | all Ready | start to all Ready | first issues per second (mean) | busiest second at the provider | ceiling of the reconcile slots | operator CPU s (cores busy) | control plane CPU s (cores busy) | sim + bench CPU s | operator RSS |\n";
+    out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for f in figures {
+        let wall = f.drain.as_secs_f64().max(1e-3);
+        out += &format!(
+            "| {} | {} | {:.2}s | {:.0}/s | {}/s | {:.0}/s | {:.1} ({:.2}) | {:.1} ({:.2}) | {:.1} | {:.1} MiB |\n",
+            f.n,
+            if f.all_ready { "yes" } else { "NO" },
+            wall,
+            f.token_calls as f64 / wall,
+            f.busiest_per_s,
+            f.slot_ceiling_per_s,
+            f.operator_cpu_s,
+            f.operator_cpu_s / wall,
+            f.control_plane_cpu_s,
+            f.control_plane_cpu_s / wall,
+            f.bench_cpu_s,
+            f.rss_mib,
+        );
+    }
+    out
+}
+
 /// Runs every scale and prints the table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.throughput {
+        let mut figures = Vec::new();
+        for &n in &args.integrations {
+            eprintln!("bench: throughput, N={n} ...");
+            figures.push(run_throughput(&args, n).await?);
+        }
+        println!("{}", throughput_table(&args, &figures));
+        return Ok(());
+    }
     let mut figures = Vec::new();
     let mut sharded = Vec::new();
     for &n in &args.integrations {

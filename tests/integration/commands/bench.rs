@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use testkit::bench::{BenchArgs, run_scale, run_sharded, shard_table, table};
+use testkit::bench::{BenchArgs, run_scale, run_sharded, run_throughput, shard_table, table, throughput_table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
@@ -27,6 +27,8 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         rate_limit: 500,
         shards: vec![],
         cold_only: false,
+        throughput: false,
+        operator_concurrency: 128,
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
@@ -70,6 +72,8 @@ async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
         rate_limit: 500,
         shards: vec![2],
         cold_only: true,
+        throughput: false,
+        operator_concurrency: 128,
     };
     let figures = run_sharded(&args, 40, 2).await.expect("the sharded bench runs");
     println!("{}", shard_table(&args, std::slice::from_ref(&figures)));
@@ -79,4 +83,33 @@ async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
         "each Integration is exchanged once, by one shard"
     );
     assert_eq!(figures.rss_mib.len(), 2, "one figure per process");
+}
+
+/// The throughput harness (`testkit bench --throughput`), reduced: an
+/// operator started on a backlog of 40 Integrations issues each one's
+/// credentials with one token call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_started_on_a_backlog_issues_each_integration_once() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let args = BenchArgs {
+        operator: PathBuf::from(env!("CARGO_BIN_EXE_integration-operator")),
+        integrations: vec![40],
+        namespaces: 2,
+        providers: 2,
+        latency_ms: 20,
+        concurrency: 1000,
+        unrelated_secrets: 0,
+        new_integrations: 0,
+        wave_lifetime: 0,
+        wave_latency_ms: 20,
+        rate_limit: 100000,
+        shards: vec![],
+        cold_only: true,
+        throughput: true,
+        operator_concurrency: 16,
+    };
+    let figures = run_throughput(&args, 40).await.expect("the throughput bench runs");
+    println!("{}", throughput_table(&args, std::slice::from_ref(&figures)));
+    assert!(figures.all_ready, "not every Integration became Ready");
+    assert_eq!(figures.token_calls, 40, "each Integration is exchanged once");
 }
