@@ -44,7 +44,9 @@ RULES = [
     # decoded while the controller polls its watches, so these come before
     # the controller's own machinery.
     ("predicate filter cache (Integrations)", r"kube_runtime::utils::predicate::|src/utils/predicate\.rs"),
-    ("reflector store: Integrations", r"integration_operator::crd::Integration\b|integration_operator::crd::IntegrationS"),
+    # The compact form (controller::scale::cached) and, during decoding, the
+    # typed object it is made from.
+    ("reflector store: Integrations", r"integration_operator::crd::Integration\b|integration_operator::crd::IntegrationS|scale::cached::"),
     ("reflector store: ClusterProviders", r"integration_operator::crd::ClusterProvider"),
     ("Secret metadata (watches)", r"PartialObjectMeta|k8s_openapi::api::core::v1::secret::Secret"),
     ("reflector store keys and maps", r"kube_runtime::reflector::store::|src/reflector/store\.rs|reflector/object_ref\.rs"),

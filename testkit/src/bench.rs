@@ -17,7 +17,7 @@
 //! control plane (its processes), and of this harness with the simulator.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -119,6 +119,8 @@ pub struct Figures {
     pub steady_calls: u64,
     pub restart_calls: u64,
     pub restart_writes: u64,
+    /// Single-object reads (GET) at the restart, by resource.
+    pub restart_gets: BTreeMap<String, u64>,
     pub restart_reevaluated: Duration,
     pub new_ready_p99: Duration,
     pub operator_cpu_s: f64,
@@ -867,6 +869,12 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
     );
     let restart_calls = sim.token_calls() - calls_before;
     let restart_writes = counters.writes();
+    let mut restart_gets = BTreeMap::new();
+    for ((verb, resource), count) in counters.snapshot() {
+        if verb == "get" {
+            *restart_gets.entry(resource).or_default() += count;
+        }
+    }
     let wave = if args.wave_lifetime > 0 {
         let mut all = names.clone();
         all.extend(fresh.iter().cloned());
@@ -895,6 +903,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         steady_calls,
         restart_calls,
         restart_writes,
+        restart_gets,
         restart_reevaluated,
         new_ready_p99: percentile(&fresh_times, 0.99),
         operator_cpu_s,
@@ -1244,6 +1253,19 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
     );
     row("restart: provider calls / API writes", "0 / 0", &|f| {
         format!("{} / {}", f.restart_calls, f.restart_writes)
+    });
+    row("restart: API reads (GET) per Integration, by resource", "", &|f| {
+        let total = (f.n + args.new_integrations).max(1) as f64;
+        let gets: Vec<String> = f
+            .restart_gets
+            .iter()
+            .map(|(resource, n)| format!("{resource} {:.2}", *n as f64 / total))
+            .collect();
+        if gets.is_empty() {
+            "0".to_string()
+        } else {
+            gets.join(", ")
+        }
     });
     row("restart: all re-evaluated after", "<= 60 s", &|f| {
         s(f.restart_reevaluated)
