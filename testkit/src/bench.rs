@@ -548,6 +548,26 @@ async fn idle_round_trip(client: &Client) -> anyhow::Result<Duration> {
     Ok(times[times.len() / 2])
 }
 
+/// When the last of `keys` was seen Ready, counted from `t0` (`wait_all`
+/// polls; the watch does not); the time so far when not all were.
+fn last_ready(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], all_ready: bool, t0: Instant) -> Duration {
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    keys.iter()
+        .filter_map(|k| seen.get(k))
+        .max()
+        .filter(|_| all_ready)
+        .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
+}
+
+/// Most of `times` in one second, seconds counted from `t0`.
+fn busiest_second(times: &[Instant], t0: Instant) -> u64 {
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    for t in times {
+        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
+    }
+    per_second.values().copied().max().unwrap_or(0)
+}
+
 async fn wait_all(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -694,15 +714,7 @@ pub async fn run_scale(args: &BenchArgs, n: usize) -> anyhow::Result<Figures> {
         "bench: N={n}: cold start done in {:?} (all Ready: {all_ready})",
         t0.elapsed()
     );
-    // When the last one was seen Ready (`wait_all` polls; the watch does not).
-    let cold_start = {
-        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| seen.get(k))
-            .max()
-            .filter(|_| all_ready)
-            .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
-    };
+    let cold_start = last_ready(&seen, &keys, all_ready, t0);
     if std::env::var_os("BENCH_DEBUG").is_some() {
         // Where the cold start's time went, relative to its start.
         let at = |t: &Instant| t.saturating_duration_since(t0);
@@ -1090,13 +1102,7 @@ async fn refresh_wave(
         (Some(f), Some(l)) => l.saturating_duration_since(f),
         _ => Duration::ZERO,
     };
-    let mut per_second: HashMap<u64, u64> = HashMap::new();
-    if let Some(f) = first {
-        for t in &times {
-            *per_second.entry(t.saturating_duration_since(f).as_secs()).or_default() += 1;
-        }
-    }
-    let busiest_per_s = per_second.values().copied().max().unwrap_or(0);
+    let busiest_per_s = first.map_or(0, |f| busiest_second(&times, f));
     let mean_per_s = renewals as f64 / window.as_secs_f64().max(1.0);
     let per_1000 = |cpu: f64| cpu / (renew_calls.max(1) as f64 / 1000.0);
 
@@ -1392,19 +1398,8 @@ pub async fn run_sharded(args: &BenchArgs, n: usize, shards: u32) -> anyhow::Res
     let t0 = Instant::now();
     create_integrations(&client, &names, &created).await?;
     let all_ready = wait_all(&seen, &keys, Duration::from_secs(900)).await;
-    let cold_start = {
-        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| seen.get(k))
-            .max()
-            .filter(|_| all_ready)
-            .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
-    };
+    let cold_start = last_ready(&seen, &keys, all_ready, t0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut per_second: HashMap<u64, u64> = HashMap::new();
-    for t in sim.token_call_times() {
-        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
-    }
     let stats: Vec<(f64, f64)> = operators.iter().map(|o| proc_stat(o.pid())).collect();
     let figures = ShardFigures {
         n,
@@ -1412,7 +1407,7 @@ pub async fn run_sharded(args: &BenchArgs, n: usize, shards: u32) -> anyhow::Res
         all_ready,
         cold_start,
         token_calls: sim.token_calls() - calls_before,
-        busiest_per_s: per_second.values().copied().max().unwrap_or(0),
+        busiest_per_s: busiest_second(&sim.token_call_times(), t0),
         rss_mib: stats.iter().map(|s| s.0).collect(),
         cpu_s: stats.iter().map(|s| s.1).collect(),
         control_plane_cpu_s: tree_cpu(cp.state.pid),
@@ -1504,21 +1499,10 @@ pub async fn run_throughput(args: &BenchArgs, n: usize) -> anyhow::Result<Throug
     .await?;
     let wait = Duration::from_secs(600).max(Duration::from_millis(10) * n as u32);
     let all_ready = wait_all(&seen, &keys, wait).await;
-    let drain = {
-        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| seen.get(k))
-            .max()
-            .filter(|_| all_ready)
-            .map_or_else(|| t0.elapsed(), |last| last.saturating_duration_since(t0))
-    };
+    let drain = last_ready(&seen, &keys, all_ready, t0);
     let (rss_mib, operator_cpu_s) = proc_stat(operator.pid());
     let control_plane_cpu_s = tree_cpu(cp.state.pid) - cp_cpu0;
     let bench_cpu_s = proc_stat(std::process::id()).1 - bench_cpu0;
-    let mut per_second: HashMap<u64, u64> = HashMap::new();
-    for t in sim.token_call_times() {
-        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
-    }
     // A slot holds one first issue for the provider's answer and about
     // four API round trips (input read, Secret create, status patch, Event).
     let per_issue = Duration::from_millis(args.latency_ms) + round_trip * 4;
@@ -1527,7 +1511,7 @@ pub async fn run_throughput(args: &BenchArgs, n: usize) -> anyhow::Result<Throug
         all_ready,
         drain,
         token_calls: sim.token_calls() - calls_before,
-        busiest_per_s: per_second.values().copied().max().unwrap_or(0),
+        busiest_per_s: busiest_second(&sim.token_call_times(), t0),
         slot_ceiling_per_s: args.operator_concurrency as f64 / per_issue.as_secs_f64(),
         operator_cpu_s,
         control_plane_cpu_s,

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 
 use testkit::bench::{BenchArgs, run_scale, run_sharded, run_throughput, shard_table, table, throughput_table};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
-    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
-    let args = BenchArgs {
+/// What the smoke runs share: the test build of the operator, 100
+/// Integrations over 4 namespaces and 2 ClusterProviders, a fast simulator,
+/// the cold start only.
+fn smoke_args() -> BenchArgs {
+    BenchArgs {
         operator: PathBuf::from(env!("CARGO_BIN_EXE_integration-operator")),
         integrations: vec![100],
         namespaces: 4,
@@ -21,14 +22,25 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
         latency_ms: 20,
         concurrency: 16,
         unrelated_secrets: 10,
-        new_integrations: 3,
-        wave_lifetime: 10,
+        new_integrations: 0,
+        wave_lifetime: 0,
         wave_latency_ms: 20,
         rate_limit: 500,
         shards: vec![],
-        cold_only: false,
+        cold_only: true,
         throughput: false,
         operator_concurrency: 128,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let args = BenchArgs {
+        new_integrations: 3,
+        wave_lifetime: 10,
+        cold_only: false,
+        ..smoke_args()
     };
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
@@ -59,21 +71,11 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
 async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
     let args = BenchArgs {
-        operator: PathBuf::from(env!("CARGO_BIN_EXE_integration-operator")),
         integrations: vec![40],
         namespaces: 8,
-        providers: 2,
-        latency_ms: 20,
-        concurrency: 16,
         unrelated_secrets: 0,
-        new_integrations: 0,
-        wave_lifetime: 0,
-        wave_latency_ms: 20,
-        rate_limit: 500,
         shards: vec![2],
-        cold_only: true,
-        throughput: false,
-        operator_concurrency: 128,
+        ..smoke_args()
     };
     let figures = run_sharded(&args, 40, 2).await.expect("the sharded bench runs");
     println!("{}", shard_table(&args, std::slice::from_ref(&figures)));
@@ -92,21 +94,14 @@ async fn two_shards_bring_every_integration_ready_with_one_exchange_each() {
 async fn an_operator_started_on_a_backlog_issues_each_integration_once() {
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
     let args = BenchArgs {
-        operator: PathBuf::from(env!("CARGO_BIN_EXE_integration-operator")),
         integrations: vec![40],
         namespaces: 2,
-        providers: 2,
-        latency_ms: 20,
         concurrency: 1000,
         unrelated_secrets: 0,
-        new_integrations: 0,
-        wave_lifetime: 0,
-        wave_latency_ms: 20,
         rate_limit: 100000,
-        shards: vec![],
-        cold_only: true,
         throughput: true,
         operator_concurrency: 16,
+        ..smoke_args()
     };
     let figures = run_throughput(&args, 40).await.expect("the throughput bench runs");
     println!("{}", throughput_table(&args, std::slice::from_ref(&figures)));
