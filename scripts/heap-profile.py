@@ -34,6 +34,10 @@ RULES = [
     ("dhat itself", r"\bdhat::"),
     # The operator's own structures.
     ("timetable", r"controller::scale::timetable::|controller/scale/timetable\.rs"),
+    # The Integration cache: entries (the compact form), keys, interned
+    # strings, the map itself.
+    ("Integration cache (compact entries, keys, map)", r"controller::scale::(cache|cached|key)::|controller/scale/(cache|cached|key)\.rs"),
+    ("controller loop (runner, scheduler)", r"controller::scale::runner::|controller/scale/runner\.rs|kube_runtime::scheduler"),
     ("owned-Secret cache (projection, verified versions)", r"controller::scale::owned::|controller/scale/owned\.rs"),
     ("shared input reads", r"controller::scale::shared_reads::|controller/scale/shared_reads\.rs"),
     ("Events publisher", r"controller::scale::events::|controller/scale/events\.rs"),
@@ -43,16 +47,14 @@ RULES = [
     # What the watches decode and the stores keep, by type: the objects are
     # decoded while the controller polls its watches, so these come before
     # the controller's own machinery.
-    ("predicate filter cache (Integrations)", r"kube_runtime::utils::predicate::|src/utils/predicate\.rs"),
-    # The compact form (controller::scale::cached) and, during decoding, the
-    # typed object it is made from.
-    ("reflector store: Integrations", r"integration_operator::crd::Integration\b|integration_operator::crd::IntegrationS|scale::cached::"),
+    # Integrations as decoded from the watch, before the cache packs them.
+    ("Integrations being decoded", r"integration_operator::crd::Integration\b|integration_operator::crd::IntegrationS"),
     ("reflector store: ClusterProviders", r"integration_operator::crd::ClusterProvider"),
     ("Secret metadata (watches)", r"PartialObjectMeta|k8s_openapi::api::core::v1::secret::Secret"),
     ("reflector store keys and maps", r"kube_runtime::reflector::store::|src/reflector/store\.rs|reflector/object_ref\.rs"),
     ("reconcile (in flight)", r"integration_operator::controller::reconcile::|controller/reconcile/"),
     ("GENERIC", None),
-    ("kube-runtime controller (queue, scheduler, runner)", r"kube_runtime::(controller|scheduler|utils)"),
+    ("kube-runtime (other)", r"kube_runtime::(controller|utils)"),
     ("kube-runtime reflector/watcher (other)", r"kube_runtime::(reflector|watcher)"),
     ("operator (other)", r"integration_operator::"),
     ("kube client (requests, watch decoding)", r"kube_client::|tower::|tower_http::"),

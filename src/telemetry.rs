@@ -13,7 +13,6 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use kube::{Resource, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -27,7 +26,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::controller::{CachedIntegration, cached::Readiness};
+use crate::controller::{CachedIntegration, IntegrationCache, IntegrationKey, cached::Readiness};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -59,7 +58,7 @@ struct CallLabels {
 }
 
 /// The controllers' Integration caches, shared with the scrape.
-type IntegrationStores = Arc<Mutex<Vec<Store<CachedIntegration>>>>;
+type IntegrationStores = Arc<Mutex<Vec<IntegrationCache>>>;
 
 /// Per-Integration series, derived from the cache at scrape time and
 /// written straight into the scrape: nothing per Integration is kept
@@ -70,7 +69,8 @@ struct IntegrationCollector(IntegrationStores);
 impl Collector for IntegrationCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stores = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let integrations: Vec<Arc<CachedIntegration>> = stores.iter().flat_map(|s| s.state()).collect();
+        let integrations: Vec<(IntegrationKey, Arc<CachedIntegration>)> =
+            stores.iter().flat_map(|s| s.snapshot()).collect();
         let mut by_ready = [("True", 0i64), ("False", 0), ("Unknown", 0)];
         {
             let mut family = encoder.encode_descriptor(
@@ -79,7 +79,7 @@ impl Collector for IntegrationCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for integration in &integrations {
+            for (key, integration) in &integrations {
                 let slot = match integration.readiness() {
                     Readiness::True => 0,
                     Readiness::False => 1,
@@ -90,8 +90,8 @@ impl Collector for IntegrationCollector {
                     continue;
                 };
                 let labels = [
-                    ("namespace", integration.meta().namespace.as_deref().unwrap_or_default()),
-                    ("name", integration.meta().name.as_deref().unwrap_or_default()),
+                    ("namespace", key.namespace()),
+                    ("name", key.name()),
                     ("provider", integration.provider()),
                 ];
                 ConstGauge::new(at.as_millisecond() as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
@@ -234,7 +234,7 @@ impl Metrics {
     }
 
     /// Lets the scrape derive per-Integration series from a controller's cache.
-    pub fn add_integration_store(&self, store: Store<CachedIntegration>) {
+    pub fn add_integration_cache(&self, store: IntegrationCache) {
         self.0
             .integrations
             .lock()

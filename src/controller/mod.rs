@@ -24,22 +24,22 @@ pub mod status;
 pub mod templates;
 pub mod watchdog;
 
-pub use scale::backoff::{Failures, NoSharedBackoff, RetryPolicy, WARNING_REPEAT, Warnings, retry_delay};
-pub use scale::cached::{CachedIntegration, IntegrationKey};
-pub use scale::{backoff, cached, events, owned, shared_reads, timetable};
+pub use scale::backoff::{Failures, RetryPolicy, WARNING_REPEAT, Warnings, retry_delay};
+pub use scale::cache::IntegrationCache;
+pub use scale::cached::CachedIntegration;
+pub use scale::key::IntegrationKey;
+pub use scale::{backoff, cache, cached, events, owned, shared_reads, timetable};
 
 use crate::reasons::Reason;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::{self, Action},
+        WatchStreamExt,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -140,7 +140,7 @@ pub struct Context {
     /// The Integrations this controller watches (its own reflector's
     /// cache): facts about other Integrations, such as who else claims a
     /// provider-side object, come from here instead of a LIST.
-    pub integrations: Store<CachedIntegration>,
+    pub integrations: IntegrationCache,
     pub owned_secrets: owned::OwnedSecrets,
     pub fingerprinter: Fingerprinter,
     /// The provider limiter the drivers share: a busy provider defers
@@ -210,11 +210,11 @@ pub struct Settings {
 /// at least the provider's Retry-After, a slow retry for failures a person
 /// must fix; and never later than the credentials' expiry, so that an
 /// `Expired` condition appears on time.
-pub fn error_policy(integration: Arc<CachedIntegration>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj(&*integration);
-    let failures = ctx.failures.bump(&key);
-    let wait = retry_delay(err, failures, &ctx.retry, &integration.uid().unwrap_or_default());
-    let wait = match integration.expires_at() {
+pub fn error_policy(key: &IntegrationKey, integration: &CachedIntegration, err: &Error, ctx: &Context) -> Duration {
+    let failures = ctx.failures.bump(key);
+    let uid = integration.expand(key).metadata.uid.unwrap_or_default();
+    let wait = retry_delay(err, failures, &ctx.retry, &uid);
+    match integration.expires_at() {
         Some(at) => {
             let to_expiry = Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO);
             if to_expiry > Duration::ZERO {
@@ -225,8 +225,7 @@ pub fn error_policy(integration: Arc<CachedIntegration>, err: &Error, ctx: Arc<C
             }
         }
         None => wait,
-    };
-    Action::requeue(wait)
+    }
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -268,60 +267,6 @@ pub async fn run(
     }
     settings.health.set_ready(false);
     settings.health.clear_overdue();
-}
-
-/// What about an Integration a reconcile acts on, hashed: everything but
-/// status and resourceVersion.
-fn needs_reconcile(meta: &ObjectMeta) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.uid.hash(&mut h);
-    meta.generation.hash(&mut h);
-    meta.annotations.hash(&mut h);
-    meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut h);
-    Some(h.finish())
-}
-
-/// What [`needs_reconcile`] said about each Integration last time: the
-/// same decisions as kube-runtime's `predicate_filter` with its default
-/// configuration (an object is news when first seen, when its hash changes,
-/// or when it was last seen an hour or more ago), in a quarter of the memory.
-/// kube-runtime keys its cache by copies of the name, namespace and uid
-/// (three allocations and ~200 bytes per Integration, 2 MiB at 10,000 in
-/// the heap profile); here an entry is a 64-bit digest of the same three,
-/// the hash and the time, ~40 bytes. Two Integrations whose digests collide
-/// (about 1 in 10^11 at 10,000) could at worst share an entry, and an event
-/// is only dropped if their predicate hashes are equal too.
-#[derive(Default)]
-struct Seen {
-    entries: HashMap<u64, (u64, std::time::Instant)>,
-    last_evicted: Option<std::time::Instant>,
-}
-
-impl Seen {
-    /// Entries not seen for this long are news again (kube-runtime's default).
-    const TTL: Duration = Duration::from_secs(3600);
-
-    fn changed(&mut self, meta: &ObjectMeta) -> bool {
-        use std::hash::{Hash, Hasher};
-        let now = std::time::Instant::now();
-        let last_evicted = *self.last_evicted.get_or_insert(now);
-        // Memory hygiene only: staleness is judged per entry below.
-        if now.duration_since(last_evicted) >= Self::TTL {
-            self.entries.retain(|_, (_, at)| now.duration_since(*at) < Self::TTL);
-            self.last_evicted = Some(now);
-        }
-        let Some(hash) = needs_reconcile(meta) else {
-            return true;
-        };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&meta.name, &meta.namespace, &meta.uid).hash(&mut h);
-        match self.entries.insert(h.finish(), (hash, now)) {
-            Some((old, at)) => old != hash || now.duration_since(at) >= Self::TTL,
-            None => true,
-        }
-    }
 }
 
 /// Runs one controller over all namespaces (`None`) or one.
@@ -380,16 +325,16 @@ async fn run_scope(
             future::ready(!managed && shard.owns(secret.namespace().as_deref().unwrap_or_default()))
         });
 
-    // The controller's Integration cache, made here so that reconciles can
-    // read it through the context (see Context::integrations).
-    let (integration_store, integration_writer) = reflector::store::<CachedIntegration>();
+    // The controller's Integration cache, read by reconciles through the
+    // context (see Context::integrations).
+    let integration_cache = IntegrationCache::default();
 
     let (caches_ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
         drivers: settings.drivers,
         providers: providers.clone(),
-        integrations: integration_store.clone(),
+        integrations: integration_cache.clone(),
         owned_secrets: owned_secrets.clone(),
         fingerprinter: settings.fingerprinter,
         limiter: settings.limiter,
@@ -424,108 +369,141 @@ async fn run_scope(
     // annotations (the retry request), finalizers, deletion. Our own status
     // writes and unchanged resyncs do not: every reconcile already schedules
     // its next look, and each extra one would cost a read of the input Secret.
-    let integration_events = reflector::reflector(
-        integration_writer,
-        watcher(integrations, watcher::Config::default())
-            .try_filter(move |event| future::ready(shard.keeps(event)))
-            .map_ok(cached::event),
-    )
-    .default_backoff()
-    .touched_objects()
-    .filter({
-        let mut seen = Seen::default();
-        move |event| {
-            future::ready(match event {
-                Ok(integration) => seen.changed(integration.meta()),
-                Err(_) => true,
-            })
-        }
-    });
+    let integration_triggers = watcher(integrations, watcher::Config::default())
+        .default_backoff()
+        .filter_map({
+            let (cache, ctx) = (integration_cache.clone(), ctx.clone());
+            move |event| {
+                future::ready(match event {
+                    Ok(event) if shard.keeps(&event) => match cache.apply(event) {
+                        cache::Change::Reconcile(key) => Some(key),
+                        cache::Change::Gone(key) => {
+                            ctx.timetable.clear(&key);
+                            ctx.failures.reset(&key);
+                            ctx.warnings.clear(&key);
+                            None
+                        }
+                        cache::Change::Nothing => None,
+                    },
+                    Ok(_) => None,
+                    Err(e) => {
+                        warn!(error = %e, "Integration watch failed; retrying");
+                        None
+                    }
+                })
+            }
+        });
     // Likewise a version of an output Secret this operator wrote and checked
     // itself is no news.
     let verified = ctx.clone();
     // Up to this many owned-Secret events wait at once for a write of ours
     // to end (see Verified::is_news); the order of triggers does not matter.
     const JUDGED_AT_ONCE: usize = 256;
-    let owned_events = owned_events
+    let owner_triggers = owned_events
+        .filter_map(|secret| {
+            future::ready(match secret {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "output Secret watch failed; retrying");
+                    None
+                }
+            })
+        })
         .map(move |secret| {
             let verified = verified.verified.clone();
             async move {
-                let news = match &secret {
-                    Ok(s) => {
-                        let key = ObjectRef::<Secret>::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
-                        verified
-                            .is_news(&key, s.metadata.resource_version.as_deref().unwrap_or_default())
-                            .await
-                    }
-                    Err(_) => true,
-                };
-                news.then_some(secret)
+                let key = ObjectRef::<Secret>::new(&secret.name_any()).within(&secret.namespace().unwrap_or_default());
+                let news = verified
+                    .is_news(&key, secret.metadata.resource_version.as_deref().unwrap_or_default())
+                    .await;
+                news.then(|| owners(&secret))
             }
         })
         .buffer_unordered(JUDGED_AT_ONCE)
-        .filter_map(future::ready);
-    let controller = Controller::for_stream(integration_events, integration_store)
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .trigger_backoff(NoSharedBackoff);
-    let store = controller.store();
-    let by_provider = store.clone();
-    let by_input = store.clone();
-    // Entries of Integrations deleted since are dropped here, not reported
-    // by the controller as "object not found".
-    let present = store.clone();
-    let due = ctx
-        .timetable
-        .clone()
-        .due()
-        .filter(move |integration| future::ready(present.get(integration).is_some()));
-    ctx.metrics.add_integration_store(store.clone());
+        .filter_map(future::ready)
+        .flat_map(stream::iter);
+    let provider_triggers = provider_events.flat_map({
+        let cache = integration_cache.clone();
+        move |provider| {
+            stream::iter(match provider {
+                Ok(provider) => {
+                    let name = provider.name_any();
+                    cache.keys_where(|_, i| i.provider() == name)
+                }
+                Err(e) => {
+                    warn!(error = %e, "ClusterProvider watch failed; retrying");
+                    Vec::new()
+                }
+            })
+        }
+    });
+    let input_triggers = input_events.flat_map({
+        let cache = integration_cache.clone();
+        move |secret| {
+            stream::iter(match secret {
+                Ok(secret) => {
+                    let (name, namespace) = (secret.name_any(), secret.namespace().unwrap_or_default());
+                    cache.keys_where(|key, i| i.input() == name && key.namespace() == namespace)
+                }
+                Err(e) => {
+                    warn!(error = %e, "Secret metadata watch failed; retrying");
+                    Vec::new()
+                }
+            })
+        }
+    });
+    // Entries of Integrations deleted since are dropped here.
+    let due = ctx.timetable.clone().due().filter({
+        let cache = integration_cache.clone();
+        move |integration| future::ready(cache.contains(integration))
+    });
+    ctx.metrics.add_integration_cache(integration_cache.clone());
     // Stops with this controller (dropped at the end of this function).
     let watchdog = AbortOnDrop(tokio::spawn(watchdog::run(
-        store,
+        integration_cache.clone(),
         ctx.clone(),
         settings.health.clone(),
         slot,
     )));
 
-    controller
-        .owns_stream(owned_events)
-        .watches_stream(provider_events, move |provider: ClusterProvider| {
-            let name = provider.name_any();
-            by_provider
-                .state()
-                .into_iter()
-                .filter(|i| i.provider() == name)
-                .map(|i| ObjectRef::from_obj(&*i))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(input_events, move |secret: PartialObjectMeta<Secret>| {
-            let (name, namespace) = (secret.name_any(), secret.namespace());
-            by_input
-                .state()
-                .into_iter()
-                .filter(|i| i.input() == name && i.namespace() == namespace)
-                .map(|i| ObjectRef::from_obj(&*i))
-                .collect::<Vec<_>>()
-        })
-        .reconcile_on(due)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| {
-            if let Err(e) = result {
-                match e {
+    let triggers = stream::select_all([
+        integration_triggers.boxed(),
+        owner_triggers.boxed(),
+        provider_triggers.boxed(),
+        input_triggers.boxed(),
+        due.boxed(),
+    ]);
+    scale::runner::run(
+        integration_cache,
+        triggers,
+        usize::from(settings.concurrency),
+        move |key, integration| {
+            let ctx = ctx.clone();
+            async move {
+                match reconcile::reconcile(key.clone(), integration.clone(), ctx.clone()).await {
+                    Ok(()) => None,
                     // Already reported by the reconcile (status, Event, log).
-                    controller::Error::ReconcilerFailed(..) => {}
-                    // A retry or trigger for an Integration deleted meanwhile.
-                    controller::Error::ObjectNotFound(obj) => tracing::debug!(%obj, "gone before its reconcile"),
-                    other => warn!(error = %other, "controller error"),
+                    Err(err) => Some(error_policy(&key, &integration, &err, &ctx)),
                 }
             }
-            future::ready(())
-        })
-        .await;
+        },
+        shutdown,
+    )
+    .await;
     drop(watchdog);
     info!("controller stopped");
+}
+
+/// The Integrations that own `secret`, by its owner references.
+fn owners(secret: &PartialObjectMeta<Secret>) -> Vec<IntegrationKey> {
+    let api_version = Integration::api_version(&());
+    let namespace = secret.namespace().unwrap_or_default();
+    secret
+        .owner_references()
+        .iter()
+        .filter(|owner| owner.kind == Integration::kind(&()) && owner.api_version == api_version)
+        .map(|owner| IntegrationKey::new(&namespace, &owner.name))
+        .collect()
 }
 
 /// A task that ends with its owner.
@@ -559,26 +537,6 @@ mod tests {
             retry_after: Some(Duration::from_secs(120)),
         }));
         assert!(retry_delay(&err, 1, &RetryPolicy::default(), "u") >= Duration::from_secs(120));
-    }
-
-    #[test]
-    fn only_a_change_a_reconcile_acts_on_is_news() {
-        let mut i: Integration = serde_json::from_value(serde_json::json!({
-            "apiVersion": "integration-operator.io/v1alpha1", "kind": "Integration",
-            "metadata": {"name": "a", "namespace": "ns", "uid": "u1", "generation": 1, "resourceVersion": "1"},
-            "spec": {"provider": "p", "secretRef": {"name": "s"}},
-        }))
-        .unwrap();
-        let mut seen = Seen::default();
-        assert!(seen.changed(&i.metadata), "first seen");
-        i.metadata.resource_version = Some("2".into());
-        i.status = Some(Default::default());
-        assert!(!seen.changed(&i.metadata), "a status write is no news");
-        i.metadata.annotations = Some([("integration-operator.io/retry".to_string(), "1".to_string())].into());
-        assert!(seen.changed(&i.metadata), "a retry request is");
-        assert!(!seen.changed(&i.metadata));
-        i.metadata.uid = Some("u2".into());
-        assert!(seen.changed(&i.metadata), "a new object of the same name is");
     }
 
     #[test]

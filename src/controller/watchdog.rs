@@ -19,16 +19,12 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{
-    Api, ResourceExt,
-    api::Patch,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Api, ResourceExt, api::Patch};
 use serde_json::json;
 use tracing::{debug, warn};
 
 use super::{
-    CachedIntegration, Context, IntegrationKey,
+    CachedIntegration, Context, IntegrationCache, IntegrationKey,
     cached::Readiness,
     events::EventType,
     status::{self, Wanted},
@@ -129,7 +125,7 @@ fn message(renew_at: Timestamp, now: Timestamp) -> String {
 }
 
 /// Watches one controller's Integrations until the task is dropped.
-pub async fn run(store: Store<CachedIntegration>, ctx: Arc<Context>, health: Health, slot: usize) {
+pub async fn run(cache: IntegrationCache, ctx: Arc<Context>, health: Health, slot: usize) {
     let grace = ctx.stall_after;
     ctx.wait_for_caches().await;
     // Flagged in this run: one condition write and one Event per episode,
@@ -142,18 +138,17 @@ pub async fn run(store: Store<CachedIntegration>, ctx: Arc<Context>, health: Hea
         let now = Timestamp::now();
         let mut count = 0;
         let mut seen = HashSet::new();
-        for integration in store.state() {
+        for (key, integration) in cache.snapshot() {
             let Some(renew_at) = overdue_cached(&integration, now, grace) else {
                 continue;
             };
             count += 1;
-            let key = ObjectRef::from_obj(&*integration);
             seen.insert(key.clone());
             if integration.overdue_recorded() || flagged.contains(&key) {
                 continue;
             }
+            flag(&integration.expand(&key), &ctx, renew_at, now).await;
             flagged.insert(key);
-            flag(&integration.expand(), &ctx, renew_at, now).await;
         }
         flagged.retain(|k| seen.contains(k));
         health.set_overdue(slot, count);

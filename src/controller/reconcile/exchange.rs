@@ -160,10 +160,10 @@ pub(super) async fn run(
             // Only those of the same ClusterProvider can claim the same
             // object: only they are expanded from the compact cache.
             ctx.integrations
-                .state()
+                .snapshot()
                 .iter()
-                .filter(|other| other.provider() == integration.spec.provider)
-                .map(|other| other.expand())
+                .filter(|(_, other)| other.provider() == integration.spec.provider)
+                .map(|(key, other)| other.expand(key))
                 .collect::<Vec<_>>()
                 .iter(),
         ),

@@ -27,10 +27,7 @@ use std::{sync::Arc, time::Duration};
 use write::{check_type, ensure_finalizer, rerender, template_error};
 
 use jiff::Timestamp;
-use kube::{
-    Resource, ResourceExt,
-    runtime::{controller::Action, reflector::ObjectRef},
-};
+use kube::ResourceExt;
 use tracing::{debug, info, instrument};
 
 use super::{
@@ -155,22 +152,22 @@ enum Ending {
     },
 }
 
-#[instrument(skip_all, fields(namespace = %cached.namespace().unwrap_or_default(), name = %cached.name_any(), generation = cached.meta().generation))]
-pub async fn reconcile(cached: Arc<CachedIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip_all, fields(namespace = %key.namespace(), name = %key.name(), generation = tracing::field::Empty))]
+pub async fn reconcile(key: IntegrationKey, cached: Arc<CachedIntegration>, ctx: Arc<Context>) -> Result<(), Error> {
     let _timer = ctx.metrics.reconcile_timer();
     ctx.wait_for_caches().await;
-    let key = ObjectRef::from_obj(&*cached);
     // The cache keeps a compact form; this look works on the whole object.
-    let integration = cached.expand();
+    let integration = cached.expand(&key);
+    tracing::Span::current().record("generation", integration.metadata.generation);
     let next_look = look(&integration, &ctx, &key).await;
     ctx.health.progressed();
-    // The next look is kept in the compact timetable, not kube-runtime's
-    // scheduler (see timetable.rs); after a failure the error policy decides.
+    // The next look is kept in the compact timetable; after a failure the
+    // error policy decides.
     match next_look {
         Ok(Some(after)) => ctx.timetable.set(&key, tokio::time::Instant::now() + after),
         Ok(None) | Err(_) => ctx.timetable.clear(&key),
     }
-    next_look.map(|_| Action::await_change())
+    next_look.map(|_| ())
 }
 
 /// One look at an Integration; returns when to look again, if ever.

@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::super::{
-    Context, Error, cached,
+    Context, Error, IntegrationKey,
     events::EventType,
     output,
     plan::ExchangeReason,
@@ -365,7 +365,7 @@ pub(super) async fn record_failure(integration: &Integration, ctx: &Context, err
     // One Warning per distinct failure, repeated at most every
     // WARNING_REPEAT while it lasts: a failing Integration retried with
     // backoff must not flood the API server with Events.
-    let key = cached::key_of(integration);
+    let key = IntegrationKey::new(&integration.namespace().unwrap_or_default(), &integration.name_any());
     if ctx.warnings.should_publish(&key, reason.as_str(), &message) {
         publish(ctx, integration, EventType::Warning, reason, message).await;
     }

@@ -99,22 +99,3 @@ fn fraction(seed: &str, n: u32) -> f64 {
     }
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
-
-/// The controller's backoff over all its watches merged: none. Each watch
-/// already backs off on its own errors (`default_backoff`); kube-runtime's
-/// default here would also pause every other watch after any one's error,
-/// and escalate with each, so that a burst of errors (every watch answered
-/// 410 Gone after a reconnect) held up all work for many seconds.
-pub struct NoSharedBackoff;
-
-impl Iterator for NoSharedBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-}
-
-impl kube::runtime::utils::Backoff for NoSharedBackoff {
-    fn reset(&mut self) {}
-}

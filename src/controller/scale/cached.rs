@@ -1,34 +1,34 @@
 //! The controller's Integration cache holds a compact form of each
 //! Integration, not the typed object.
 //!
-//! A typed `Integration` costs about 1.9 KiB in the cache at rest: 816 bytes
+//! A typed `Integration` costs about 1.9 KiB in a cache at rest: 816 bytes
 //! inline (the metadata, spec and status structs, mostly empty `Option`s),
 //! a conditions `Vec` that serde leaves with room for four, and about twenty
-//! small strings. The heap profile at 10,000 Integrations put the
-//! Integration store first, at 16.7 MiB (docs/benchmarks.md).
+//! small strings. Even with spec and status packed, kube-runtime's store
+//! still cost ~1.5 KiB per Integration: a typed `ObjectMeta` (360 bytes
+//! inline and five strings) and a key holding copies of the name,
+//! namespace, uid and resourceVersion (docs/benchmarks.md).
 //!
 //! [`CachedIntegration`] keeps:
-//! - the metadata, as kube-runtime's store and every key need it (slimmed:
-//!   no `managedFields`, no `kubectl` last-applied copy, no empty maps);
 //! - the facts read for *every* Integration at once — by the watch mappers
 //!   (provider, input Secret), the stall watchdog and the metrics scrape
-//!   (Ready, `renewAt`, expiry, a recorded `RenewalOverdue`) — decoded once
-//!   per watch event instead of at each scan;
-//! - the spec and status as the compact JSON they arrived in, one
-//!   allocation, decoded by [`CachedIntegration::expand`] only when that
-//!   one Integration is reconciled (a few microseconds, beside the
-//!   milliseconds of its API and provider calls).
+//!   (Ready, `renewAt`, expiry, a recorded `RenewalOverdue`) and by the
+//!   filter that tells a change a reconcile must act on from our own status
+//!   writes ([`CachedIntegration::changes`]) — decoded once per watch event
+//!   instead of at each scan;
+//! - the metadata (slimmed, without the name and namespace its key holds),
+//!   spec and status as one compact JSON string, decoded by
+//!   [`CachedIntegration::expand`] only when that one Integration is
+//!   reconciled (a few microseconds, beside the milliseconds of its API and
+//!   provider calls).
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{
-    Resource,
-    runtime::{reflector::ObjectRef, watcher},
-};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
+use super::key::{IntegrationKey, Interner};
 use crate::{
     controller::{status, watchdog::RENEWAL_OVERDUE},
     crd::{Integration, IntegrationSpec, IntegrationStatus},
@@ -43,34 +43,22 @@ pub enum Readiness {
 }
 
 /// An Integration as the controller's cache holds it (see the module docs).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CachedIntegration {
-    metadata: ObjectMeta,
-    provider: Box<str>,
-    input: Box<str>,
+    provider: Arc<str>,
+    input: Arc<str>,
     readiness: Readiness,
     overdue_recorded: bool,
     renew_at: Option<Timestamp>,
     expires_at: Option<Timestamp>,
-    /// `{"spec":…,"status":…}`, as serde_json writes them.
+    changes: u64,
+    /// `{"metadata":…,"spec":…,"status":…}`, as serde_json writes them.
     body: Box<str>,
-}
-
-/// The key of an Integration in the controller's cache, timetable and
-/// failure counts.
-pub type IntegrationKey = ObjectRef<CachedIntegration>;
-
-/// The key of `integration` (name and namespace; what keys compare on).
-pub fn key_of(integration: &Integration) -> IntegrationKey {
-    let key = ObjectRef::new(integration.metadata.name.as_deref().unwrap_or_default());
-    match integration.metadata.namespace.as_deref() {
-        Some(ns) => key.within(ns),
-        None => key,
-    }
 }
 
 #[derive(Serialize)]
 struct BodyRef<'a> {
+    metadata: &'a ObjectMeta,
     spec: &'a IntegrationSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: &'a Option<IntegrationStatus>,
@@ -78,20 +66,31 @@ struct BodyRef<'a> {
 
 #[derive(Deserialize)]
 struct Body {
+    metadata: ObjectMeta,
     spec: IntegrationSpec,
     #[serde(default)]
     status: Option<IntegrationStatus>,
 }
 
 impl CachedIntegration {
-    /// The compact form of `integration`, with its metadata slimmed.
-    pub fn new(integration: Integration) -> Self {
+    /// The key and compact form of `integration`, with its metadata
+    /// slimmed and its repeated strings shared through `interner`.
+    pub fn new(integration: Integration, interner: &Interner) -> (IntegrationKey, Self) {
         let Integration {
             mut metadata,
             spec,
             status,
         } = integration;
         slim(&mut metadata);
+        let key = IntegrationKey::interned(
+            interner,
+            metadata.namespace.as_deref().unwrap_or_default(),
+            metadata.name.as_deref().unwrap_or_default(),
+        );
+        let changes = changes(&metadata);
+        // The key holds them.
+        metadata.name = None;
+        metadata.namespace = None;
         let recorded = status.as_ref();
         let readiness = match status::ready_condition(recorded).map(|c| c.status.as_str()) {
             Some("True") => Readiness::True,
@@ -99,29 +98,34 @@ impl CachedIntegration {
             _ => Readiness::Unknown,
         };
         let body = serde_json::to_string(&BodyRef {
+            metadata: &metadata,
             spec: &spec,
             status: &status,
         })
         // Serializing derived types into a String does not fail.
         .unwrap_or_default();
-        Self {
-            metadata,
-            provider: spec.provider.as_str().into(),
-            input: spec.secret_ref.name.as_str().into(),
+        let cached = Self {
+            provider: interner.intern(&spec.provider),
+            input: interner.intern(&spec.secret_ref.name),
             readiness,
             overdue_recorded: recorded.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == RENEWAL_OVERDUE)),
             renew_at: status::parse_time(recorded.and_then(|s| s.renew_at.as_ref())),
             expires_at: status::parse_time(recorded.and_then(|s| s.expires_at.as_ref())),
+            changes,
             body: body.into_boxed_str(),
-        }
+        };
+        (key, cached)
     }
 
-    /// The whole Integration, as it was cached.
-    pub fn expand(&self) -> Integration {
+    /// The whole Integration `key` names, as it was cached.
+    pub fn expand(&self, key: &IntegrationKey) -> Integration {
         // The body was written by `new` from the same types.
         let body: Body = serde_json::from_str(&self.body).expect("a cached Integration's body decodes");
+        let mut metadata = body.metadata;
+        metadata.name = Some(key.name().to_owned());
+        metadata.namespace = Some(key.namespace().to_owned());
         Integration {
-            metadata: self.metadata.clone(),
+            metadata,
             spec: body.spec,
             status: body.status,
         }
@@ -156,74 +160,42 @@ impl CachedIntegration {
     pub fn overdue_recorded(&self) -> bool {
         self.overdue_recorded
     }
+
+    /// A digest of what a reconcile acts on: everything but the status and
+    /// resourceVersion. Two versions with the same digest differ only by
+    /// our own status writes (or an unchanged resync).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
 }
 
-/// A watch event of `Integration`s, in the cache's form.
-pub fn event(event: watcher::Event<Integration>) -> watcher::Event<CachedIntegration> {
-    use watcher::Event;
-    match event {
-        Event::Apply(i) => Event::Apply(CachedIntegration::new(i)),
-        Event::Delete(i) => Event::Delete(CachedIntegration::new(i)),
-        Event::InitApply(i) => Event::InitApply(CachedIntegration::new(i)),
-        Event::Init => Event::Init,
-        Event::InitDone => Event::InitDone,
-    }
+/// The digest of [`CachedIntegration::changes`]: the uid, generation (the
+/// spec), annotations (the retry request), finalizers and deletion.
+fn changes(meta: &ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut h);
+    h.finish()
 }
 
 /// Drops from cached metadata what the operator never reads and the real
 /// apiserver always sends: `managedFields` (the largest part of a typical
 /// object) and kubectl's copy of the last applied object. Maps and lists
-/// left empty, or with spare room from decoding, are given back.
-pub fn slim(meta: &mut ObjectMeta) {
+/// left empty are dropped.
+fn slim(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    // An empty BTreeMap keeps its node allocated once it has held a key.
     if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
         meta.annotations = None;
     }
     if meta.labels.as_ref().is_some_and(|l| l.is_empty()) {
         meta.labels = None;
-    }
-    if let Some(finalizers) = meta.finalizers.as_mut() {
-        finalizers.shrink_to_fit();
-    }
-    if let Some(owners) = meta.owner_references.as_mut() {
-        owners.shrink_to_fit();
-    }
-}
-
-impl Resource for CachedIntegration {
-    type DynamicType = ();
-    type Scope = <Integration as Resource>::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Integration::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Integration::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Integration::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Integration::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-/// kube-runtime's controller asks that what it reconciles can be decoded
-/// from the API; the controller here is fed from a watch of `Integration`
-/// that converts each object (see controller::run_scope).
-impl<'de> Deserialize<'de> for CachedIntegration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Integration::deserialize(deserializer).map(Self::new)
     }
 }
 
@@ -250,12 +222,16 @@ mod tests {
     #[test]
     fn expanding_gives_back_the_spec_and_status_with_the_slimmed_metadata() {
         let original = ready_integration();
-        let cached = CachedIntegration::new(original.clone());
-        let expanded = cached.expand();
+        let (key, cached) = CachedIntegration::new(original.clone(), &Interner::default());
+        assert_eq!(key, IntegrationKey::new("ns", "a"));
+        let expanded = cached.expand(&key);
         assert_eq!(expanded.spec, original.spec);
         assert_eq!(expanded.status, original.status);
         assert_eq!(expanded.metadata.name, original.metadata.name);
+        assert_eq!(expanded.metadata.namespace, original.metadata.namespace);
         assert_eq!(expanded.metadata.uid, original.metadata.uid);
+        assert_eq!(expanded.metadata.resource_version, original.metadata.resource_version);
+        assert_eq!(expanded.metadata.generation, original.metadata.generation);
         assert_eq!(expanded.metadata.finalizers, original.metadata.finalizers);
         assert_eq!(expanded.metadata.managed_fields, None);
         assert_eq!(
@@ -266,7 +242,8 @@ mod tests {
 
     #[test]
     fn the_facts_read_for_every_integration_are_decoded_once() {
-        let cached = CachedIntegration::new(ready_integration());
+        let interner = Interner::default();
+        let (_, cached) = CachedIntegration::new(ready_integration(), &interner);
         assert_eq!(cached.provider(), "p");
         assert_eq!(cached.input(), "creds");
         assert_eq!(cached.readiness(), Readiness::True);
@@ -276,16 +253,33 @@ mod tests {
 
         let mut fresh = ready_integration();
         fresh.status = None;
-        let cached = CachedIntegration::new(fresh);
-        assert_eq!(cached.readiness(), Readiness::Unknown);
-        assert_eq!(cached.expires_at(), None);
-        assert_eq!(cached.expand().status, None);
+        let (key, fresh) = CachedIntegration::new(fresh, &interner);
+        assert_eq!(fresh.readiness(), Readiness::Unknown);
+        assert_eq!(fresh.expires_at(), None);
+        assert_eq!(fresh.expand(&key).status, None);
+        assert!(
+            Arc::ptr_eq(&cached.provider, &fresh.provider),
+            "repeated strings are shared"
+        );
     }
 
     #[test]
-    fn keys_made_from_either_form_are_equal() {
-        let integration = ready_integration();
-        let cached = CachedIntegration::new(integration.clone());
-        assert_eq!(key_of(&integration), ObjectRef::from_obj(&cached));
+    fn only_what_a_reconcile_acts_on_changes_the_digest() {
+        let interner = Interner::default();
+        let digest = |i: Integration| CachedIntegration::new(i, &interner).1.changes();
+        let before = digest(ready_integration());
+        let mut status_only = ready_integration();
+        status_only.metadata.resource_version = Some("8".into());
+        status_only.status.as_mut().unwrap().renew_at = Some("2026-12-02T11:45:00Z".into());
+        assert_eq!(digest(status_only), before, "our own status write is no news");
+        let mut spec = ready_integration();
+        spec.metadata.generation = Some(3);
+        assert_ne!(digest(spec), before);
+        let mut retry = ready_integration();
+        retry.metadata.annotations = Some([("integration-operator.io/retry".to_string(), "1".to_string())].into());
+        assert_ne!(digest(retry), before);
+        let mut recreated = ready_integration();
+        recreated.metadata.uid = Some("u2".into());
+        assert_ne!(digest(recreated), before, "a new object of the same name is news");
     }
 }

@@ -4,7 +4,8 @@
 //! renewal, or its expiry), so this table holds one entry per Integration.
 //! kube-runtime's scheduler would hold it as a delay-queue slot, a hash-map
 //! entry and two copies of the object reference (~0.9 KiB per Integration,
-//! 9 MiB at 10,000); an entry here is a shared key and a time (~0.1 KiB).
+//! 9 MiB at 10,000); an entry here is the cache's key, shared, and a time
+//! (~0.1 KiB).
 //! Due entries are fed to the controller as triggers; the scheduler then
 //! holds only what is due now.
 //!
@@ -17,7 +18,6 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, stream};
-use kube::runtime::reflector::ObjectRef;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::controller::IntegrationKey;
@@ -25,9 +25,9 @@ use crate::controller::IntegrationKey;
 #[derive(Default)]
 struct Table {
     /// Due time and a tie-breaker, to key.
-    by_time: BTreeMap<(Instant, u64), Arc<str>>,
-    /// Key ("namespace/name") to its entry in `by_time`.
-    by_key: HashMap<Arc<str>, (Instant, u64)>,
+    by_time: BTreeMap<(Instant, u64), IntegrationKey>,
+    /// Key to its entry in `by_time`.
+    by_key: HashMap<IntegrationKey, (Instant, u64)>,
     next_seq: u64,
 }
 
@@ -38,33 +38,18 @@ pub struct Timetable {
     changed: Notify,
 }
 
-fn key_of(integration: &IntegrationKey) -> String {
-    format!(
-        "{}/{}",
-        integration.namespace.as_deref().unwrap_or_default(),
-        integration.name
-    )
-}
-
-fn ref_of(key: &str) -> IntegrationKey {
-    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-    let r = ObjectRef::new(name);
-    if namespace.is_empty() { r } else { r.within(namespace) }
-}
-
 impl Timetable {
     /// Looks at `integration` again at `at`, instead of any time set before.
     pub fn set(&self, integration: &IntegrationKey, at: Instant) {
-        let key = key_of(integration);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let seq = table.next_seq;
         table.next_seq += 1;
-        let shared: Arc<str> = match table.by_key.remove_entry(key.as_str()) {
+        let shared = match table.by_key.remove_entry(integration) {
             Some((shared, old)) => {
                 table.by_time.remove(&old);
                 shared
             }
-            None => key.into(),
+            None => integration.clone(),
         };
         table.by_time.insert((at, seq), shared.clone());
         table.by_key.insert(shared, (at, seq));
@@ -76,7 +61,7 @@ impl Timetable {
     /// Forgets the next look (an error policy or a deletion decides instead).
     pub fn clear(&self, integration: &IntegrationKey) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = table.by_key.remove(key_of(integration).as_str()) {
+        if let Some(old) = table.by_key.remove(integration) {
             table.by_time.remove(&old);
         }
     }
@@ -84,7 +69,7 @@ impl Timetable {
     /// The time set for `integration`, if any.
     pub fn get(&self, integration: &IntegrationKey) -> Option<Instant> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        table.by_key.get(key_of(integration).as_str()).map(|(at, _)| *at)
+        table.by_key.get(integration).map(|(at, _)| *at)
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +90,7 @@ impl Timetable {
             }
             let key = entry.remove();
             table.by_key.remove(&key);
-            due.push(ref_of(&key));
+            due.push(key);
         }
         if table.by_key.is_empty() {
             // Give back the capacity of a wave that has passed.
@@ -144,7 +129,7 @@ mod tests {
     use std::time::Duration;
 
     fn r(name: &str) -> IntegrationKey {
-        ObjectRef::new(name).within("ns")
+        IntegrationKey::new("ns", name)
     }
 
     #[tokio::test(start_paused = true)]
@@ -186,12 +171,5 @@ mod tests {
         table.clear(&r("a"));
         assert_eq!(table.take_due(now + Duration::from_secs(1)).0, vec![]);
         assert!(table.is_empty());
-    }
-
-    #[test]
-    fn cluster_scoped_and_namespaced_keys_round_trip() {
-        assert_eq!(ref_of(&key_of(&r("x"))), r("x"));
-        let cluster: IntegrationKey = ObjectRef::new("x");
-        assert_eq!(ref_of(&key_of(&cluster)), cluster);
     }
 }
