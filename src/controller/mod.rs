@@ -1,5 +1,7 @@
 //! The Integration controller: watches, shared context, error policy. The
 //! reconcile itself is in [`reconcile`]; its steps in the sibling modules.
+//! The watches fill the Integration cache ([`scale::cache`]) and name the
+//! Integrations to look at; [`scale::runner`] runs the reconciles.
 //!
 //! Watches, and why each is there:
 //! - Integrations (all namespaces): the objects reconciled.

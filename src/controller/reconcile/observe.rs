@@ -135,7 +135,11 @@ pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> 
     if ctx.verified.is_verified(&key, &rv) {
         return Ok(Observed {
             state: SecretState::Intact {
-                input_fingerprint: cached.input_fingerprint.as_deref().unwrap_or_default().to_string(),
+                input_fingerprint: cached
+                    .input_fingerprint
+                    .as_ref()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default(),
                 renew_at: cached.schedule.renew_at,
                 expires_at: cached.schedule.expires_at,
                 template_fingerprint: cached.template_fingerprint().map(String::from),

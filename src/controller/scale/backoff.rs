@@ -2,8 +2,8 @@
 //! consecutive failure of an Integration ([`retry_delay`], pure, with
 //! jitter and at least the provider's Retry-After), the failure counts it
 //! reads ([`Failures`]), how often the Warning Event of an ongoing failure
-//! is repeated ([`Warnings`]), and the controller's merged-watch backoff
-//! ([`NoSharedBackoff`]).
+//! is repeated ([`Warnings`]). The watches back off on their own errors
+//! (`default_backoff`); none pauses the others.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
