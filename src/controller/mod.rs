@@ -139,9 +139,9 @@ pub struct Context {
     pub client: Client,
     pub drivers: Drivers,
     pub providers: Store<ClusterProvider>,
-    /// The Integrations this controller watches (its own reflector's
-    /// cache): facts about other Integrations, such as who else claims a
-    /// provider-side object, come from here instead of a LIST.
+    /// The Integrations this controller watches (its own cache): facts
+    /// about other Integrations, such as who else claims a provider-side
+    /// object, come from here instead of a LIST.
     pub integrations: IntegrationCache,
     pub owned_secrets: owned::OwnedSecrets,
     pub fingerprinter: Fingerprinter,
@@ -373,25 +373,19 @@ async fn run_scope(
     // its next look, and each extra one would cost a read of the input Secret.
     let integration_triggers = watcher(integrations, watcher::Config::default())
         .default_backoff()
+        .filter_map(ok_or_log("Integrations"))
         .filter_map({
             let (cache, ctx) = (integration_cache.clone(), ctx.clone());
             move |event| {
-                future::ready(match event {
-                    Ok(event) if shard.keeps(&event) => match cache.apply(event) {
-                        cache::Change::Reconcile(key) => Some(key),
-                        cache::Change::Gone(key) => {
-                            ctx.timetable.clear(&key);
-                            ctx.failures.reset(&key);
-                            ctx.warnings.clear(&key);
-                            None
-                        }
-                        cache::Change::Nothing => None,
-                    },
-                    Ok(_) => None,
-                    Err(e) => {
-                        warn!(error = %e, "Integration watch failed; retrying");
+                future::ready(match shard.keeps(&event).then(|| cache.apply(event)) {
+                    Some(cache::Change::Reconcile(key)) => Some(key),
+                    Some(cache::Change::Gone(key)) => {
+                        ctx.timetable.clear(&key);
+                        ctx.failures.reset(&key);
+                        ctx.warnings.clear(&key);
                         None
                     }
+                    Some(cache::Change::Nothing) | None => None,
                 })
             }
         });
@@ -402,15 +396,7 @@ async fn run_scope(
     // to end (see Verified::is_news); the order of triggers does not matter.
     const JUDGED_AT_ONCE: usize = 256;
     let owner_triggers = owned_events
-        .filter_map(|secret| {
-            future::ready(match secret {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(error = %e, "output Secret watch failed; retrying");
-                    None
-                }
-            })
-        })
+        .filter_map(ok_or_log("output Secrets"))
         .map(move |secret| {
             let verified = verified.verified.clone();
             async move {
@@ -424,34 +410,18 @@ async fn run_scope(
         .buffer_unordered(JUDGED_AT_ONCE)
         .filter_map(future::ready)
         .flat_map(stream::iter);
-    let provider_triggers = provider_events.flat_map({
+    let provider_triggers = provider_events.filter_map(ok_or_log("ClusterProviders")).flat_map({
         let cache = integration_cache.clone();
         move |provider| {
-            stream::iter(match provider {
-                Ok(provider) => {
-                    let name = provider.name_any();
-                    cache.keys_where(|_, i| i.provider() == name)
-                }
-                Err(e) => {
-                    warn!(error = %e, "ClusterProvider watch failed; retrying");
-                    Vec::new()
-                }
-            })
+            let name = provider.name_any();
+            stream::iter(cache.keys_where(|_, i| i.provider() == name))
         }
     });
-    let input_triggers = input_events.flat_map({
+    let input_triggers = input_events.filter_map(ok_or_log("Secret metadata")).flat_map({
         let cache = integration_cache.clone();
         move |secret| {
-            stream::iter(match secret {
-                Ok(secret) => {
-                    let (name, namespace) = (secret.name_any(), secret.namespace().unwrap_or_default());
-                    cache.keys_where(|key, i| i.input() == name && key.namespace() == namespace)
-                }
-                Err(e) => {
-                    warn!(error = %e, "Secret metadata watch failed; retrying");
-                    Vec::new()
-                }
-            })
+            let (name, namespace) = (secret.name_any(), secret.namespace().unwrap_or_default());
+            stream::iter(cache.keys_where(|key, i| i.input() == name && key.namespace() == namespace))
         }
     });
     // Entries of Integrations deleted since are dropped here.
@@ -494,6 +464,20 @@ async fn run_scope(
     .await;
     drop(watchdog);
     info!("controller stopped");
+}
+
+/// Passes a watch's objects on and logs its errors: each watch retries on
+/// its own (`default_backoff`), and none pauses the others.
+fn ok_or_log<T>(watch: &'static str) -> impl FnMut(Result<T, watcher::Error>) -> future::Ready<Option<T>> {
+    move |item| {
+        future::ready(match item {
+            Ok(item) => Some(item),
+            Err(e) => {
+                warn!(error = %e, watch, "watch failed; retrying");
+                None
+            }
+        })
+    }
 }
 
 /// The Integrations that own `secret`, by its owner references.
