@@ -43,7 +43,7 @@ RULES = [
     ("Events publisher", r"controller::scale::events::|controller/scale/events\.rs"),
     ("metrics (registry, expiry gauges, scrape)", r"integration_operator::telemetry|prometheus_client::"),
     ("inbound server", r"integration_operator::inbound::"),
-    ("provider drivers and limiter", r"integration_providers::"),
+    ("provider drivers and limiter", r"integration_providers::|providers/src/"),
     # What the watches decode and the stores keep, by type: the objects are
     # decoded while the controller polls its watches, so these come before
     # the controller's own machinery.
@@ -68,6 +68,22 @@ RULES = [
 
 GENERIC = [n for n, _ in RULES].index("GENERIC")
 
+# Generic arguments name types, not owners: `insert<Instant, IntegrationKey>`
+# is the timetable's map growing, not the Integration cache, and
+# `realloc<dhat::Alloc>` is any reallocation, not the profiler. They are cut
+# from a frame before the owner rules see it (a `<Type as Trait>` qualifier
+# stays); the generic rules still read them, as inlined library frames name
+# their crate nowhere else.
+GENERIC_ARGS = re.compile(r"(?<=[A-Za-z0-9_}])<[^<>]*>")
+
+
+def without_generic_args(frame):
+    while True:
+        cut = GENERIC_ARGS.sub("", frame)
+        if cut == frame:
+            return frame
+        frame = cut
+
 
 def classify(frames, ftbl, compiled, memo):
     """See RULES. Each distinct frame is matched once (frames are long, and
@@ -76,7 +92,15 @@ def classify(frames, ftbl, compiled, memo):
     for i in frames:  # nearest the allocation first
         hit = memo.get(i)
         if hit is None:
-            hit = next((k for k, (_, rx) in enumerate(compiled) if rx and rx.search(ftbl[i])), len(compiled))
+            owner_frame = without_generic_args(ftbl[i])
+            hit = next(
+                (
+                    k
+                    for k, (_, rx) in enumerate(compiled)
+                    if rx and rx.search(owner_frame if k < GENERIC else ftbl[i])
+                ),
+                len(compiled),
+            )
             memo[i] = hit
         if hit < GENERIC:
             return compiled[hit][0]
