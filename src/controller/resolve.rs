@@ -245,7 +245,8 @@ pub async fn list_integrations(me: &Integration, ctx: &Context) -> Result<Vec<In
 
 /// The other Integration (`namespace/name`) that claims the provider-side
 /// object `me`'s flow would create (the same ClusterProvider and
-/// [`Flow::exclusive_key`]) and came first: older, or as old and sorted
+/// [`Flow::exclusive_key`]) and came first: holding the object already
+/// (`status.integrationId`) where `me` does not, else older, or as old and sorted
 /// first by namespace and name. `None` when the flow has no exclusive key
 /// or nobody else claims it.
 ///
@@ -254,16 +255,21 @@ pub async fn list_integrations(me: &Integration, ctx: &Context) -> Result<Vec<In
 /// (all namespaces, or, for a controller per watched namespace, its own
 /// one, as a LIST falls back to under namespaced RBAC), at no API call.
 /// It is never older than the event that caused this reconcile: the
-/// reflector applies a watch's events in order before the controller
-/// acts on them, so every Integration created before `me` is in it.
+/// cache applies a watch's events in order before the runner acts on
+/// them, so every Integration created before `me` is in it.
 pub fn first_claimant<'a>(
     me: &Integration,
     flow: &Flow,
     all: impl IntoIterator<Item = &'a Integration>,
 ) -> Option<String> {
     let key = flow.exclusive_key()?;
+    // One that already holds the provider-side object comes first: two
+    // created in the same second are otherwise ordered by name, which can
+    // put a newcomer before the one whose object already exists (it would
+    // then be refused by the provider, not named a duplicate here).
     let order = |i: &Integration| {
         (
+            i.status.as_ref().and_then(|s| s.integration_id.as_ref()).is_none(),
             i.metadata
                 .creation_timestamp
                 .as_ref()
@@ -488,6 +494,23 @@ mod tests {
         );
         // A flow without an exclusive key never has one.
         assert_eq!(first_claimant(&me, &Flow::ApiKey, [&me]), None);
+    }
+
+    #[test]
+    fn one_that_already_holds_the_provider_side_object_comes_first() {
+        // Created in the same second, "a/..." sorts before "z/...": without
+        // the object, "a" would come first; "z" created it, so "z" does.
+        let t = "2026-01-01T00:00:00Z";
+        let newcomer = partner("a", "acme", "u-a", t, "sr", "ACME");
+        let mut holder = partner("z", "acme", "u-z", t, "sr", "ACME");
+        holder.status = Some(crate::crd::IntegrationStatus {
+            integration_id: Some("int-1".into()),
+            ..Default::default()
+        });
+        let flow = flow_of(&newcomer).unwrap();
+        let all = [newcomer.clone(), holder.clone()];
+        assert_eq!(first_claimant(&newcomer, &flow, all.iter()).as_deref(), Some("z/acme"));
+        assert_eq!(first_claimant(&holder, &flow, all.iter()), None);
     }
 
     fn spec(token_url: &str) -> ClusterProviderSpec {
