@@ -146,44 +146,65 @@ mod tests {
         cache
     }
 
+    /// A runner on `cache` in the background, fed by `triggers`.
+    struct Started {
+        triggers: futures::channel::mpsc::UnboundedSender<IntegrationKey>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        runner: tokio::task::JoinHandle<()>,
+    }
+
+    impl Started {
+        fn new<F, Fut>(cache: IntegrationCache, concurrency: usize, reconcile: F) -> Self
+        where
+            F: FnMut(IntegrationKey, Arc<CachedIntegration>) -> Fut + Send + 'static,
+            Fut: Future<Output = Option<Duration>> + Send + 'static,
+        {
+            let (triggers, rx) = futures::channel::mpsc::unbounded();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let runner = tokio::spawn(run(cache, rx, concurrency, reconcile, async {
+                let _ = stopped.await;
+            }));
+            Self { triggers, stop, runner }
+        }
+
+        fn trigger(&self, key: IntegrationKey) {
+            self.triggers.unbounded_send(key).unwrap();
+        }
+
+        /// Stops the runner and waits for it to end.
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.runner.await.unwrap();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_integration_never_runs_twice_at_once_and_waiting_triggers_run_it_once_more() {
         let cache = filled(&["a", "b"]);
         let a = IntegrationKey::new("ns", "a");
-        let (tx, rx) = futures::channel::mpsc::unbounded();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let runner = tokio::spawn(run(
-            cache,
-            rx,
-            8,
-            {
+        let started = Started::new(cache, 8, {
+            let log = log.clone();
+            move |key: IntegrationKey, _| {
                 let log = log.clone();
-                move |key: IntegrationKey, _| {
-                    let log = log.clone();
-                    async move {
-                        log.lock().unwrap().push(format!("start {key}"));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        log.lock().unwrap().push(format!("end {key}"));
-                        None
-                    }
+                async move {
+                    log.lock().unwrap().push(format!("start {key}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    log.lock().unwrap().push(format!("end {key}"));
+                    None
                 }
-            },
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        tx.unbounded_send(a.clone()).unwrap();
+            }
+        });
+        started.trigger(a.clone());
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Three more triggers while it runs, and one for an Integration
         // that is not in the cache.
         for _ in 0..3 {
-            tx.unbounded_send(a.clone()).unwrap();
+            started.trigger(a.clone());
         }
-        tx.unbounded_send(IntegrationKey::new("ns", "gone")).unwrap();
+        started.trigger(IntegrationKey::new("ns", "gone"));
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let _ = stop_tx.send(());
-        runner.await.unwrap();
+        started.stop().await;
         assert_eq!(
             *log.lock().unwrap(),
             ["start ns/a", "end ns/a", "start ns/a", "end ns/a"],
@@ -202,41 +223,31 @@ mod tests {
         }
         let names: Vec<String> = (0..6).map(|i| format!("i{i}")).collect();
         let cache = filled(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        let (tx, rx) = futures::channel::mpsc::unbounded();
         let state = Arc::new(Mutex::new(State::default()));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let runner = tokio::spawn(run(
-            cache,
-            rx,
-            2,
-            {
+        let started = Started::new(cache, 2, {
+            let state = state.clone();
+            move |key: IntegrationKey, _| {
                 let state = state.clone();
-                move |key: IntegrationKey, _| {
-                    let state = state.clone();
-                    async move {
-                        let (first, run) = {
-                            let mut s = state.lock().unwrap();
-                            s.running += 1;
-                            s.most = s.most.max(s.running);
-                            let first = !s.runs.iter().any(|(k, ..)| *k == key.to_string());
-                            s.runs.push((key.to_string(), Instant::now(), None));
-                            (first, s.runs.len() - 1)
-                        };
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                async move {
+                    let (first, run) = {
                         let mut s = state.lock().unwrap();
-                        s.running -= 1;
-                        s.runs[run].2 = Some(Instant::now());
-                        // i0 fails once and asks to be retried in 30 s.
-                        (key.name() == "i0" && first).then_some(Duration::from_secs(30))
-                    }
+                        s.running += 1;
+                        s.most = s.most.max(s.running);
+                        let first = !s.runs.iter().any(|(k, ..)| *k == key.to_string());
+                        s.runs.push((key.to_string(), Instant::now(), None));
+                        (first, s.runs.len() - 1)
+                    };
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let mut s = state.lock().unwrap();
+                    s.running -= 1;
+                    s.runs[run].2 = Some(Instant::now());
+                    // i0 fails once and asks to be retried in 30 s.
+                    (key.name() == "i0" && first).then_some(Duration::from_secs(30))
                 }
-            },
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
+            }
+        });
         for name in &names {
-            tx.unbounded_send(IntegrationKey::new("ns", name)).unwrap();
+            started.trigger(IntegrationKey::new("ns", name));
         }
         // Stop while the retry runs: the runner waits for it to end.
         let i0_runs = |s: &State| {
@@ -250,8 +261,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(state.lock().unwrap().running, 1, "the retry is running");
-        let _ = stop_tx.send(());
-        runner.await.unwrap();
+        started.stop().await;
         let s = state.lock().unwrap();
         assert_eq!(s.most, 2, "never more than the concurrency");
         assert_eq!(s.running, 0, "shutdown waited for the run in flight");
