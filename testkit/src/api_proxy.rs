@@ -50,6 +50,8 @@ struct Shared {
     counters: Counters,
     /// Requests the apiserver refused, by ("<verb> <status>", resource).
     refusals: Counters,
+    /// Reads of single objects, by (resource, name).
+    reads: Counters,
 }
 
 impl ApiProxy {
@@ -70,6 +72,7 @@ impl ApiProxy {
             faults: Faults::default(),
             counters: Counters::default(),
             refusals: Counters::default(),
+            reads: Counters::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -107,6 +110,12 @@ impl ApiProxy {
     /// are not counted here).
     pub fn refusals(&self) -> Counters {
         self.shared.refusals.clone()
+    }
+
+    /// Reads of single objects (GET by name), by (resource, name): which
+    /// objects were read, where [`Self::counters`] says how many.
+    pub fn reads(&self) -> Counters {
+        self.shared.reads.clone()
     }
 
     /// `kubeconfig` with its cluster's server replaced by this proxy (and
@@ -162,6 +171,13 @@ async fn forward(
     let classified = classify(&method, path, query);
     if let Some((verb, resource)) = &classified {
         shared.counters.record(verb, resource);
+        if *verb == "get" {
+            let name = path
+                .rsplit('/')
+                .nth(usize::from(resource.contains('/')))
+                .unwrap_or_default();
+            shared.reads.record(resource, name);
+        }
     }
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
     match shared.faults.take(&method, target) {
