@@ -550,6 +550,13 @@ pub struct IntegrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
+    /// The output Secret's `metadata.resourceVersion` as the operator last
+    /// wrote or checked it. A restarted operator trusts a Secret still at
+    /// this version without reading its data back; any other version (an
+    /// edit, a re-creation) is read and checked against its content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_resource_version: Option<String>,
+
     /// Provider-side identifier where the flow has one (integration or instance id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration_id: Option<String>,

@@ -30,7 +30,7 @@ pub use scale::backoff::{Failures, RetryPolicy, WARNING_REPEAT, Warnings, retry_
 pub use scale::cache::IntegrationCache;
 pub use scale::cached::CachedIntegration;
 pub use scale::key::IntegrationKey;
-pub use scale::{backoff, cache, cached, events, owned, shared_reads, timetable};
+pub use scale::{backoff, cache, cached, events, owned, shared_reads, timetable, versions};
 
 use crate::reasons::Reason;
 use std::{sync::Arc, time::Duration};
@@ -158,7 +158,12 @@ pub struct Context {
     pub timetable: Arc<timetable::Timetable>,
     /// Input Secret reads, shared by reconciles that ask at the same time.
     pub input_reads: shared_reads::SharedReads,
-    /// Becomes true once the ClusterProvider and owned-Secret caches are synced.
+    /// The current version of every Secret that may be an input, from the
+    /// Secret-metadata watch: an input Secret still at the version the
+    /// credentials were made from is not read.
+    pub input_versions: versions::InputVersions,
+    /// Becomes true once the ClusterProvider and owned-Secret caches and the
+    /// input versions are synced.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     /// Liveness: every finished look is progress.
     pub health: Health,
@@ -311,20 +316,31 @@ async fn run_scope(
         .default_backoff()
         .touched_objects();
 
-    // All Secrets' metadata, streamed and dropped: only used to find the
-    // Integrations whose input changed. Annotations are not kept anywhere.
+    // All Secrets' metadata, streamed: only their versions are kept (a few
+    // bytes each, see `versions`), to find the Integrations whose input
+    // changed and to let a look skip reading an input that did not.
     // The operator's own output Secrets are left out: they are never an
-    // input, the owned-Secret watch already covers them, and mapping each of
-    // their events would scan every Integration (O(N) per renewal).
-    let input_events = watcher(secrets, watcher::Config::default())
+    // input, and the owned-Secret watch already covers them.
+    let input_versions = versions::InputVersions::default();
+    let input_news = watcher(secrets, watcher::Config::default())
         .default_backoff()
-        .touched_objects()
-        .try_filter(move |secret| {
-            let managed = secret
-                .labels()
-                .get(output::MANAGED_BY_LABEL)
-                .is_some_and(|v| v == output::MANAGED_BY);
-            future::ready(!managed && shard.owns(secret.namespace().as_deref().unwrap_or_default()))
+        .filter_map(ok_or_log("Secret metadata"))
+        .filter_map({
+            let versions = input_versions.clone();
+            move |event| {
+                let wanted = |secret: &PartialObjectMeta<Secret>| {
+                    let managed = secret
+                        .labels()
+                        .get(output::MANAGED_BY_LABEL)
+                        .is_some_and(|v| v == output::MANAGED_BY);
+                    !managed && shard.owns(secret.namespace().as_deref().unwrap_or_default())
+                };
+                let kept = match &event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s) => wanted(s),
+                    watcher::Event::Init | watcher::Event::InitDone => true,
+                };
+                future::ready(kept.then(|| versions.apply(event)).flatten())
+            }
         });
 
     // The controller's Integration cache, read by reconciles through the
@@ -348,6 +364,7 @@ async fn run_scope(
         retry: settings.retry,
         timetable: Arc::default(),
         input_reads: shared_reads::SharedReads::default(),
+        input_versions,
         caches_ready,
         health: settings.health.clone(),
         stall_after: settings.stall_after,
@@ -356,10 +373,21 @@ async fn run_scope(
     });
 
     let health = settings.health.clone();
-    let (provider_store, owned_store) = (ctx.providers.clone(), ctx.owned_secrets.clone());
+    let (provider_store, owned_store, input_versions) = (
+        ctx.providers.clone(),
+        ctx.owned_secrets.clone(),
+        ctx.input_versions.clone(),
+    );
     tokio::spawn(async move {
         // The only waiter on the stores themselves (see Context::wait_for_caches).
-        let _ = future::join(provider_store.wait_until_ready(), owned_store.wait_until_ready()).await;
+        // The input versions too: a look before their first list would read
+        // every input Secret it could have skipped.
+        let _ = future::join3(
+            provider_store.wait_until_ready(),
+            owned_store.wait_until_ready(),
+            input_versions.wait_until_ready(),
+        )
+        .await;
         health.part_synced();
         let _ = caches_ready_tx.send(true);
         info!("caches synced");
@@ -417,11 +445,20 @@ async fn run_scope(
             stream::iter(cache.keys_where(|_, i| i.provider() == name))
         }
     });
-    let input_triggers = input_events.filter_map(ok_or_log("Secret metadata")).flat_map({
+    // The Integrations reading a changed Secret, found by one scan of the
+    // cache for all the news that arrived together (a first list brings
+    // every Secret at once: a scan each would be quadratic).
+    const SECRETS_PER_SCAN: usize = 4096;
+    let input_triggers = input_news.ready_chunks(SECRETS_PER_SCAN).flat_map({
         let cache = integration_cache.clone();
-        move |secret| {
-            let (name, namespace) = (secret.name_any(), secret.namespace().unwrap_or_default());
-            stream::iter(cache.keys_where(|key, i| i.input() == name && key.namespace() == namespace))
+        move |secrets| {
+            let names: Vec<(String, String)> = secrets
+                .iter()
+                .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                .collect();
+            let changed: std::collections::HashSet<(&str, &str)> =
+                names.iter().map(|(ns, name)| (ns.as_str(), name.as_str())).collect();
+            stream::iter(cache.keys_where(|key, i| changed.contains(&(key.namespace(), i.input()))))
         }
     });
     // Entries of Integrations deleted since are dropped here.

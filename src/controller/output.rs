@@ -30,6 +30,13 @@ pub const INTEGRATION_LABEL: &str = "integration-operator.io/integration";
 pub const CONTENT_HASH_ANNOTATION: &str = "integration-operator.io/content-hash";
 /// Keyed hash of the inputs (provider, flow, input values) it was made from.
 pub const INPUT_FINGERPRINT_ANNOTATION: &str = "integration-operator.io/input-fingerprint";
+/// Keyed digest (16 hex digits) of the input Secret's resourceVersion and
+/// of everything else the input fingerprint rests on (provider and spec),
+/// as they were when the credentials were made: while both are unchanged,
+/// the input fingerprint is too, and a look needs no read of the input
+/// Secret to know it (see [`Fingerprinter::input_version`]). Absent on an
+/// unfinished flow's checkpoint.
+pub const INPUT_VERSION_ANNOTATION: &str = "integration-operator.io/input-version";
 /// When the credentials expire (RFC 3339).
 pub const EXPIRES_AT_ANNOTATION: &str = "integration-operator.io/expires-at";
 /// When the operator renews (or re-validates) them (RFC 3339).
@@ -113,6 +120,25 @@ impl Fingerprinter {
             feed(&mut mac, v.expose_secret().as_bytes());
         }
         Self::finish(mac)
+    }
+
+    /// Digest of the version of the input Secret (its resourceVersion: a
+    /// new one for every write, and for a Secret deleted and created again
+    /// under the same name) and of the fingerprint `context`: when both are
+    /// as recorded, [`Self::inputs`] would give what it gave then. Keyed,
+    /// so that no one who can edit the output Secret's annotations can make
+    /// the operator believe its inputs unchanged.
+    pub fn input_version(&self, input_resource_version: &str, context: &str) -> u64 {
+        let mut mac = self.mac();
+        feed(&mut mac, b"input-version");
+        feed(&mut mac, input_resource_version.as_bytes());
+        feed(&mut mac, context.as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        u64::from_be_bytes(
+            bytes[..8]
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("SHA-256 gives 32 bytes")),
+        )
     }
 
     /// Fingerprint of a refusal: the inputs the provider refused and the
@@ -272,6 +298,27 @@ pub fn secret_type(target: Option<&TargetSpec>) -> SecretType {
     target.and_then(|t| t.secret_type).unwrap_or_default()
 }
 
+/// What credentials were made from, as recorded with them: the input
+/// fingerprint, and the input version when the inputs were a finished
+/// flow's (see [`INPUT_VERSION_ANNOTATION`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputStamp<'a> {
+    pub fingerprint: &'a str,
+    pub version: Option<u64>,
+}
+
+/// [`INPUT_VERSION_ANNOTATION`]'s value for a digest.
+pub fn format_input_version(version: u64) -> String {
+    format!("{version:016x}")
+}
+
+/// A digest read back from [`INPUT_VERSION_ANNOTATION`]'s value.
+pub fn parse_input_version(value: &str) -> Option<u64> {
+    (value.len() == 16)
+        .then(|| u64::from_str_radix(value, 16).ok())
+        .flatten()
+}
+
 /// The output Secret as it should be: the issued `fields` and the
 /// `rendered` template keys (which never collide with them; an issued key
 /// wins if they did).
@@ -279,7 +326,7 @@ pub fn desired_secret(
     integration: &Integration,
     fields: &Credentials,
     rendered: &BTreeMap<String, String>,
-    input_fingerprint: &str,
+    inputs: InputStamp<'_>,
     schedule: Schedule,
     fingerprinter: &Fingerprinter,
 ) -> Secret {
@@ -318,7 +365,11 @@ pub fn desired_secret(
     if let Some(fp) = template_fingerprint {
         annotations.insert(TEMPLATE_FINGERPRINT_ANNOTATION.into(), fp);
     }
-    annotations.insert(INPUT_FINGERPRINT_ANNOTATION.into(), input_fingerprint.into());
+    annotations.insert(INPUT_FINGERPRINT_ANNOTATION.into(), inputs.fingerprint.into());
+    annotations.remove(INPUT_VERSION_ANNOTATION);
+    if let Some(version) = inputs.version {
+        annotations.insert(INPUT_VERSION_ANNOTATION.into(), format_input_version(version));
+    }
     if let Some(at) = schedule.expires_at {
         annotations.insert(EXPIRES_AT_ANNOTATION.into(), super::status::rfc3339(at));
     }
@@ -461,7 +512,7 @@ mod tests {
             &integration(),
             &fields(),
             &BTreeMap::new(),
-            "in-fp",
+            STAMP,
             Schedule::default(),
             &fp,
         );
@@ -479,6 +530,53 @@ mod tests {
         assert!(!annotations.values().any(|v| v.contains("tok")));
     }
 
+    const STAMP: InputStamp<'static> = InputStamp {
+        fingerprint: "in-fp",
+        version: None,
+    };
+
+    #[test]
+    fn the_input_version_is_recorded_only_with_finished_inputs_and_follows_the_input_and_context() {
+        let fp = Fingerprinter::new(b"k".to_vec());
+        let version = fp.input_version("41", "ctx");
+        assert_ne!(
+            version,
+            fp.input_version("42", "ctx"),
+            "a new version of the input Secret"
+        );
+        assert_ne!(version, fp.input_version("41", "ctx2"), "another provider or spec");
+        assert_ne!(
+            version,
+            Fingerprinter::new(b"other".to_vec()).input_version("41", "ctx")
+        );
+        assert_eq!(version, fp.input_version("41", "ctx"));
+        let mut forged = integration();
+        forged.spec.target.get_or_insert_default().annotations.insert(
+            INPUT_VERSION_ANNOTATION.into(),
+            format_input_version(fp.input_version("1", "forged")),
+        );
+        let stamped = |version| {
+            let s = desired_secret(
+                &forged,
+                &fields(),
+                &BTreeMap::new(),
+                InputStamp {
+                    fingerprint: "in-fp",
+                    version,
+                },
+                Schedule::default(),
+                &fp,
+            );
+            s.metadata.annotations.unwrap().get(INPUT_VERSION_ANNOTATION).cloned()
+        };
+        let written = stamped(Some(version)).expect("recorded");
+        assert_eq!(parse_input_version(&written), Some(version));
+        // A checkpoint records none, whatever target.annotations says.
+        assert_eq!(stamped(None), None);
+        assert_eq!(parse_input_version("not hex digits!!"), None);
+        assert_eq!(parse_input_version("abc"), None);
+    }
+
     #[test]
     fn edited_data_is_detected() {
         let fp = Fingerprinter::new(b"k".to_vec());
@@ -486,7 +584,7 @@ mod tests {
             &integration(),
             &fields(),
             &BTreeMap::new(),
-            "in-fp",
+            STAMP,
             Schedule::default(),
             &fp,
         );
@@ -515,7 +613,7 @@ mod tests {
             // A collision never replaces an issued value.
             ("access_token".to_string(), "rendered".to_string()),
         ]);
-        let s = desired_secret(&templated(), &fields(), &rendered, "in-fp", Schedule::default(), &fp);
+        let s = desired_secret(&templated(), &fields(), &rendered, STAMP, Schedule::default(), &fp);
         assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
         let data = s.data.clone().unwrap();
         assert_eq!(data["username"].0, b"tok");
@@ -553,7 +651,7 @@ mod tests {
             &integration(),
             &fields(),
             &BTreeMap::new(),
-            "in-fp",
+            STAMP,
             Schedule::default(),
             &fp,
         );

@@ -48,18 +48,35 @@ pub const REQUEST_INPUT_KEYS: &[&str] = &[
     "organization_secret",
 ];
 
-/// Everything an exchange needs, resolved.
+/// What an Integration's ClusterProvider resolves to: everything an
+/// exchange needs but the input values.
 pub struct Resolved {
     pub provider: ProviderConfig,
     pub provider_spec: ClusterProviderSpec,
     pub driver: std::sync::Arc<dyn Driver>,
     pub flow: Flow,
-    pub inputs: Credentials,
 }
 
-/// Resolves an Integration's references.
-pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolved, Error> {
+/// The input Secret's values, and the version they were read at.
+pub struct Inputs {
+    pub values: Credentials,
+    pub resource_version: String,
+}
+
+/// Resolves an Integration's ClusterProvider, its driver and flow (from the
+/// caches alone).
+pub fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolved, Error> {
     let (provider_spec, provider, driver, flow) = resolve_provider(integration, ctx)?;
+    Ok(Resolved {
+        provider,
+        provider_spec,
+        driver,
+        flow,
+    })
+}
+
+/// Reads the input Secret an Integration names.
+pub async fn read_inputs(integration: &Integration, ctx: &Context) -> Result<Inputs, Error> {
     let namespace = integration.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &integration.spec;
     let input = ctx
@@ -75,12 +92,9 @@ pub async fn resolve(integration: &Integration, ctx: &Context) -> Result<Resolve
                 ),
             )
         })?;
-    Ok(Resolved {
-        provider,
-        provider_spec,
-        driver,
-        flow,
-        inputs: secret_credentials(&input)?,
+    Ok(Inputs {
+        values: secret_credentials(&input)?,
+        resource_version: input.metadata.resource_version.unwrap_or_default(),
     })
 }
 

@@ -71,7 +71,10 @@ impl StateWriter for SecretWriter<'_> {
             self.ctx,
             persisted,
             &rendered,
-            UNFINISHED,
+            output::InputStamp {
+                fingerprint: UNFINISHED,
+                version: None,
+            },
             output::Schedule::default(),
             self.seen_missing,
         )
@@ -174,7 +177,7 @@ pub(super) async fn run(
         state_key: Some(&state_key),
         provider: &resolved.provider,
         flow: &resolved.flow,
-        inputs: &resolved.inputs,
+        inputs: seen.inputs()?,
         persisted: &persisted,
         first_claimant: first_claimant.as_deref(),
         identity: &identity,
@@ -227,7 +230,7 @@ pub(super) async fn run(
                 ctx,
                 &fields,
                 &rendered,
-                input_fingerprint,
+                seen.stamp(),
                 schedule,
                 seen_missing,
             )

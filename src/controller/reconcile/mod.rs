@@ -21,7 +21,7 @@ pub(super) use report::{publish, status_patch_params};
 use crate::reasons::Reason;
 use exchange::Exchanged;
 pub use observe::parse_disabled;
-use observe::{Observation, disabled_report, observe, recorded, refusal_message, refusal_of, uid};
+use observe::{Observation, Reading, disabled_report, observe, recorded, refusal_message, refusal_of, uid};
 use report::{finish, record_failure};
 use std::{sync::Arc, time::Duration};
 use write::{check_type, ensure_finalizer, rerender, template_error};
@@ -210,44 +210,24 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
 }
 
 async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
-    let seen = observe(integration, ctx).await?;
-    let facts = seen.facts(integration, ctx.report_interval);
+    let mut seen = observe(integration, ctx, Reading::UnlessUnchanged).await?;
+    let mut decision = decide(integration, ctx, &seen, now)?;
+    if matches!(decision, Decision::Exchange(_)) && !seen.read_inputs() {
+        // The exchange sends the input values: read them now, and decide
+        // again from them (they may have changed since the watch saw them).
+        seen = observe(integration, ctx, Reading::Always).await?;
+        decision = decide(integration, ctx, &seen, now)?;
+    }
     let Observation {
         resolved,
         input_fingerprint,
-        template_fingerprint,
         secret: existing,
+        template_fingerprint,
         status: state,
         recorded,
+        ..
     } = &seen;
     let keeps_state = resolved.flow.keeps_state();
-    // A verified provider callback reported the integration status records
-    // disabled: the customer switched it off. Its credentials would only be
-    // refused (each refusal one more failed login), so nothing is sent
-    // until a person asks for it to be created again, and the condition
-    // says so at once rather than at the next renewal.
-    let mut forced = None;
-    if let Some((id, at)) = disabled_report(integration, ctx, state) {
-        if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
-            return Err(Error::invalid(
-                Reason::ReauthRequired,
-                format!(
-                    "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
-                    resolved.provider.name,
-                    Timestamp::from_second(at).map(status::rfc3339).unwrap_or_default(),
-                ),
-            ));
-        }
-        // Asked for: one exchange (the driver creates the integration again
-        // once the provider refuses the old credentials), not one per look.
-        if status::parse_time(state.last_exchange_time.as_ref()).is_none_or(|t| t.as_second() <= at) {
-            forced = Some(ExchangeReason::Requested);
-        }
-    }
-    let decision = match forced {
-        Some(reason) => Decision::Exchange(reason),
-        None => plan::decide(&facts, now),
-    };
     let reason = match decision {
         Decision::UpToDate { recheck_at } => {
             debug!(renew_at = ?recheck_at, "credentials are current");
@@ -258,7 +238,7 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             });
         }
         Decision::Rerender { recheck_at } => {
-            match rerender(integration, ctx, existing, input_fingerprint, keeps_state).await? {
+            match rerender(integration, ctx, existing, seen.stamp(), keeps_state).await? {
                 Some((written, schedule)) => {
                     info!("output Secret rendered again from the credentials it holds");
                     return Ok(Ending::UpToDate {
@@ -357,6 +337,35 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
             started,
         }),
     }
+}
+
+/// What a look does with what it observed (the pure [`plan::decide`],
+/// unless a verified provider callback reported the integration disabled).
+fn decide(integration: &Integration, ctx: &Context, seen: &Observation, now: Timestamp) -> Result<Decision, Error> {
+    let state = &seen.status;
+    // A verified provider callback reported the integration status records
+    // disabled: the customer switched it off. Its credentials would only be
+    // refused (each refusal one more failed login), so nothing is sent
+    // until a person asks for it to be created again, and the condition
+    // says so at once rather than at the next renewal.
+    if let Some((id, at)) = disabled_report(integration, ctx, state) {
+        if integration.annotations().get(RETRY_ANNOTATION) != Some(&id) {
+            return Err(Error::invalid(
+                Reason::ReauthRequired,
+                format!(
+                    "ClusterProvider {:?} reported integration {id} disabled (a verified callback received at {}): the customer switched it off, so the operator neither renews its credentials nor creates it again by itself; the last credentials stay in the output Secret, but the provider will refuse them. Once the customer wants it back, set the annotation {RETRY_ANNOTATION}={id} to create a new one",
+                    seen.resolved.provider.name,
+                    Timestamp::from_second(at).map(status::rfc3339).unwrap_or_default(),
+                ),
+            ));
+        }
+        // Asked for: one exchange (the driver creates the integration again
+        // once the provider refuses the old credentials), not one per look.
+        if status::parse_time(state.last_exchange_time.as_ref()).is_none_or(|t| t.as_second() <= at) {
+            return Ok(Decision::Exchange(ExchangeReason::Requested));
+        }
+    }
+    Ok(plan::decide(&seen.facts(integration, ctx.report_interval), now))
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

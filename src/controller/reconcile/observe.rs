@@ -9,7 +9,7 @@ use super::{
     REPORTED_ID_ANNOTATION, RETRY_ANNOTATION,
 };
 use crate::reasons::Reason;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, num::NonZeroU64};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,6 +21,7 @@ use super::super::{
     Context, Error, output,
     plan::{self, Facts, SecretState},
     resolve::{self, Resolved},
+    scale::owned::OwnedSecret,
     schedule::RenewBefore,
     status::{self},
 };
@@ -36,8 +37,16 @@ use crate::{
 /// credentials, say, has one source: [`Observed::schedule`].
 pub(super) struct Observation {
     pub(super) resolved: Resolved,
+    /// The input Secret's values, when this look read them. A look that
+    /// found the input Secret at the version the credentials were made
+    /// from, and provider and spec as they were, knows the input
+    /// fingerprint without them and skips the read; should it exchange, it
+    /// observes again, reading them ([`Reading::Always`]).
+    inputs: Option<Credentials>,
     /// Fingerprint of what the exchange sends (inputs and what it depends on).
     pub(super) input_fingerprint: String,
+    /// [`output::Fingerprinter::input_version`] of the inputs as observed.
+    pub(super) input_version: Option<u64>,
     /// Fingerprint of the output's type and templates.
     pub(super) template_fingerprint: Option<String>,
     pub(super) secret: Observed,
@@ -47,25 +56,94 @@ pub(super) struct Observation {
     pub(super) recorded: plan::Recorded,
 }
 
-/// Reads what a look decides with. The Integration's references and the
-/// output Secret are independent reads, asked at once: a first issue waits
-/// for one round trip instead of two.
-pub(super) async fn observe(integration: &Integration, ctx: &Context) -> Result<Observation, Error> {
-    let (resolved, secret) = tokio::join!(resolve::resolve(integration, ctx), observe_secret(integration, ctx));
-    let resolved = resolved?;
+/// Whether a look reads the input Secret.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Reading {
+    /// Unless the input Secret is known unchanged since the credentials
+    /// were made.
+    UnlessUnchanged,
+    /// Always: an exchange sends the values.
+    Always,
+}
+
+/// Reads what a look decides with. The input Secret and the output Secret
+/// are independent reads, asked at once: a first issue waits for one
+/// round trip instead of two. Where the output Secret records the input
+/// Secret's current version (and provider and spec are as they were), the
+/// input is not read: the output Secret alone is observed (from the cache
+/// when its version is trusted), and the fingerprint it records stands.
+pub(super) async fn observe(integration: &Integration, ctx: &Context, reading: Reading) -> Result<Observation, Error> {
+    let resolved = resolve::resolve(integration, ctx)?;
     let context = fingerprint_context(integration, &resolved)?;
-    let input_fingerprint = ctx.fingerprinter.inputs(&context, &resolved.inputs);
-    Ok(Observation {
+    let observation = |inputs, input_fingerprint, input_version, secret| Observation {
+        inputs,
         input_fingerprint,
+        input_version,
         template_fingerprint: ctx.fingerprinter.template(integration.spec.target.as_deref()),
-        secret: secret?,
+        secret,
         status: status_of(integration),
         recorded: recorded(integration),
         resolved,
-    })
+    };
+    // The input version now, as the Secret-metadata watch last saw it.
+    let current = || {
+        let namespace = integration.namespace().unwrap_or_default();
+        let rv = ctx.input_versions.get(&namespace, &integration.spec.secret_ref.name)?;
+        Some(ctx.fingerprinter.input_version(&rv.to_string(), &context))
+    };
+    let current = (reading == Reading::UnlessUnchanged).then(current).flatten();
+    let cached_version = cached_output(integration, ctx)?.and_then(|c| c.input_version);
+    if let Some(version) = current.filter(|v| cached_version.map(NonZeroU64::get) == Some(*v)) {
+        let secret = observe_secret(integration, ctx).await?;
+        // Read back if it was not trusted: what it records now decides.
+        if let (SecretState::Intact { input_fingerprint, .. }, Some(recorded)) = (&secret.state, secret.input_version)
+            && recorded == version
+        {
+            let fingerprint = input_fingerprint.clone();
+            return Ok(observation(None, fingerprint, Some(version), secret));
+        }
+        let inputs = resolve::read_inputs(integration, ctx).await?;
+        return Ok(read(observation, inputs, secret, ctx, &context));
+    }
+    let (inputs, secret) = tokio::join!(resolve::read_inputs(integration, ctx), observe_secret(integration, ctx));
+    Ok(read(observation, inputs?, secret?, ctx, &context))
+}
+
+/// The observation of a look that read the input values.
+fn read(
+    observation: impl FnOnce(Option<Credentials>, String, Option<u64>, Observed) -> Observation,
+    inputs: resolve::Inputs,
+    secret: Observed,
+    ctx: &Context,
+    context: &str,
+) -> Observation {
+    let input_fingerprint = ctx.fingerprinter.inputs(context, &inputs.values);
+    let input_version = (!inputs.resource_version.is_empty())
+        .then(|| ctx.fingerprinter.input_version(&inputs.resource_version, context));
+    observation(Some(inputs.values), input_fingerprint, input_version, secret)
 }
 
 impl Observation {
+    /// The input values, read by this look (see [`Reading`]).
+    pub(super) fn inputs(&self) -> Result<&Credentials, Error> {
+        self.inputs
+            .as_ref()
+            .ok_or_else(|| Error::invalid(Reason::InternalError, "the inputs were not read before an exchange"))
+    }
+
+    /// Whether this look read the input values.
+    pub(super) fn read_inputs(&self) -> bool {
+        self.inputs.is_some()
+    }
+
+    /// What new credentials are recorded as made from.
+    pub(super) fn stamp(&self) -> output::InputStamp<'_> {
+        output::InputStamp {
+            fingerprint: &self.input_fingerprint,
+            version: self.input_version,
+        }
+    }
+
     /// The facts the pure decision reads.
     pub(super) fn facts(&self, integration: &Integration, report_interval: std::time::Duration) -> Facts {
         let state = &self.status;
@@ -111,6 +189,9 @@ pub(super) struct Observed {
     /// from the version read when there was a read, else from the cache.
     /// Empty when there is no intact Secret.
     pub(super) schedule: output::Schedule,
+    /// The input version an intact Secret records
+    /// ([`output::INPUT_VERSION_ANNOTATION`]).
+    pub(super) input_version: Option<u64>,
 }
 
 pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Observed, Error> {
@@ -121,6 +202,7 @@ pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> 
         state: SecretState::Missing,
         secret: None,
         schedule: output::Schedule::default(),
+        input_version: None,
     };
     let Some(cached) = cached_output(integration, ctx)? else {
         // Not in the label-selected cache. The cache may lag behind our own
@@ -131,28 +213,58 @@ pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> 
             Some(secret) => examine(secret, ctx, &key),
         });
     };
-    let rv = cached.resource_version.to_string();
-    if ctx.verified.is_verified(&key, &rv) {
-        return Ok(Observed {
-            state: SecretState::Intact {
-                input_fingerprint: cached
-                    .input_fingerprint
-                    .as_ref()
-                    .map(|f| f.to_string())
-                    .unwrap_or_default(),
-                renew_at: cached.schedule.renew_at,
-                expires_at: cached.schedule.expires_at,
-                template_fingerprint: cached.template_fingerprint().map(String::from),
-            },
-            secret: None,
-            schedule: cached.schedule,
-        });
+    if let Some(trusted) = trusted(integration, ctx, &cached) {
+        return Ok(trusted);
     }
-    // A version we did not write or check (someone edited it, or the operator
-    // restarted): read the data once and check it against its content hash.
+    // A version we did not write or check (someone edited it, or our write
+    // was not followed by the status write that records it): read the data
+    // once and check it against its content hash.
     Ok(match read_output(integration, ctx).await? {
         None => missing(),
         Some(secret) => examine(secret, ctx, &key),
+    })
+}
+
+/// The output Secret from the cache, without a read, when its version is
+/// the one this process last wrote or checked, or, where this process has
+/// none yet (a restarted process, a new leader), the one status records as
+/// the operator's. Any other version is someone else's (or older than one
+/// written since) and must be read and checked.
+fn trusted(integration: &Integration, ctx: &Context, cached: &OwnedSecret) -> Option<Observed> {
+    let name = output::target_name(integration);
+    let key = ObjectRef::<Secret>::new(&name).within(&integration.namespace().unwrap_or_default());
+    let rv = cached.resource_version?.to_string();
+    match ctx.verified.version_of(&key) {
+        // What this process wrote or checked last is the freshest word: a
+        // cache that lags behind its own write still shows the version
+        // status records, but that version is no longer current.
+        Some(known) if known == rv => {}
+        Some(_) => return None,
+        None => {
+            let recorded = integration
+                .status
+                .as_ref()
+                .and_then(|s| s.secret_resource_version.as_deref());
+            if recorded != Some(rv.as_str()) {
+                return None;
+            }
+            ctx.verified.record(&key, &rv);
+        }
+    }
+    Some(Observed {
+        state: SecretState::Intact {
+            input_fingerprint: cached
+                .input_fingerprint
+                .as_ref()
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            renew_at: cached.schedule.renew_at,
+            expires_at: cached.schedule.expires_at,
+            template_fingerprint: cached.template_fingerprint().map(String::from),
+        },
+        secret: None,
+        schedule: cached.schedule,
+        input_version: cached.input_version.map(NonZeroU64::get),
     })
 }
 
@@ -160,7 +272,12 @@ pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> 
 pub(super) fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) -> Observed {
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let written = output::Schedule::from_annotations(&annotations);
-    let state = if output::is_intact(&secret, &ctx.fingerprinter) {
+    let intact = output::is_intact(&secret, &ctx.fingerprinter);
+    let input_version = annotations
+        .get(output::INPUT_VERSION_ANNOTATION)
+        .and_then(|v| output::parse_input_version(v))
+        .filter(|_| intact);
+    let state = if intact {
         ctx.verified
             .record(key, secret.metadata.resource_version.as_deref().unwrap_or_default());
         SecretState::Intact {
@@ -180,6 +297,7 @@ pub(super) fn examine(secret: Secret, ctx: &Context, key: &ObjectRef<Secret>) ->
         state,
         secret: Some(secret),
         schedule: written,
+        input_version,
     }
 }
 

@@ -11,9 +11,11 @@ use crate::reasons::Reason;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    runtime::reflector::ObjectRef,
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -52,6 +54,10 @@ pub(super) async fn finish(
     now: Timestamp,
 ) -> Result<Option<Duration>, Error> {
     let old = status_of(integration);
+    let wrote_secret = matches!(
+        ending,
+        Ending::Issued { written: true, .. } | Ending::UpToDate { rerendered: true, .. }
+    );
     let Report {
         status: mut new,
         mut wanted,
@@ -71,6 +77,17 @@ pub(super) async fn finish(
         wanted.push(Wanted::from(c));
     }
     new.conditions = status::merge_conditions(&old.conditions, &wanted, integration.metadata.generation, now);
+    // The output Secret's version this process wrote or checked, recorded
+    // whenever status is written anyway: a restarted process then trusts
+    // that version without reading it. It never causes a write of its own
+    // (a restart after an upgrade that added the field writes nothing).
+    if new != old || wrote_secret {
+        let secret = ObjectRef::<Secret>::new(&output::target_name(integration))
+            .within(&integration.namespace().unwrap_or_default());
+        if let Some(rv) = ctx.verified.version_of(&secret) {
+            new.secret_resource_version = Some(rv);
+        }
+    }
     patch_status_if_changed(integration, ctx, &old, &new, clear_empty).await?;
     if let Some((type_, reason, note)) = event {
         publish(ctx, integration, type_, reason, note).await;

@@ -168,7 +168,7 @@ pub(super) async fn rerender(
     integration: &Integration,
     ctx: &Context,
     existing: &Observed,
-    input_fingerprint: &str,
+    inputs: output::InputStamp<'_>,
     keeps_state: bool,
 ) -> Result<Option<(bool, output::Schedule)>, Error> {
     if let Some(spec) = templates::of(integration) {
@@ -187,7 +187,7 @@ pub(super) async fn rerender(
     let (fields, _) = output::split(&secret);
     let rendered = templates::render(integration, &fields).map_err(template_error)?;
     let schedule = output::Schedule::from_annotations(secret.annotations());
-    let (written, _) = write_secret(integration, ctx, &fields, &rendered, input_fingerprint, schedule, false).await?;
+    let (written, _) = write_secret(integration, ctx, &fields, &rendered, inputs, schedule, false).await?;
     Ok(Some((written, schedule)))
 }
 
@@ -232,18 +232,11 @@ pub(super) async fn write_secret(
     ctx: &Context,
     fields: &Credentials,
     rendered: &BTreeMap<String, String>,
-    input_fingerprint: &str,
+    inputs: output::InputStamp<'_>,
     schedule: output::Schedule,
     seen_missing: bool,
 ) -> Result<(bool, bool), Error> {
-    let desired = output::desired_secret(
-        integration,
-        fields,
-        rendered,
-        input_fingerprint,
-        schedule,
-        &ctx.fingerprinter,
-    );
+    let desired = output::desired_secret(integration, fields, rendered, inputs, schedule, &ctx.fingerprinter);
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let changed = ctx
@@ -273,11 +266,14 @@ pub(super) async fn written_secret(
     if let Some(cached) = cached_output(integration, ctx)? {
         // A re-validation that changes nothing must not write (or wake
         // every watcher of the Secret).
-        let rv = cached.resource_version.to_string();
-        if ctx.verified.is_verified(&key, &rv) && cached.metadata_digest == owned::metadata_digest(&desired.metadata) {
+        let rv = cached.resource_version.map(|rv| rv.to_string());
+        if let Some(rv) = &rv
+            && ctx.verified.is_verified(&key, rv)
+            && cached.metadata_digest == owned::metadata_digest(&desired.metadata)
+        {
             return Ok(false);
         }
-        cached_rv = Some(rv);
+        cached_rv = rv;
         previous_rendered = cached.rendered_keys();
     }
     // What we know decides a fast path; anything else (or a fast path that

@@ -191,7 +191,7 @@ pub static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     };
     let status = |conditions: serde_json::Value| {
         json!({"observedGeneration": 1, "conditions": conditions, "expiresAt": time, "renewAt": time,
-            "lastExchangeTime": time, "secretName": "credentials"})
+            "lastExchangeTime": time, "secretName": "credentials", "secretResourceVersion": "1"})
     };
     let specs = [
         json!({"provider": "smartrecruiters", "secretRef": {"name": "credentials"},

@@ -4,8 +4,9 @@
 //! runs reconciles from it ([`runner`]), when each Integration is next looked at
 //! ([`timetable`]), the compact cache of output Secrets ([`owned`]), input
 //! Secret reads shared by reconciles asking at once ([`shared_reads`]), and
-//! the Event publisher that keeps nothing per object ([`events`]), and the
-//! backoff and Warning repetition after failures ([`backoff`]).
+//! the Event publisher that keeps nothing per object ([`events`]), the
+//! backoff and Warning repetition after failures ([`backoff`]), and Secret
+//! versions kept by name in a few bytes each ([`versions`]).
 
 pub mod backoff;
 pub mod cache;
@@ -16,3 +17,4 @@ pub mod owned;
 pub mod runner;
 pub mod shared_reads;
 pub mod timetable;
+pub mod versions;

@@ -22,17 +22,25 @@ use kube::{
     runtime::{reflector::ObjectRef, watcher},
 };
 
+use super::versions::{VersionTable, numeric};
 use crate::controller::output::{self, Schedule};
 use crate::crd::Integration;
+use std::num::NonZeroU64;
 
 /// An output Secret as last seen by the watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedSecret {
-    pub resource_version: Box<str>,
+    /// Its resourceVersion; `None` when not a plain number (the API calls
+    /// versions opaque; etcd-backed servers write numbers): such a Secret
+    /// is never trusted without a read.
+    pub resource_version: Option<NonZeroU64>,
     /// The uid of the controlling owner reference, if any.
     pub controller_uid: Option<CompactText>,
     /// The input fingerprint annotation the credentials were derived from.
     pub input_fingerprint: Option<CompactText>,
+    /// The input version annotation, when it holds a digest
+    /// ([`output::INPUT_VERSION_ANNOTATION`]; a digest of 0 counts as none).
+    pub input_version: Option<NonZeroU64>,
     /// The schedule recorded in the annotations.
     pub schedule: Schedule,
     /// How it is presented, where it is more than an `Opaque` Secret of
@@ -81,7 +89,11 @@ impl OwnedSecret {
     pub fn from_meta(meta: &ObjectMeta) -> OwnedSecret {
         let annotations = meta.annotations.as_ref();
         OwnedSecret {
-            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            resource_version: meta
+                .resource_version
+                .as_deref()
+                .and_then(numeric)
+                .and_then(NonZeroU64::new),
             controller_uid: meta
                 .owner_references
                 .iter()
@@ -91,6 +103,10 @@ impl OwnedSecret {
             input_fingerprint: annotations
                 .and_then(|a| a.get(output::INPUT_FINGERPRINT_ANNOTATION))
                 .map(|v| CompactText::new(v)),
+            input_version: annotations
+                .and_then(|a| a.get(output::INPUT_VERSION_ANNOTATION))
+                .and_then(|v| output::parse_input_version(v))
+                .and_then(NonZeroU64::new),
             schedule: annotations.map(Schedule::from_annotations).unwrap_or_default(),
             templated: annotations.and_then(Templated::from_annotations).map(Box::new),
             metadata_digest: metadata_digest(meta),
@@ -195,6 +211,11 @@ fn key(namespace: &str, name: &str) -> Box<str> {
     format!("{namespace}/{name}").into_boxed_str()
 }
 
+/// A [`key`] back as namespace and name (a namespace has no `/`).
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
 fn ref_key(secret: &ObjectRef<Secret>) -> Box<str> {
     key(secret.namespace.as_deref().unwrap_or_default(), &secret.name)
 }
@@ -207,7 +228,7 @@ pub struct Verified(Arc<VerifiedInner>);
 
 #[derive(Default)]
 struct VerifiedInner {
-    versions: Mutex<HashMap<Box<str>, Box<str>>>,
+    versions: Mutex<VersionTable>,
     /// Secrets this operator is writing right now.
     writing: Mutex<std::collections::HashSet<Box<str>>>,
     /// Signalled whenever a write ends.
@@ -236,21 +257,24 @@ impl Drop for Writing {
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Verified {
+    fn versions(&self) -> std::sync::MutexGuard<'_, VersionTable> {
+        self.0.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn is_verified(&self, secret: &ObjectRef<Secret>, resource_version: &str) -> bool {
-        self.0
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ref_key(secret))
-            .is_some_and(|rv| &**rv == resource_version)
+        let namespace = secret.namespace.as_deref().unwrap_or_default();
+        self.versions().holds(namespace, &secret.name, resource_version)
+    }
+
+    /// The version of `secret` this process last wrote or checked.
+    pub fn version_of(&self, secret: &ObjectRef<Secret>) -> Option<String> {
+        let namespace = secret.namespace.as_deref().unwrap_or_default();
+        self.versions().get(namespace, &secret.name).map(|rv| rv.to_string())
     }
 
     pub fn record(&self, secret: &ObjectRef<Secret>, resource_version: &str) {
-        self.0
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ref_key(secret), resource_version.into());
+        let namespace = secret.namespace.as_deref().unwrap_or_default();
+        self.versions().set(namespace, &secret.name, resource_version);
     }
 
     /// Declares a write of `secret` under way, until the guard is dropped
@@ -293,15 +317,13 @@ impl Verified {
     }
 
     fn forget(&self, key: &str) {
-        self.0.versions.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let (namespace, name) = split_key(key);
+        self.versions().remove(namespace, name);
     }
 
-    fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| keep(k));
+    /// Keeps only the versions of the Secrets named by `keys`.
+    fn retain<'a>(&self, keys: impl Iterator<Item = &'a Box<str>>) {
+        self.versions().retain(keys.map(|k| split_key(k)));
     }
 }
 
@@ -387,7 +409,7 @@ impl OwnedSecrets {
             watcher::Event::InitDone => {
                 if let Some(mut fresh) = state.relist.take() {
                     fresh.shrink_to_fit();
-                    self.verified.retain(|k| fresh.contains_key(k));
+                    self.verified.retain(fresh.keys());
                     state.secrets = fresh;
                 }
                 drop(state);
@@ -445,7 +467,7 @@ mod tests {
         cache.apply(&watcher::Event::InitDone);
         assert!(cache.get("ns", "b").is_none());
         let a = cache.get("ns", "a").expect("a is cached");
-        assert_eq!(&*a.resource_version, "2");
+        assert_eq!(a.resource_version.map(u64::from), Some(2));
         assert_eq!(a.input_fingerprint.map(|f| f.to_string()).as_deref(), Some("f1"));
         assert_eq!(a.controller_uid.map(|u| u.to_string()).as_deref(), Some("u1"));
     }
@@ -484,7 +506,7 @@ mod tests {
         let cache = OwnedSecrets::default();
         cache.apply(&watcher::Event::Apply(secret("a", "1", "u1")));
         cache.apply(&watcher::Event::Apply(secret("a", "3", "u1")));
-        assert_eq!(&*cache.get("ns", "a").unwrap().resource_version, "3");
+        assert_eq!(cache.get("ns", "a").unwrap().resource_version.map(u64::from), Some(3));
         let a = ObjectRef::<Secret>::new("a").within("ns");
         cache.verified().record(&a, "3");
         assert!(cache.verified().is_verified(&a, "3"));

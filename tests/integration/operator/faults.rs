@@ -736,6 +736,119 @@ async fn killed_after_the_secret_write_a_restart_keeps_the_written_credentials_w
     assert_eq!(token, written, "the written credentials were replaced");
 }
 
+/// A restarted operator trusts what it wrote and knows what did not change
+/// without reading it: no read of an output Secret still at the version
+/// status records, none of an input Secret still at the version the
+/// credentials were made from. Everything changed while it was down is
+/// read and acted on: an input Secret deleted and created again with the
+/// same values (read, nothing exchanged), an output Secret edited and
+/// edited back (read, found intact, nothing exchanged), a ClusterProvider
+/// edit that changes what is sent, and a rotated input (both exchanged).
+#[tokio::test]
+async fn a_restart_reads_only_what_changed_while_the_operator_was_down() {
+    let (cluster, sim) = setup(Some(3600)).await;
+    cluster.oauth2_provider("auth-d", &sim.token_url(), json!({})).await;
+    let client_a = [("client_id", "client-a"), ("client_secret", CLIENT_SECRET)];
+    for input in ["creds-b", "creds-d", "creds-e"] {
+        cluster.input_secret(input, &client_a).await;
+    }
+    let with = |provider: &str, input: &str, target: &str| json!({"provider": provider, "secretRef": {"name": input}, "clientCredentials": {}, "target": {"name": target}});
+    let operator = cluster.start_operator().await;
+    cluster.integration("a", with("auth", "creds", "out-a")).await;
+    cluster.integration("b", with("auth", "creds-b", "out-b")).await;
+    cluster.integration("c", with("auth", "creds", "out-c")).await;
+    cluster.integration("d", with("auth-d", "creds-d", "out-d")).await;
+    cluster.integration("e", with("auth", "creds-e", "out-e")).await;
+    for name in ["a", "b", "c", "d", "e"] {
+        cluster.wait_ready(name, "True", None).await;
+    }
+    let mut tokens = std::collections::BTreeMap::new();
+    for out in ["out-a", "out-b", "out-c", "out-d", "out-e"] {
+        tokens.insert(
+            out,
+            cluster.secret_data(out).await.expect("written")["access_token"].clone(),
+        );
+    }
+    operator.stop().await;
+    assert_eq!(sim.token_calls(), 5);
+
+    // While it is down:
+    let secrets = cluster.secrets();
+    secrets.delete("creds-b", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(10), "creds-b gone", || async {
+        secrets.get_opt("creds-b").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    cluster.input_secret("creds-b", &client_a).await;
+    let c_token = tokens["out-c"].clone();
+    cluster
+        .patch_secret_strings("out-c", json!({"access_token": "edited"}))
+        .await;
+    cluster
+        .patch_secret_strings("out-c", json!({"access_token": c_token}))
+        .await;
+    cluster
+        .oauth2_provider(
+            "auth-d",
+            &sim.token_url(),
+            json!({"clientAuthMethod": "client_secret_post"}),
+        )
+        .await;
+    cluster
+        .patch_secret_strings(
+            "creds-e",
+            json!({"client_id": "client-b", "client_secret": ROTATED_SECRET}),
+        )
+        .await;
+
+    let reads = cluster.api().reads();
+    reads.reset();
+    let writes = cluster.api().counters();
+    writes.reset();
+    let operator = cluster.start_operator().await;
+    for out in ["out-d", "out-e"] {
+        eventually(Duration::from_secs(20), "a new token after the change", || async {
+            let token = cluster.secret_data(out).await?["access_token"].clone();
+            (token != tokens[out]).then_some(())
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(20), "the changed Secrets read", || async {
+        (reads.count("secrets", "creds-b") > 0 && reads.count("secrets", "out-c") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(calls_during(&sim, Duration::from_secs(2)).await, 0);
+    assert_eq!(
+        sim.token_calls(),
+        7,
+        "only the provider edit and the rotation were exchanged"
+    );
+    for (secret, why) in [
+        ("out-a", "an output Secret at the version status records"),
+        ("out-b", "an output Secret at the version status records"),
+        ("creds", "an input Secret at the version the credentials were made from"),
+    ] {
+        assert_eq!(
+            reads.count("secrets", secret),
+            0,
+            "{secret} was read: {why}\n{:?}",
+            reads.snapshot()
+        );
+    }
+    for secret in ["creds-b", "out-c", "creds-d", "creds-e"] {
+        assert!(reads.count("secrets", secret) > 0, "{secret} changed and was not read");
+    }
+    // Only the two new tokens were written (Secret and status each).
+    assert_eq!(writes.writes_to("secrets"), 2, "{:?}", writes.snapshot());
+    assert_eq!(writes.writes_to("integrations/status"), 2, "{:?}", writes.snapshot());
+    for (name, out) in [("a", "out-a"), ("b", "out-b"), ("c", "out-c")] {
+        assert_eq!(cluster.secret_data(out).await.unwrap()["access_token"], tokens[out]);
+        cluster.wait_ready(name, "True", None).await;
+    }
+    wait_token_for(&cluster, &sim, "out-e", "client-b").await;
+    operator.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Real causes, on a real control plane of the test's own: the apiserver
 // restarted after an etcd compaction (its watchers resume from a
