@@ -196,7 +196,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             providers::check_issued(&issued.fields).map_err(failed)?;
             let fields = finished.persisted.updated(&issued.fields, &[]);
             // As the reconcile schedules it: before expiry, or a
-            // revalidation interval after the answer.
+            // revalidation interval after the answer. (With other
+            // renewals scheduled, the operator may take a less busy place
+            // in the same window: `schedule::renew_at_least_loaded`.)
             let renew_at = match issued.expires_at {
                 Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &identity),
                 None => {

@@ -10,8 +10,12 @@
 //! every issue, forever).
 //!
 //! The jitter is derived from the Integration's uid and the issue time, so it
-//! is stable across reconciles and restarts yet spreads tokens issued in the
-//! same second over a window instead of renewing them all at once.
+//! spreads tokens issued in the same second over a window instead of
+//! renewing them all at once. The operator offers each renewal a few such
+//! places and takes the one with the fewest looks already scheduled around
+//! it ([`renew_at_least_loaded`]): a burst of issues (a cold start, a
+//! restore) then renews flatter than it was issued. The time chosen is
+//! written with the credentials, so restarts keep it.
 
 use std::time::Duration;
 
@@ -112,12 +116,47 @@ pub fn renew_at(
     renew_before: Option<RenewBefore>,
     seed: &str,
 ) -> Timestamp {
+    candidate(issued_at, expires_at, renew_before, seed, 0)
+}
+
+/// How many places in its window a renewal is offered: the least loaded
+/// one is taken. Two already flatten most of a wave's peaks (the "power of
+/// two choices"); four flattened a front-loaded wave from 2.3 to 1.4 times
+/// its mean in a simulation of 10,000 tokens.
+pub const RENEWAL_CHOICES: u64 = 4;
+
+/// Like [`renew_at`], but of [`RENEWAL_CHOICES`] places in the same window
+/// (jittered by `seed` and the choice's index), the one where `load` (how
+/// many looks are already scheduled around a time) is least; the first
+/// ([`renew_at`]'s) on a tie. Tokens issued in a burst then renew spread
+/// over their windows instead of repeating the burst's shape.
+pub fn renew_at_least_loaded(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    renew_before: Option<RenewBefore>,
+    seed: &str,
+    load: impl Fn(Timestamp) -> usize,
+) -> Timestamp {
+    (0..RENEWAL_CHOICES)
+        .map(|choice| candidate(issued_at, expires_at, renew_before, seed, choice))
+        .min_by_key(|at| load(*at))
+        .unwrap_or_else(|| renew_at(issued_at, expires_at, renew_before, seed))
+}
+
+/// The `choice`-th place in the window (the 0th is [`renew_at`]'s).
+fn candidate(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    renew_before: Option<RenewBefore>,
+    seed: &str,
+    choice: u64,
+) -> Timestamp {
     let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
     let window = match renew_before {
         Some(rb) => rb.window(lifetime),
         None => default_window(lifetime),
     };
-    let jitter = window.mul_f64(JITTER_SHARE * unit_fraction(seed, issued_at));
+    let jitter = window.mul_f64(JITTER_SHARE * unit_fraction(seed, issued_at, choice));
     let earliest = issued_at + signed(MIN_RENEW_DELAY.min(lifetime));
     let at = expires_at - signed(window) + signed(jitter);
     at.max(earliest)
@@ -127,10 +166,13 @@ fn signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
-/// A number in [0, 1) derived from the seed and the issue time (FNV-1a).
-fn unit_fraction(seed: &str, issued_at: Timestamp) -> f64 {
+/// A number in [0, 1) derived from the seed, the issue time and the
+/// choice (FNV-1a; the 0th choice hashes as every renewal did before there
+/// were choices).
+fn unit_fraction(seed: &str, issued_at: Timestamp, choice: u64) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes().chain(issued_at.as_second().to_le_bytes()) {
+    let choice = (choice > 0).then(|| choice.to_le_bytes()).into_iter().flatten();
+    for b in seed.bytes().chain(issued_at.as_second().to_le_bytes()).chain(choice) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -140,6 +182,7 @@ fn unit_fraction(seed: &str, issued_at: Timestamp) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -253,11 +296,15 @@ mod tests {
                 rb in renew_before(),
                 uid in "[a-f0-9-]{1,36}",
                 issued_s in 1_600_000_000i64..2_000_000_000,
+                load_seed in any::<i64>(),
             ) {
                 let issued = Timestamp::from_second(issued_s).unwrap();
                 let lifetime = Duration::from_millis(lifetime_ms);
                 let expires = issued + signed(lifetime);
-                let at = renew_at(issued, expires, rb, &uid);
+                // Whichever place the load picks.
+                let at = renew_at_least_loaded(issued, expires, rb, &uid, |at| {
+                    (at.as_millisecond().wrapping_mul(load_seed) >> 7) as usize % 5
+                });
                 let window = match rb {
                     Some(rb) => rb.window(lifetime),
                     None => default_window(lifetime),
@@ -283,6 +330,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_burst_renews_spread_over_its_window_where_the_load_is_least() {
+        // 10,000 tokens issued over 50 s, most of them early (as a cold
+        // start against a busy apiserver issues them), renewing in a 22.5 s
+        // jitter window: with one place each, the renewals repeat the
+        // burst's shape; offered four, each takes the least loaded.
+        let start = t("2026-01-01T00:00:00Z");
+        let lifetime = SignedDuration::from_secs(150);
+        let issued: Vec<Timestamp> = (0..10_000u32)
+            .map(|i| {
+                let share = f64::from(i) / 10_000.0;
+                start + SignedDuration::from_secs_f64(50.0 * share * share)
+            })
+            .collect();
+        /// A scheduler: issue time, uid and the renewals per second so far.
+        type Choose<'a> = &'a dyn Fn(Timestamp, &str, &BTreeMap<i64, usize>) -> Timestamp;
+        let peak_to_mean = |choose: Choose| {
+            let mut seconds = BTreeMap::new();
+            for (i, at) in issued.iter().enumerate() {
+                let renew = choose(*at, &format!("uid-{i}"), &seconds);
+                *seconds.entry(renew.as_second()).or_insert(0usize) += 1;
+            }
+            let span = seconds.keys().last().unwrap() - seconds.keys().next().unwrap() + 1;
+            let busiest = *seconds.values().max().unwrap() as f64;
+            busiest / (10_000.0 / span as f64)
+        };
+        let alone = peak_to_mean(&|at, uid, _| renew_at(at, at + lifetime, None, uid));
+        let least_loaded = peak_to_mean(&|at, uid, seconds| {
+            renew_at_least_loaded(at, at + lifetime, None, uid, |c| {
+                seconds.get(&c.as_second()).copied().unwrap_or(0)
+            })
+        });
+        assert!(alone > 2.0, "the burst's shape: {alone:.2}x the mean");
+        assert!(least_loaded < 1.6, "{least_loaded:.2}x the mean (alone: {alone:.2}x)");
+        // The first choice is what renew_at always gave.
+        let nothing_scheduled = renew_at_least_loaded(start, start + lifetime, None, "uid-1", |_| 0);
+        assert_eq!(nothing_scheduled, renew_at(start, start + lifetime, None, "uid-1"));
     }
 
     #[test]

@@ -293,7 +293,14 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         expires_at,
         expiry_assumed,
         renew_at: Some(match expires_at {
-            Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &uid(integration)),
+            // Of a few places in the window, the one with the fewest looks
+            // already scheduled: a burst of issues renews spread out.
+            Some(expires_at) => {
+                schedule::renew_at_least_loaded(now, expires_at, renew_before, &uid(integration), |at| {
+                    let ahead = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
+                    ctx.timetable.scheduled_around(tokio::time::Instant::now() + ahead)
+                })
+            }
             None => {
                 answered
                     + jiff::SignedDuration::try_from(resolved.provider.revalidate_interval)

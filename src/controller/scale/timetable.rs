@@ -72,6 +72,16 @@ impl Timetable {
         table.by_key.get(integration).map(|(at, _)| *at)
     }
 
+    /// How many looks are scheduled within half a second of `at`: the load
+    /// a renewal placed there would join (see
+    /// [`schedule::renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)).
+    pub fn scheduled_around(&self, at: Instant) -> usize {
+        let half = std::time::Duration::from_millis(500);
+        let from = at.checked_sub(half).unwrap_or(at);
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.by_time.range((from, 0)..(at + half, 0)).count()
+    }
+
     pub fn len(&self) -> usize {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).by_key.len()
     }
@@ -161,6 +171,21 @@ mod tests {
         assert_eq!(first, Some(r("b")));
         assert_eq!(Instant::now() - now, Duration::from_secs(2));
         assert_eq!(table.get(&r("a")), Some(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn the_load_around_a_time_counts_the_looks_within_half_a_second() {
+        let table = Timetable::default();
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_secs(60) + Duration::from_millis(ms);
+        for (name, ms) in [("a", 0), ("b", 400), ("c", 499), ("d", 500), ("e", 1200)] {
+            table.set(&r(name), at(ms));
+        }
+        assert_eq!(table.scheduled_around(at(0)), 3, "a, b and c; d is half a second away");
+        assert_eq!(table.scheduled_around(at(1000)), 2, "d and e");
+        assert_eq!(table.scheduled_around(at(5000)), 0);
+        table.clear(&r("b"));
+        assert_eq!(table.scheduled_around(at(0)), 2);
     }
 
     #[test]
