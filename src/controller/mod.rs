@@ -423,8 +423,13 @@ async fn run_scope(
     // Up to this many owned-Secret events wait at once for a write of ours
     // to end (see Verified::is_news); the order of triggers does not matter.
     const JUDGED_AT_ONCE: usize = 256;
+    // The first list's Secrets are no news either: every Integration is
+    // looked at once the caches are ready (the Integration watch's first
+    // list names each), and that look reads the caches; a re-list's are.
+    let first_list_done = ctx.owned_secrets.clone();
     let owner_triggers = owned_events
         .filter_map(ok_or_log("output Secrets"))
+        .filter(move |_| future::ready(first_list_done.is_ready()))
         .map(move |secret| {
             let verified = verified.verified.clone();
             async move {

@@ -373,6 +373,11 @@ impl OwnedSecrets {
     }
 
     /// Resolves once the first complete list has been applied.
+    /// Whether the first list is in.
+    pub fn is_ready(&self) -> bool {
+        *self.ready_tx.borrow()
+    }
+
     pub async fn wait_until_ready(&self) {
         let mut ready = self.ready_tx.subscribe();
         let _ = ready.wait_for(|r| *r).await;

@@ -180,10 +180,12 @@ impl InputVersions {
     }
 
     /// Applies one watch event. Returns the Secret when the event is news:
-    /// a version not known before (a first sight, a change, a version seen
+    /// a version not known before (a new Secret, a change, a version seen
     /// again by a re-list after it changed) or a deletion. A re-list's
     /// report of a version already known is not: nothing an Integration
-    /// reads changed.
+    /// reads changed. Nor is the first list: every Integration is looked at
+    /// once the caches are ready anyway (the Integration watch's own first
+    /// list), so waking each again for its input would only repeat the look.
     pub fn apply(&self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Option<PartialObjectMeta<Secret>> {
         let mut state = self.lock();
         let names = |s: &PartialObjectMeta<Secret>| (s.namespace().unwrap_or_default(), s.name_any());
@@ -195,7 +197,8 @@ impl InputVersions {
             watcher::Event::InitApply(secret) => {
                 let (namespace, name) = names(&secret);
                 let rv = secret.metadata.resource_version.as_deref().unwrap_or_default();
-                let known = state.current.holds(&namespace, &name, rv);
+                let first_list = !*self.ready.borrow();
+                let known = first_list || state.current.holds(&namespace, &name, rv);
                 let fresh = state.current.sibling();
                 state.relist.get_or_insert(fresh).set(&namespace, &name, rv);
                 (!known).then_some(secret)
@@ -272,18 +275,12 @@ mod tests {
     }
 
     #[test]
-    fn changes_and_deletions_are_news_and_a_relist_of_known_versions_is_not() {
+    fn changes_and_deletions_are_news_and_neither_the_first_list_nor_a_relist_of_known_versions_is() {
         let versions = InputVersions::default();
-        // The first list: everything is news (nothing was known).
+        // The first list is no news: every Integration gets its look anyway.
         assert_eq!(news(&versions, watcher::Event::Init), None);
-        assert_eq!(
-            news(&versions, watcher::Event::InitApply(secret("a", "10"))),
-            Some("a".into())
-        );
-        assert_eq!(
-            news(&versions, watcher::Event::InitApply(secret("b", "11"))),
-            Some("b".into())
-        );
+        assert_eq!(news(&versions, watcher::Event::InitApply(secret("a", "10"))), None);
+        assert_eq!(news(&versions, watcher::Event::InitApply(secret("b", "11"))), None);
         assert_eq!(versions.get("ns", "a"), None, "known once the list is complete");
         assert_eq!(news(&versions, watcher::Event::InitDone), None);
         assert_eq!((versions.get("ns", "a"), versions.get("ns", "b")), (Some(10), Some(11)));
