@@ -451,8 +451,8 @@ async fn run_scope(
         }
     });
     // The Integrations reading a changed Secret, found by one scan of the
-    // cache for all the news that arrived together (a first list brings
-    // every Secret at once: a scan each would be quadratic).
+    // cache for all the news that arrived together (a re-list after an
+    // outage can bring thousands at once: a scan each would be quadratic).
     const SECRETS_PER_SCAN: usize = 4096;
     let input_triggers = input_news.ready_chunks(SECRETS_PER_SCAN).flat_map({
         let cache = integration_cache.clone();
