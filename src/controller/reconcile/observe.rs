@@ -92,9 +92,11 @@ pub(super) async fn observe(integration: &Integration, ctx: &Context, reading: R
         Some(ctx.fingerprinter.input_version(&rv.to_string(), &context))
     };
     let current = (reading == Reading::UnlessUnchanged).then(current).flatten();
-    let cached_version = cached_output(integration, ctx)?.and_then(|c| c.input_version);
+    // The cache's entry, read once: both the skip and the observation use it.
+    let cached = cached_output(integration, ctx)?;
+    let cached_version = cached.as_ref().and_then(|c| c.input_version);
     if let Some(version) = current.filter(|v| cached_version.map(NonZeroU64::get) == Some(*v)) {
-        let secret = observe_secret(integration, ctx).await?;
+        let secret = observe_secret(integration, ctx, cached).await?;
         // Read back if it was not trusted: what it records now decides.
         if let (SecretState::Intact { input_fingerprint, .. }, Some(recorded)) = (&secret.state, secret.input_version)
             && recorded == version
@@ -105,7 +107,10 @@ pub(super) async fn observe(integration: &Integration, ctx: &Context, reading: R
         let inputs = resolve::read_inputs(integration, ctx).await?;
         return Ok(read(observation, inputs, secret, ctx, &context));
     }
-    let (inputs, secret) = tokio::join!(resolve::read_inputs(integration, ctx), observe_secret(integration, ctx));
+    let (inputs, secret) = tokio::join!(
+        resolve::read_inputs(integration, ctx),
+        observe_secret(integration, ctx, cached)
+    );
     Ok(read(observation, inputs?, secret?, ctx, &context))
 }
 
@@ -194,7 +199,13 @@ pub(super) struct Observed {
     pub(super) input_version: Option<u64>,
 }
 
-pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> Result<Observed, Error> {
+/// The output Secret, from `cached` (the owned-Secret cache's entry) when
+/// that version is trusted, else read and checked.
+async fn observe_secret(
+    integration: &Integration,
+    ctx: &Context,
+    cached: Option<OwnedSecret>,
+) -> Result<Observed, Error> {
     let name = output::target_name(integration);
     let namespace = integration.namespace().unwrap_or_default();
     let key = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new(&name).within(&namespace);
@@ -204,7 +215,7 @@ pub(super) async fn observe_secret(integration: &Integration, ctx: &Context) -> 
         schedule: output::Schedule::default(),
         input_version: None,
     };
-    let Some(cached) = cached_output(integration, ctx)? else {
+    let Some(cached) = cached else {
         // Not in the label-selected cache. The cache may lag behind our own
         // write (a status event can arrive first), and a provider call must
         // never rest on a stale "missing": ask the API server.
