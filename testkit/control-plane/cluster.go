@@ -356,6 +356,7 @@ func setUp(o options) (*cluster, error) {
 		// A test cluster's data is thrown away: skip fsync as envtest's users often do.
 		"--unsafe-no-fsync",
 		"--log-level=warn",
+		"--enable-pprof=" + strconv.FormatBool(os.Getenv("CONTROL_PLANE_PROFILING") == "1"),
 	}}
 	c.apiserver = &component{name: "kube-apiserver", logPath: filepath.Join(dir, "kube-apiserver.log"), verbose: o.verbose, args: []string{
 		"--etcd-servers=" + c.etcdURL,
@@ -373,7 +374,9 @@ func setUp(o options) (*cluster, error) {
 		"--enable-admission-plugins=NodeRestriction",
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--allow-privileged=true",
-		"--profiling=false",
+		// CONTROL_PLANE_PROFILING=1 serves /debug/pprof, to see where the
+		// apiserver's CPU goes in a benchmark (off by default, as in kubeadm's hardening guides).
+		"--profiling=" + strconv.FormatBool(os.Getenv("CONTROL_PLANE_PROFILING") == "1"),
 		"--v=1",
 	}}
 	kcmKubeconfig := filepath.Join(dir, "kube-controller-manager.kubeconfig")

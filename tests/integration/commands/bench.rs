@@ -4,7 +4,8 @@
 //! synced once stranded half of them), and with nothing due the operator
 //! writes nothing and calls no provider, before and after a restart; in a
 //! refresh wave no Secret ever holds an expired token, and a 429's
-//! Retry-After is honoured.
+//! Retry-After is honoured. The reference client (the cold-start limit's
+//! control-plane term) brings its copies to Ready too.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ fn smoke_args() -> BenchArgs {
         cold_only: true,
         throughput: false,
         operator_concurrency: 128,
+        skip_reference: false,
     }
 }
 
@@ -45,6 +47,10 @@ async fn a_hundred_integrations_all_become_ready_and_a_restart_costs_nothing() {
     let figures = run_scale(&args, 100).await.expect("the bench runs");
     println!("{}", table(&args, std::slice::from_ref(&figures)));
     assert!(figures.all_ready, "not every Integration became Ready");
+    assert!(
+        figures.cold_reference.is_some(),
+        "the reference client did not bring its 100 Integrations to Ready with the operator's writes"
+    );
     assert_eq!(
         (figures.steady_writes, figures.steady_calls),
         (0, 0),
