@@ -1040,7 +1040,9 @@ async fn refresh_wave(
         )
         .await?;
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // 10 minutes, or 10 ms per token at the largest scales (the cold
+    // start's pace on two cores: each issue is a Secret and a status write).
+    let deadline = Instant::now() + Duration::from_secs(600).max(Duration::from_millis(10) * total as u32);
     while sim.token_calls() - calls_before < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
