@@ -70,7 +70,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub new_integrations: usize,
     /// Token lifetime of the refresh wave, in seconds: a 1 h lifetime scaled
-    /// down (0 skips the wave). Renewals fall in the last 20 % of it.
+    /// down (0 skips the wave). Renewals fall between 70 % and 85 % of it.
     #[arg(long, default_value_t = 150)]
     pub wave_lifetime: u64,
     /// Provider latency during the refresh wave, in milliseconds.
@@ -170,6 +170,10 @@ pub struct Wave {
     pub window: Duration,
     pub mean_per_s: f64,
     pub busiest_per_s: u64,
+    /// The busiest second and the mean as the operator scheduled the
+    /// renewals (the renew-at it wrote with each token), before any ran.
+    pub scheduled_busiest_per_s: u64,
+    pub scheduled_mean_per_s: f64,
     /// Sum of the ClusterProviders' requestsPerSecond.
     pub rate_limit: u64,
     /// (Secret, scan) pairs where a Secret held an expired token.
@@ -1064,8 +1068,8 @@ async fn refresh_wave(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .iter()
-                    .filter(|(_, e)| **e <= now)
-                    .map(|(k, e)| (k.clone(), *e))
+                    .filter(|(_, t)| t.expires_at <= now)
+                    .map(|(k, t)| (k.clone(), t.expires_at))
                     .collect();
                 if !expired.is_empty() && std::env::var_os("BENCH_DEBUG").is_some() {
                     eprintln!("bench: wave: at {now} expired in Secrets: {expired:?}");
@@ -1082,6 +1086,28 @@ async fn refresh_wave(
     while Instant::now() < renew_starts && sim.token_calls() == issued_calls {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The renewal times the operator chose, as it wrote them with each
+    // token (none has been renewed yet), on this harness's clock: the wave
+    // as scheduled, to tell a peak in the schedule from one in execution.
+    let scheduled: Vec<Instant> = {
+        let (now, wall) = (Instant::now(), jiff::Timestamp::now());
+        expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| !k.starts_with("bench-fresh/"))
+            .filter_map(|(_, t)| t.renew_at)
+            .map(|at| {
+                let ahead = at.duration_since(wall);
+                if ahead.is_negative() {
+                    now.checked_sub(Duration::try_from(-ahead).unwrap_or_default())
+                        .unwrap_or(now)
+                } else {
+                    now + Duration::try_from(ahead).unwrap_or_default()
+                }
+            })
+            .collect()
+    };
     while sim.token_calls() - issued_calls < total / 10 && Instant::now() < t_issue + lifetime {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1166,6 +1192,37 @@ async fn refresh_wave(
     };
     let busiest_per_s = first.map_or(0, |f| busiest_second(&times, f));
     let mean_per_s = renewals as f64 / window.as_secs_f64().max(1.0);
+    let (scheduled_busiest_per_s, scheduled_mean_per_s) = {
+        let (first, last) = (scheduled.iter().min(), scheduled.iter().max());
+        match (first, last) {
+            (Some(f), Some(l)) => (
+                busiest_second(&scheduled, *f),
+                scheduled.len() as f64 / l.saturating_duration_since(*f).as_secs_f64().max(1.0),
+            ),
+            _ => (0, 0.0),
+        }
+    };
+    // Per second since the issue: tokens issued, renewals as scheduled and
+    // renewals as they reached the provider, for a look at where a peak is.
+    if let Ok(dir) = std::env::var("BENCH_WAVE_SERIES") {
+        let issued = per_second(
+            sim.token_call_times_for("wave").into_iter().filter(|t| *t <= t_issued),
+            t_issue,
+        );
+        let planned = per_second(scheduled.iter().copied(), t_issue);
+        let done = per_second(times.iter().copied(), t_issue);
+        let rows = issued.len().max(planned.len()).max(done.len());
+        let at = |v: &Vec<u64>, i: usize| v.get(i).copied().unwrap_or(0);
+        let mut tsv = String::from("second\tissued\tscheduled\trenewed\n");
+        for i in 0..rows {
+            tsv += &format!("{i}\t{}\t{}\t{}\n", at(&issued, i), at(&planned, i), at(&done, i));
+        }
+        let path = std::path::Path::new(&dir).join(format!("wave-{total}.tsv"));
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, tsv)) {
+            Ok(()) => eprintln!("bench: wave: per-second series in {}", path.display()),
+            Err(e) => eprintln!("bench: wave: could not write {}: {e}", path.display()),
+        }
+    }
     let per_1000 = |cpu: f64| cpu / (renew_calls.max(1) as f64 / 1000.0);
 
     // A 429 with Retry-After: calls after it must wait until it elapses.
@@ -1200,6 +1257,8 @@ async fn refresh_wave(
         window,
         mean_per_s,
         busiest_per_s,
+        scheduled_busiest_per_s,
+        scheduled_mean_per_s,
         rate_limit: u64::from(args.rate_limit) * args.providers as u64,
         expired_seen: expired_seen.load(std::sync::atomic::Ordering::SeqCst),
         new_ready_p50: percentile(&fresh_times, 0.5),
@@ -1216,7 +1275,15 @@ async fn refresh_wave(
 }
 
 /// Watches the operator's output Secrets and keeps each one's expiry.
-fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, jiff::Timestamp>>> {
+/// What the operator wrote on an output Secret: when its token expires
+/// and when the operator will renew it.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    expires_at: jiff::Timestamp,
+    renew_at: Option<jiff::Timestamp>,
+}
+
+fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, Tracked>>> {
     let expiries = Arc::new(Mutex::new(HashMap::new()));
     let api: Api<Secret> = Api::all(client);
     let record = expiries.clone();
@@ -1228,23 +1295,41 @@ fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, jiff::Timestamp>>
         // renewed tokens as expired.
         while let Some(event) = events.next().await {
             let Ok(s) = event else { continue };
-            let at = s
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("integration-operator.io/expires-at"))
-                .and_then(|v| v.parse::<jiff::Timestamp>().ok());
-            if let Some(at) = at {
+            let annotation = |name: &str| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(name))
+                    .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+            };
+            if let Some(expires_at) = annotation("integration-operator.io/expires-at") {
                 let key = format!(
                     "{}/{}",
                     s.metadata.namespace.clone().unwrap_or_default(),
                     s.metadata.name.clone().unwrap_or_default()
                 );
-                record.lock().unwrap_or_else(|p| p.into_inner()).insert(key, at);
+                let renew_at = annotation("integration-operator.io/renew-at");
+                record
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, Tracked { expires_at, renew_at });
             }
         }
     });
     expiries
+}
+
+/// Counts of `times` per second since `t0`, from second 0 to the last.
+fn per_second(times: impl IntoIterator<Item = Instant>, t0: Instant) -> Vec<u64> {
+    let mut counts: Vec<u64> = Vec::new();
+    for t in times {
+        let second = t.saturating_duration_since(t0).as_secs() as usize;
+        if counts.len() <= second {
+            counts.resize(second + 1, 0);
+        }
+        counts[second] += 1;
+    }
+    counts
 }
 
 /// Renders the figures as a Markdown table with goals.
@@ -1382,6 +1467,15 @@ pub fn table(args: &BenchArgs, figures: &[Figures]) -> String {
             })
         },
     );
+    row("wave: busiest second as scheduled (x its mean)", "", &|f| {
+        wave(f, &|w| {
+            format!(
+                "{}/s ({:.2}x)",
+                w.scheduled_busiest_per_s,
+                w.scheduled_busiest_per_s as f64 / w.scheduled_mean_per_s.max(0.001)
+            )
+        })
+    });
     row("wave: expired tokens seen in Secrets", "0", &|f| {
         wave(f, &|w| w.expired_seen.to_string())
     });
