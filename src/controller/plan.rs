@@ -229,20 +229,14 @@ pub struct Recorded {
 /// half of its window. Past the half-way point it is urgent, so a busy
 /// provider can delay a renewal but never let the credentials expire.
 pub fn routine_renewal(recorded: &Recorded, now: Timestamp) -> bool {
-    routine_until(recorded, now).is_some()
-}
-
-/// Until when the renewal due now stays routine (the half-way point of its
-/// window), if it is routine now: a deferred renewal is looked at again no
-/// later than this, so deferring never costs it its margin.
-pub fn routine_until(recorded: &Recorded, now: Timestamp) -> Option<Timestamp> {
-    let (renew_at, expires_at) = (recorded.renew_at?, recorded.expires_at?);
+    let (Some(renew_at), Some(expires_at)) = (recorded.renew_at, recorded.expires_at) else {
+        return false;
+    };
     if !recorded.spec_observed || !recorded.ready || now < renew_at || now >= expires_at {
-        return None;
+        return false;
     }
     let half_window = expires_at.duration_since(renew_at) / 2;
-    let until = renew_at + half_window;
-    (now < until).then_some(until)
+    now < renew_at + half_window
 }
 
 /// Whether an exchange yields to others at the provider's limiter, paced
@@ -306,11 +300,6 @@ mod tests {
             "half the window gone: urgent"
         );
         assert!(!routine_renewal(&r, t("2026-01-01T01:00:00Z")), "expired: urgent");
-        // A deferral is bounded by the half-way point, whenever it is asked.
-        assert_eq!(
-            routine_until(&r, t("2026-01-01T00:52:00Z")),
-            Some(t("2026-01-01T00:55:00Z"))
-        );
     }
 
     #[test]

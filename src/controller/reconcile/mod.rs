@@ -184,24 +184,13 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
             }
         };
     }
-    let routine_until = plan::routine_until(&recorded(integration), now);
-    let routine = routine_until.is_some();
-    if let Some(until) = routine_until
-        && (ctx.limiter.routine_would_wait(&integration.spec.provider)
-            || !ctx.routine_pace.admit(tokio::time::Instant::now(), |from, to| {
-                ctx.timetable.scheduled_within(from, to)
-            }))
-    {
-        // The provider's slots are taken, or routine renewals are starting
-        // faster than the timetable has them due (a backlog released at
-        // once): waiting here would hold a reconcile slot that a new or
-        // changed Integration needs. Look again shortly, and no later than
-        // the renewal stops being routine (half its window): then it goes
-        // ahead whatever the pace.
+    let routine = plan::routine_renewal(&recorded(integration), now);
+    if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
+        // The provider's slots are taken: waiting for one here would hold a
+        // reconcile slot that a new or changed Integration needs. Look again
+        // shortly; past half its window the renewal stops being routine.
         ctx.metrics.reconciled("deferred");
-        let left = Duration::try_from(until.duration_since(now)).unwrap_or_default();
-        let again = Duration::from_millis(rand::random_range(500..2000)).min(left);
-        return Ok(Some(again.max(Duration::from_millis(10))));
+        return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
     }
     let result = pipeline(integration, ctx, now, routine).await;
     match result {

@@ -6,8 +6,7 @@
 //! Secret reads shared by reconciles asking at once ([`shared_reads`]), and
 //! the Event publisher that keeps nothing per object ([`events`]), the
 //! backoff and Warning repetition after failures ([`backoff`]), and Secret
-//! versions kept by name in a few bytes each ([`versions`]), and the pace of
-//! routine renewals ([`pace`]).
+//! versions kept by name in a few bytes each ([`versions`]).
 
 pub mod backoff;
 pub mod cache;
@@ -15,7 +14,6 @@ pub mod cached;
 pub mod events;
 pub mod key;
 pub mod owned;
-pub mod pace;
 pub mod runner;
 pub mod shared_reads;
 pub mod timetable;

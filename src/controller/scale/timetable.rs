@@ -77,13 +77,9 @@ impl Timetable {
     /// [`schedule::renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)).
     pub fn scheduled_around(&self, at: Instant) -> usize {
         let half = std::time::Duration::from_millis(500);
-        self.scheduled_within(at.checked_sub(half).unwrap_or(at), at + half)
-    }
-
-    /// How many looks are scheduled from `from` up to (not including) `to`.
-    pub fn scheduled_within(&self, from: Instant, to: Instant) -> usize {
+        let from = at.checked_sub(half).unwrap_or(at);
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        table.by_time.range((from, 0)..(to, 0)).count()
+        table.by_time.range((from, 0)..(at + half, 0)).count()
     }
 
     pub fn len(&self) -> usize {
