@@ -582,11 +582,7 @@ fn last_ready(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], all_ready
 
 /// Most of `times` in one second, seconds counted from `t0`.
 fn busiest_second(times: &[Instant], t0: Instant) -> u64 {
-    let mut per_second: HashMap<u64, u64> = HashMap::new();
-    for t in times {
-        *per_second.entry(t.saturating_duration_since(t0).as_secs()).or_default() += 1;
-    }
-    per_second.values().copied().max().unwrap_or(0)
+    per_second(times.iter().copied(), t0).into_iter().max().unwrap_or(0)
 }
 
 async fn wait_all(seen: &Mutex<HashMap<String, Instant>>, keys: &[String], timeout: Duration) -> bool {
@@ -1274,7 +1270,6 @@ async fn refresh_wave(
     })
 }
 
-/// Watches the operator's output Secrets and keeps each one's expiry.
 /// What the operator wrote on an output Secret: when its token expires
 /// and when the operator will renew it.
 #[derive(Debug, Clone, Copy)]
@@ -1283,6 +1278,8 @@ struct Tracked {
     renew_at: Option<jiff::Timestamp>,
 }
 
+/// Watches the operator's output Secrets and keeps each one's expiry and
+/// renewal time.
 fn track_expiries(client: Client) -> Arc<Mutex<HashMap<String, Tracked>>> {
     let expiries = Arc::new(Mutex::new(HashMap::new()));
     let api: Api<Secret> = Api::all(client);
