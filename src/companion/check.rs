@@ -198,7 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             // As the reconcile schedules it: before expiry, or a
             // revalidation interval after the answer. (With other
             // renewals scheduled, the operator may take a less busy place
-            // in the same window: `schedule::renew_at_least_loaded`.)
+            // in the same span: `schedule::renew_at_least_loaded`.)
             let renew_at = match issued.expires_at {
                 Some(expires_at) => schedule::renew_at(now, expires_at, renew_before, &identity),
                 None => {

@@ -192,7 +192,7 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
         ctx.metrics.reconciled("deferred");
         return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
     }
-    let result = pipeline(integration, ctx, now, routine).await;
+    let result = pipeline(integration, key, ctx, now, routine).await;
     match result {
         Ok(ending) => {
             let previous_failure = ctx.failures.reset(key);
@@ -209,7 +209,13 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
     }
 }
 
-async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, routine: bool) -> Result<Ending, Error> {
+async fn pipeline(
+    integration: &Integration,
+    key: &IntegrationKey,
+    ctx: &Context,
+    now: Timestamp,
+    routine: bool,
+) -> Result<Ending, Error> {
     let mut seen = observe(integration, ctx, Reading::UnlessUnchanged).await?;
     let mut decision = decide(integration, ctx, &seen, now)?;
     if matches!(decision, Decision::Exchange(_)) && !seen.read_inputs() {
@@ -293,13 +299,24 @@ async fn pipeline(integration: &Integration, ctx: &Context, now: Timestamp, rout
         expires_at,
         expiry_assumed,
         renew_at: Some(match expires_at {
-            // Of a few places in the window, the one with the fewest looks
-            // already scheduled: a burst of issues renews spread out.
+            // Of the seconds in its span, the one with the fewest looks
+            // already scheduled: a burst of issues renews spread out. The
+            // place is taken in the timetable at once, so the renewals
+            // placed by concurrent reconciles spread too (the look set
+            // when this reconcile ends replaces it).
             Some(expires_at) => {
-                schedule::renew_at_least_loaded(now, expires_at, renew_before, &uid(integration), |at| {
-                    let ahead = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
-                    ctx.timetable.scheduled_around(tokio::time::Instant::now() + ahead)
-                })
+                let (wall, monotonic) = (Timestamp::now(), tokio::time::Instant::now());
+                let instant =
+                    |at: Timestamp| monotonic + Duration::try_from(at.duration_since(wall)).unwrap_or_default();
+                let mut renew_at = expires_at;
+                ctx.timetable.set_by_load(key, |load| {
+                    renew_at =
+                        schedule::renew_at_least_loaded(now, expires_at, renew_before, &uid(integration), |at| {
+                            load(instant(at))
+                        });
+                    instant(renew_at)
+                });
+                renew_at
             }
             None => {
                 answered

@@ -22,64 +22,124 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::controller::IntegrationKey;
 
-#[derive(Default)]
 struct Table {
     /// Due time and a tie-breaker, to key.
     by_time: BTreeMap<(Instant, u64), IntegrationKey>,
     /// Key to its entry in `by_time`.
     by_key: HashMap<IntegrationKey, (Instant, u64)>,
+    /// How many looks fall in each second, counted from `epoch`: the load
+    /// a renewal placed in that second would join. A few thousand entries
+    /// at most (one per second that has a look), whatever N is.
+    per_second: HashMap<u64, u32>,
+    /// An instant at a whole wall-clock second, so that these seconds are
+    /// the ones a provider counts its rate in, and the ones
+    /// [`renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)
+    /// places renewals in.
+    epoch: Instant,
     next_seq: u64,
 }
 
+impl Table {
+    fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    fn insert(&mut self, integration: IntegrationKey, at: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_time.insert((at, seq), integration.clone());
+        self.by_key.insert(integration, (at, seq));
+        *self.per_second.entry(self.second(at)).or_default() += 1;
+    }
+
+    /// Removes the look of `integration`, returning the key's shared copy.
+    fn remove(&mut self, integration: &IntegrationKey) -> Option<IntegrationKey> {
+        let (shared, old) = self.by_key.remove_entry(integration)?;
+        self.by_time.remove(&old);
+        self.uncount(old.0);
+        Some(shared)
+    }
+
+    fn uncount(&mut self, at: Instant) {
+        let second = self.second(at);
+        if let Some(n) = self.per_second.get_mut(&second) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_second.remove(&second);
+            }
+        }
+    }
+
+    fn in_second(&self, at: Instant) -> usize {
+        self.per_second.get(&self.second(at)).map_or(0, |n| *n as usize)
+    }
+}
+
 /// The next-look times of all Integrations of one controller.
-#[derive(Default)]
 pub struct Timetable {
     table: Mutex<Table>,
     changed: Notify,
 }
 
+impl Default for Timetable {
+    fn default() -> Self {
+        Self {
+            table: Mutex::new(Table {
+                by_time: BTreeMap::new(),
+                by_key: HashMap::new(),
+                per_second: HashMap::new(),
+                epoch: whole_wall_clock_second(),
+                next_seq: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+}
+
+/// The latest instant at which the wall clock read a whole second.
+fn whole_wall_clock_second() -> Instant {
+    let (monotonic, wall) = (Instant::now(), jiff::Timestamp::now());
+    let into_second = std::time::Duration::from_nanos(u64::try_from(wall.subsec_nanosecond()).unwrap_or(0));
+    monotonic.checked_sub(into_second).unwrap_or(monotonic)
+}
+
 impl Timetable {
     /// Looks at `integration` again at `at`, instead of any time set before.
     pub fn set(&self, integration: &IntegrationKey, at: Instant) {
+        self.set_by_load(integration, |_| at);
+    }
+
+    /// Looks at `integration` again at the time `choose` picks, instead of
+    /// any time set before. `choose` is given how many looks are already
+    /// scheduled in the second of a time (this Integration's own look left
+    /// out), and runs under the table's lock: renewals placed at the same
+    /// moment by concurrent reconciles see each other's places instead of
+    /// all taking the one that looked least loaded to each of them.
+    pub fn set_by_load(
+        &self,
+        integration: &IntegrationKey,
+        choose: impl FnOnce(&dyn Fn(Instant) -> usize) -> Instant,
+    ) -> Instant {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = table.next_seq;
-        table.next_seq += 1;
-        let shared = match table.by_key.remove_entry(integration) {
-            Some((shared, old)) => {
-                table.by_time.remove(&old);
-                shared
-            }
-            None => integration.clone(),
-        };
-        table.by_time.insert((at, seq), shared.clone());
-        table.by_key.insert(shared, (at, seq));
+        let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
+        let at = choose(&|at| table.in_second(at));
+        table.insert(shared, at);
         drop(table);
         // Wakes the stream, which may be sleeping until a later time.
         self.changed.notify_one();
+        at
     }
 
     /// Forgets the next look (an error policy or a deletion decides instead).
     pub fn clear(&self, integration: &IntegrationKey) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = table.by_key.remove(integration) {
-            table.by_time.remove(&old);
-        }
+        table.remove(integration);
     }
 
     /// The time set for `integration`, if any.
     pub fn get(&self, integration: &IntegrationKey) -> Option<Instant> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.by_key.get(integration).map(|(at, _)| *at)
-    }
-
-    /// How many looks are scheduled within half a second of `at`: the load
-    /// a renewal placed there would join (see
-    /// [`schedule::renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)).
-    pub fn scheduled_around(&self, at: Instant) -> usize {
-        let half = std::time::Duration::from_millis(500);
-        let from = at.checked_sub(half).unwrap_or(at);
-        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        table.by_time.range((from, 0)..(at + half, 0)).count()
     }
 
     pub fn len(&self) -> usize {
@@ -98,13 +158,15 @@ impl Timetable {
             if entry.key().0 > now {
                 break;
             }
-            let key = entry.remove();
+            let ((at, _), key) = entry.remove_entry();
             table.by_key.remove(&key);
+            table.uncount(at);
             due.push(key);
         }
         if table.by_key.is_empty() {
             // Give back the capacity of a wave that has passed.
             table.by_key.shrink_to_fit();
+            table.per_second.shrink_to_fit();
         }
         (due, table.by_time.first_key_value().map(|((at, _), _)| *at))
     }
@@ -173,19 +235,83 @@ mod tests {
         assert_eq!(table.get(&r("a")), Some(now + Duration::from_secs(3600)));
     }
 
+    /// The load each `at` would join, as `set_by_load` shows it.
+    fn loads(table: &Timetable, ats: &[Instant]) -> Vec<usize> {
+        let mut seen = Vec::new();
+        table.set_by_load(&r("probe"), |load| {
+            seen = ats.iter().map(|at| load(*at)).collect();
+            ats[0]
+        });
+        table.clear(&r("probe"));
+        seen
+    }
+
     #[test]
-    fn the_load_around_a_time_counts_the_looks_within_half_a_second() {
+    fn the_load_of_a_second_counts_its_looks_and_forgets_moved_and_cleared_ones() {
         let table = Timetable::default();
-        let now = Instant::now();
-        let at = |ms| now + Duration::from_secs(60) + Duration::from_millis(ms);
-        for (name, ms) in [("a", 0), ("b", 400), ("c", 499), ("d", 500), ("e", 1200)] {
+        let base = Instant::now() + Duration::from_secs(60);
+        let at = |ms| base + Duration::from_millis(ms);
+        for (name, ms) in [("a", 1000), ("b", 1100), ("c", 1900), ("d", 2000), ("e", 2200)] {
             table.set(&r(name), at(ms));
         }
-        assert_eq!(table.scheduled_around(at(0)), 3, "a, b and c; d is half a second away");
-        assert_eq!(table.scheduled_around(at(1000)), 2, "d and e");
-        assert_eq!(table.scheduled_around(at(5000)), 0);
+        // Seconds count from the table's creation, so `base` may fall
+        // anywhere in one: four times a second apart are four seconds in a
+        // row, which hold every look.
+        let total: usize = loads(&table, &[at(0), at(1000), at(2000), at(3000)]).iter().sum();
+        assert_eq!(total, 5, "every look is in one second");
+        table.set(&r("a"), at(60_000));
         table.clear(&r("b"));
-        assert_eq!(table.scheduled_around(at(0)), 2);
+        let after = loads(&table, &[at(0), at(1000), at(2000), at(3000), at(60_000)]);
+        assert_eq!(
+            after.iter().sum::<usize>(),
+            4,
+            "b cleared, a counted once, at its new time"
+        );
+        assert_eq!(after[4], 1);
+        assert_eq!(loads(&table, &[at(300_000)]), vec![0]);
+    }
+
+    #[test]
+    fn its_seconds_are_the_wall_clocks() {
+        let table = Timetable::default();
+        let (monotonic, wall) = (Instant::now(), jiff::Timestamp::now());
+        let second = jiff::Timestamp::from_second(wall.as_second() + 60).unwrap();
+        let at = |ms: i64| {
+            let at = second + jiff::SignedDuration::from_millis(ms);
+            monotonic + Duration::try_from(at.duration_since(wall)).unwrap()
+        };
+        for (name, ms) in [("a", 50), ("b", 950), ("c", 1050)] {
+            table.set(&r(name), at(ms));
+        }
+        // a and b share a wall-clock second, c is in the next.
+        assert_eq!(loads(&table, &[at(500), at(1500), at(-500)]), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn concurrent_placements_see_each_other() {
+        let table = Timetable::default();
+        let base = Instant::now() + Duration::from_secs(60);
+        let seconds: Vec<Instant> = (0..4).map(|s| base + Duration::from_secs(s)).collect();
+        // Each takes the least loaded of four seconds: four placements
+        // fill all four instead of all taking the first.
+        for name in ["a", "b", "c", "d"] {
+            table.set_by_load(&r(name), |load| *seconds.iter().min_by_key(|at| load(**at)).unwrap());
+        }
+        assert_eq!(loads(&table, &seconds), vec![1, 1, 1, 1]);
+        // Its own look is left out when an Integration is placed again.
+        let again = table.set_by_load(&r("a"), |load| *seconds.iter().min_by_key(|at| load(**at)).unwrap());
+        assert_eq!(again, seconds[0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn looks_that_come_due_leave_the_load() {
+        let table = Arc::new(Timetable::default());
+        let at = Instant::now() + Duration::from_secs(5);
+        table.set(&r("a"), at);
+        assert_eq!(loads(&table, &[at]), vec![1]);
+        let due: Vec<_> = table.clone().due().take(1).collect().await;
+        assert_eq!(due, vec![r("a")]);
+        assert_eq!(loads(&table, &[at]), vec![0]);
     }
 
     #[test]
