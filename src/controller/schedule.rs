@@ -119,27 +119,40 @@ pub fn renew_at(
     candidate(issued_at, expires_at, renew_before, seed)
 }
 
+/// The load of a renewal's place is counted per this much of the wall
+/// clock (quarter-seconds from each whole second): fine enough that a
+/// second counted from any instant, as a provider may count it, holds about
+/// as many renewals as a whole wall-clock second (with whole seconds as the
+/// unit, the places within each second were left to chance, and a replay
+/// of a measured wave read 1.26x its mean in whole seconds but 1.51x in
+/// seconds counted from a quarter past; in quarters, 1.26-1.39x).
+pub const LOAD_QUANTUM: Duration = Duration::from_millis(250);
 /// At most this many places in its span are offered to a renewal: one a
-/// second (270 for a 30-minute token, 450 at most with the default
-/// renew-before); a wider span is cut into this many equal parts.
-pub const MAX_RENEWAL_PLACES: u64 = 900;
+/// quantum (1,080 for a 30-minute token's 270 s span, 1,800 at most with
+/// the default renew-before); a wider span offers this many, evenly spread.
+pub const MAX_RENEWAL_PLACES: u64 = 2_000;
 
-/// Like [`renew_at`], but in the second of the same span where `load` (how
-/// many looks are already scheduled in a wall-clock second) is least: a
-/// renewal looks at every second its span touches and takes the emptiest,
-/// searching from [`renew_at`]'s second onwards and wrapping round, so a
-/// lone token renews exactly where [`renew_at`] says. Tokens issued in a
-/// burst then fill the seconds of their spans evenly instead of repeating
-/// the burst's shape (four places drawn at random, the rule before, left
-/// 1.5x the mean in a simulated wave; every second leaves 1.3x, which is
-/// what the spans allow once they overlap). Within its second a renewal
-/// takes the same relative place as [`renew_at`]'s in its own, so seconds
-/// fill evenly and not at their starts.
+/// The quantum `at` falls in: quantum `n` begins `n` quanta after the epoch.
+pub fn quantum_of(at: Timestamp) -> i128 {
+    at.as_nanosecond().div_euclid(LOAD_QUANTUM.as_nanos() as i128)
+}
+
+/// Like [`renew_at`], but in the quantum ([`LOAD_QUANTUM`]) of the same
+/// span where `load` (how many looks are already scheduled in a time's
+/// quantum) is least. The places offered are [`renew_at`]'s and the ones a
+/// whole number of quanta before and after it whose quantum lies wholly in
+/// the span; the search starts at [`renew_at`]'s place, so a lone token
+/// renews exactly there, and goes forwards, then backwards. Tokens issued
+/// in a burst then fill their spans evenly instead of repeating the burst's
+/// shape (four places drawn at random, the rule before, left 1.5x the mean
+/// in a simulated wave; every quantum leaves 1.3x, which is what the spans
+/// allow once they overlap). Whole quanta only, and shifts by whole quanta
+/// (a token keeps its place within a quantum): the newest quantum a span
+/// reaches would otherwise fill at its start (with seconds clipped to the
+/// span, a measured wave alternated 200 and 130 renewals a second).
 ///
-/// The seconds are the wall clock's, as a provider counts its rate: the
-/// caller's `load` must count in the same seconds (a count offset by half a
-/// second put the renewals of one second's half into the next and read
-/// 1.55x where aligned seconds read 1.3x, in a replay of a measured wave).
+/// The quanta are the wall clock's: the caller's `load` must count in the
+/// same ones (see [`quantum_of`]).
 pub fn renew_at_least_loaded(
     issued_at: Timestamp,
     expires_at: Timestamp,
@@ -149,47 +162,26 @@ pub fn renew_at_least_loaded(
 ) -> Timestamp {
     let Span { start, length, floor } = span(issued_at, expires_at, renew_before);
     let end = start + signed(length);
-    let jittered = start + signed(length.mul_f64(unit_fraction(seed, issued_at)));
-    // The places: whole wall-clock seconds clipped to the span, or equal
-    // parts of a span too wide for one a second.
-    let first_second = Timestamp::from_second(start.as_second()).unwrap_or(start);
-    let seconds = u64::try_from(end.as_second() - start.as_second() + 1).unwrap_or(1);
-    let wide = seconds > MAX_RENEWAL_PLACES;
-    let parts = seconds.min(MAX_RENEWAL_PLACES);
-    let step = SignedDuration::try_from(length.div_f64(parts as f64)).unwrap_or(SignedDuration::ZERO);
-    let boundary = |k: u64| {
-        if wide {
-            start + step * i32::try_from(k).unwrap_or(i32::MAX)
-        } else {
-            first_second + SignedDuration::from_secs(i64::try_from(k).unwrap_or(i64::MAX))
-        }
-    };
-    let bounds = |k: u64| (boundary(k).max(start), boundary(k + 1).min(end));
-    let Some(first) = (0..parts).find(|k| jittered < bounds(*k).1) else {
-        return renew_at(issued_at, expires_at, renew_before, seed);
-    };
-    let (lo, hi) = bounds(first);
-    let share = if hi > lo {
-        lo.duration_until(jittered).as_secs_f64() / lo.duration_until(hi).as_secs_f64()
+    let jittered = renew_at(issued_at, expires_at, renew_before, seed);
+    let quanta = u64::try_from(length.as_nanos() / LOAD_QUANTUM.as_nanos()).unwrap_or(u64::MAX);
+    let step = if quanta > MAX_RENEWAL_PLACES {
+        signed(length.div_f64(MAX_RENEWAL_PLACES as f64))
     } else {
-        0.0
+        signed(LOAD_QUANTUM)
     };
-    let place = |k: u64| {
-        if k == first {
-            return jittered.max(floor);
-        }
-        let (lo, hi) = bounds(k);
-        (lo + lo.duration_until(hi).mul_f64(share)).max(floor)
+    let quantum = i128::try_from(LOAD_QUANTUM.as_nanos()).unwrap_or(1);
+    // Its whole quantum inside the span, and not before the floor.
+    let whole = |at: &Timestamp| {
+        let begins = quantum_of(*at) * quantum;
+        begins >= start.as_nanosecond() && begins + quantum <= end.as_nanosecond() && *at >= floor
     };
-    (first..parts)
-        .chain(0..first)
-        .filter(|k| {
-            let (lo, hi) = bounds(*k);
-            hi > lo
-        })
-        .map(place)
+    let shifted = |k: i32| jittered.checked_add(step * k).ok();
+    let later = (1..).map_while(move |k| shifted(k).filter(|at| *at < end));
+    let earlier = (1..).map_while(move |k| shifted(-k).filter(|at| *at >= start));
+    std::iter::once(jittered)
+        .chain(later.chain(earlier).filter(whole))
         .min_by_key(|at| load(*at))
-        .unwrap_or_else(|| renew_at(issued_at, expires_at, renew_before, seed))
+        .unwrap_or(jittered)
 }
 
 /// Where a token's renewals may fall: from `start` for `length` (the first
@@ -427,32 +419,46 @@ mod tests {
     }
 
     #[test]
-    fn renewals_placed_by_load_spread_within_their_seconds() {
-        // 2,000 tokens issued in the same second, placed one after another:
-        // the seconds of the span fill evenly, and each second's renewals
-        // spread over it instead of all starting it.
+    fn renewals_placed_by_load_fill_every_second_evenly_however_it_is_counted() {
+        // 2,000 tokens issued in the same second, placed one after another
+        // (load counted per quantum, as the timetable counts it): every
+        // second of the span holds about as many, counted from the whole
+        // second or from any other instant, as a provider may count.
         let issued = t("2026-01-01T00:00:00.250Z");
         let expires = issued + SignedDuration::from_secs(150);
-        let mut seconds = BTreeMap::new();
-        let mut first_half = 0;
+        let mut quanta = BTreeMap::new();
+        let mut places = Vec::new();
         for i in 0..2_000 {
             let at = renew_at_least_loaded(issued, expires, None, &format!("uid-{i}"), |at| {
-                seconds.get(&at.as_second()).copied().unwrap_or(0)
+                quanta.get(&quantum_of(at)).copied().unwrap_or(0)
             });
-            *seconds.entry(at.as_second()).or_insert(0usize) += 1;
-            if at.subsec_nanosecond() < 500_000_000 {
-                first_half += 1;
-            }
+            *quanta.entry(quantum_of(at)).or_insert(0usize) += 1;
+            places.push(at);
         }
-        // The span: 22.5 s from 105.25 s after issue, so 23 seconds, the
-        // first and last in part.
-        assert_eq!(seconds.len(), 23, "{seconds:?}");
-        let busiest = seconds.values().max().copied().unwrap_or(0);
-        assert!(busiest <= 2_000 / 22 + 1, "busiest second has {busiest}: {seconds:?}");
+        // The span: 22.5 s from 105 s after issue (45 s before expiry).
+        let (first, last) = (places.iter().min().unwrap(), places.iter().max().unwrap());
         assert!(
-            (700..=1_300).contains(&first_half),
-            "{first_half} of 2,000 in the first half of their seconds"
+            *first >= t("2026-01-01T00:01:45.250Z") && *last < t("2026-01-01T00:02:07.750Z"),
+            "{first} {last}"
         );
+        for offset_ms in [0, 100, 250, 500, 730] {
+            let mut seconds = BTreeMap::new();
+            for at in &places {
+                let second = (at.as_millisecond() - offset_ms).div_euclid(1000);
+                *seconds.entry(second).or_insert(0usize) += 1;
+            }
+            // Inner seconds only: the first and last are cut by the span.
+            let inner: Vec<usize> = seconds.values().copied().skip(1).collect();
+            let inner = &inner[..inner.len() - 1];
+            // About 89 a second (2,000 over 22.5 s); within a quantum the
+            // places are the jitter's, so a second counted from elsewhere
+            // varies by a few.
+            let (lo, hi) = (inner.iter().min().unwrap(), inner.iter().max().unwrap());
+            assert!(
+                *lo >= 75 && *hi <= 100,
+                "from {offset_ms} ms into the second: {seconds:?}"
+            );
+        }
     }
 
     #[test]

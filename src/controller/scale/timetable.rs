@@ -27,12 +27,14 @@ struct Table {
     by_time: BTreeMap<(Instant, u64), IntegrationKey>,
     /// Key to its entry in `by_time`.
     by_key: HashMap<IntegrationKey, (Instant, u64)>,
-    /// How many looks fall in each second, counted from `epoch`: the load
-    /// a renewal placed in that second would join. A few thousand entries
-    /// at most (one per second that has a look), whatever N is.
-    per_second: HashMap<u64, u32>,
-    /// An instant at a whole wall-clock second, so that these seconds are
-    /// the ones a provider counts its rate in, and the ones
+    /// How many looks fall in each quantum
+    /// ([`LOAD_QUANTUM`](crate::controller::schedule::LOAD_QUANTUM)),
+    /// counted from `epoch`: the load a renewal placed there would join. A
+    /// few thousand entries at most (one per quantum that has a look),
+    /// whatever N is.
+    per_quantum: HashMap<u64, u32>,
+    /// An instant at a whole wall-clock second, so that these quanta are
+    /// the wall clock's, the ones
     /// [`renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)
     /// places renewals in.
     epoch: Instant,
@@ -40,8 +42,9 @@ struct Table {
 }
 
 impl Table {
-    fn second(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_secs()
+    fn quantum(&self, at: Instant) -> u64 {
+        let quantum = crate::controller::schedule::LOAD_QUANTUM.as_nanos();
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos() / quantum).unwrap_or(u64::MAX)
     }
 
     fn insert(&mut self, integration: IntegrationKey, at: Instant) {
@@ -49,7 +52,7 @@ impl Table {
         self.next_seq += 1;
         self.by_time.insert((at, seq), integration.clone());
         self.by_key.insert(integration, (at, seq));
-        *self.per_second.entry(self.second(at)).or_default() += 1;
+        *self.per_quantum.entry(self.quantum(at)).or_default() += 1;
     }
 
     /// Removes the look of `integration`, returning the key's shared copy.
@@ -61,17 +64,17 @@ impl Table {
     }
 
     fn uncount(&mut self, at: Instant) {
-        let second = self.second(at);
-        if let Some(n) = self.per_second.get_mut(&second) {
+        let quantum = self.quantum(at);
+        if let Some(n) = self.per_quantum.get_mut(&quantum) {
             *n -= 1;
             if *n == 0 {
-                self.per_second.remove(&second);
+                self.per_quantum.remove(&quantum);
             }
         }
     }
 
-    fn in_second(&self, at: Instant) -> usize {
-        self.per_second.get(&self.second(at)).map_or(0, |n| *n as usize)
+    fn in_quantum(&self, at: Instant) -> usize {
+        self.per_quantum.get(&self.quantum(at)).map_or(0, |n| *n as usize)
     }
 }
 
@@ -87,7 +90,7 @@ impl Default for Timetable {
             table: Mutex::new(Table {
                 by_time: BTreeMap::new(),
                 by_key: HashMap::new(),
-                per_second: HashMap::new(),
+                per_quantum: HashMap::new(),
                 epoch: whole_wall_clock_second(),
                 next_seq: 0,
             }),
@@ -111,7 +114,7 @@ impl Timetable {
 
     /// Looks at `integration` again at the time `choose` picks, instead of
     /// any time set before. `choose` is given how many looks are already
-    /// scheduled in the second of a time (this Integration's own look left
+    /// scheduled in the quantum of a time (this Integration's own look left
     /// out), and runs under the table's lock: renewals placed at the same
     /// moment by concurrent reconciles see each other's places instead of
     /// all taking the one that looked least loaded to each of them.
@@ -122,7 +125,7 @@ impl Timetable {
     ) -> Instant {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
-        let at = choose(&|at| table.in_second(at));
+        let at = choose(&|at| table.in_quantum(at));
         table.insert(shared, at);
         drop(table);
         // Wakes the stream, which may be sleeping until a later time.
@@ -166,7 +169,7 @@ impl Timetable {
         if table.by_key.is_empty() {
             // Give back the capacity of a wave that has passed.
             table.by_key.shrink_to_fit();
-            table.per_second.shrink_to_fit();
+            table.per_quantum.shrink_to_fit();
         }
         (due, table.by_time.first_key_value().map(|((at, _), _)| *at))
     }
@@ -247,32 +250,27 @@ mod tests {
     }
 
     #[test]
-    fn the_load_of_a_second_counts_its_looks_and_forgets_moved_and_cleared_ones() {
+    fn the_load_of_a_quantum_counts_its_looks_and_forgets_moved_and_cleared_ones() {
         let table = Timetable::default();
         let base = Instant::now() + Duration::from_secs(60);
         let at = |ms| base + Duration::from_millis(ms);
         for (name, ms) in [("a", 1000), ("b", 1100), ("c", 1900), ("d", 2000), ("e", 2200)] {
             table.set(&r(name), at(ms));
         }
-        // Seconds count from the table's creation, so `base` may fall
-        // anywhere in one: four times a second apart are four seconds in a
-        // row, which hold every look.
-        let total: usize = loads(&table, &[at(0), at(1000), at(2000), at(3000)]).iter().sum();
-        assert_eq!(total, 5, "every look is in one second");
+        // Quanta are the wall clock's, so `base` may fall anywhere in one:
+        // times a quantum apart are quanta in a row, which hold every look.
+        let quanta: Vec<Instant> = (0..=12).map(|q| at(q * 250)).collect();
+        let total: usize = loads(&table, &quanta).iter().sum();
+        assert_eq!(total, 5, "every look is in one quantum");
         table.set(&r("a"), at(60_000));
         table.clear(&r("b"));
-        let after = loads(&table, &[at(0), at(1000), at(2000), at(3000), at(60_000)]);
-        assert_eq!(
-            after.iter().sum::<usize>(),
-            4,
-            "b cleared, a counted once, at its new time"
-        );
-        assert_eq!(after[4], 1);
+        assert_eq!(loads(&table, &quanta).iter().sum::<usize>(), 3, "b cleared, a moved");
+        assert_eq!(loads(&table, &[at(60_000)]), vec![1]);
         assert_eq!(loads(&table, &[at(300_000)]), vec![0]);
     }
 
     #[test]
-    fn its_seconds_are_the_wall_clocks() {
+    fn its_quanta_are_the_wall_clocks() {
         let table = Timetable::default();
         let (monotonic, wall) = (Instant::now(), jiff::Timestamp::now());
         let second = jiff::Timestamp::from_second(wall.as_second() + 60).unwrap();
@@ -280,11 +278,12 @@ mod tests {
             let at = second + jiff::SignedDuration::from_millis(ms);
             monotonic + Duration::try_from(at.duration_since(wall)).unwrap()
         };
-        for (name, ms) in [("a", 50), ("b", 950), ("c", 1050)] {
+        for (name, ms) in [("a", 20), ("b", 230), ("c", 270)] {
             table.set(&r(name), at(ms));
         }
-        // a and b share a wall-clock second, c is in the next.
-        assert_eq!(loads(&table, &[at(500), at(1500), at(-500)]), vec![2, 1, 0]);
+        // a and b share the wall clock's first quarter of the second, c is
+        // in the next.
+        assert_eq!(loads(&table, &[at(125), at(375), at(-125)]), vec![2, 1, 0]);
     }
 
     #[test]
@@ -292,7 +291,7 @@ mod tests {
         let table = Timetable::default();
         let base = Instant::now() + Duration::from_secs(60);
         let seconds: Vec<Instant> = (0..4).map(|s| base + Duration::from_secs(s)).collect();
-        // Each takes the least loaded of four seconds: four placements
+        // Each takes the least loaded of four places: four placements
         // fill all four instead of all taking the first.
         for name in ["a", "b", "c", "d"] {
             table.set_by_load(&r(name), |load| *seconds.iter().min_by_key(|at| load(**at)).unwrap());
