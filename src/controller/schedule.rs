@@ -11,9 +11,9 @@
 //!
 //! The jitter is derived from the Integration's uid and the issue time, so it
 //! spreads tokens issued in the same second over a window instead of
-//! renewing them all at once. The operator offers each renewal every second
-//! of that span and takes the one with the fewest looks already scheduled
-//! in it ([`renew_at_least_loaded`]): a burst of issues (a cold start, a
+//! renewing them all at once. The operator offers each renewal every
+//! quarter-second of that span and takes the one with the fewest looks
+//! already scheduled in it ([`renew_at_least_loaded`]): a burst of issues (a cold start, a
 //! restore) then renews flatter than it was issued. The time chosen is
 //! written with the credentials, so restarts keep it.
 

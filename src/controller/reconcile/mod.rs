@@ -299,7 +299,7 @@ async fn pipeline(
         expires_at,
         expiry_assumed,
         renew_at: Some(match expires_at {
-            // Of the seconds in its span, the one with the fewest looks
+            // Of the quarter-seconds in its span, the one with the fewest looks
             // already scheduled: a burst of issues renews spread out. The
             // place is taken in the timetable at once, so the renewals
             // placed by concurrent reconciles spread too (the look set
