@@ -30,7 +30,7 @@ pub use scale::backoff::{Failures, RetryPolicy, WARNING_REPEAT, Warnings, retry_
 pub use scale::cache::IntegrationCache;
 pub use scale::cached::CachedIntegration;
 pub use scale::key::IntegrationKey;
-pub use scale::{backoff, cache, cached, events, owned, shared_reads, timetable, versions};
+pub use scale::{backoff, cache, cached, events, owned, pace, shared_reads, timetable, versions};
 
 use crate::reasons::Reason;
 use std::{sync::Arc, time::Duration};
@@ -156,6 +156,8 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// When each Integration is next looked at.
     pub timetable: Arc<timetable::Timetable>,
+    /// The turns of routine renewals, paced to the timetable's rate.
+    pub pace: pace::RoutinePace,
     /// Input Secret reads, shared by reconciles that ask at the same time.
     pub input_reads: shared_reads::SharedReads,
     /// The current version of every Secret that may be an input, from the
@@ -363,6 +365,7 @@ async fn run_scope(
         verified: owned_secrets.verified(),
         retry: settings.retry,
         timetable: Arc::default(),
+        pace: pace::RoutinePace::default(),
         input_reads: shared_reads::SharedReads::default(),
         input_versions,
         caches_ready,

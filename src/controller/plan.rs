@@ -229,14 +229,21 @@ pub struct Recorded {
 /// half of its window. Past the half-way point it is urgent, so a busy
 /// provider can delay a renewal but never let the credentials expire.
 pub fn routine_renewal(recorded: &Recorded, now: Timestamp) -> bool {
+    routine_until(recorded, now).is_some()
+}
+
+/// When the renewal due now stops being routine (half-way through its
+/// window), if it is routine now (see [`routine_renewal`]).
+pub fn routine_until(recorded: &Recorded, now: Timestamp) -> Option<Timestamp> {
     let (Some(renew_at), Some(expires_at)) = (recorded.renew_at, recorded.expires_at) else {
-        return false;
+        return None;
     };
     if !recorded.spec_observed || !recorded.ready || now < renew_at || now >= expires_at {
-        return false;
+        return None;
     }
     let half_window = expires_at.duration_since(renew_at) / 2;
-    now < renew_at + half_window
+    let until = renew_at + half_window;
+    (now < until).then_some(until)
 }
 
 /// Whether an exchange yields to others at the provider's limiter, paced
@@ -295,6 +302,10 @@ mod tests {
         assert!(!routine_renewal(&r, t("2026-01-01T00:49:59Z")), "not yet due");
         assert!(routine_renewal(&r, t("2026-01-01T00:50:00Z")));
         assert!(routine_renewal(&r, t("2026-01-01T00:54:59Z")));
+        assert_eq!(
+            routine_until(&r, t("2026-01-01T00:50:00Z")),
+            Some(t("2026-01-01T00:55:00Z"))
+        );
         assert!(
             !routine_renewal(&r, t("2026-01-01T00:55:00Z")),
             "half the window gone: urgent"

@@ -31,7 +31,7 @@ use kube::ResourceExt;
 use tracing::{debug, info, instrument};
 
 use super::{
-    CachedIntegration, Context, Error, IntegrationKey, output,
+    CachedIntegration, Context, Error, IntegrationKey, output, pace,
     plan::{self, Decision, ExchangeReason},
     schedule, status, templates,
 };
@@ -184,13 +184,29 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
             }
         };
     }
-    let routine = plan::routine_renewal(&recorded(integration), now);
+    let routine_until = plan::routine_until(&recorded(integration), now);
+    let routine = routine_until.is_some();
     if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
         // The provider's slots are taken: waiting for one here would hold a
         // reconcile slot that a new or changed Integration needs. Look again
         // shortly; past half its window the renewal stops being routine.
         ctx.metrics.reconciled("deferred");
         return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
+    }
+    if let Some(until) = routine_until {
+        // Routine renewals start no faster than the schedule's own rate
+        // (with headroom): a backlog left by a stall is caught up at that
+        // pace, not in one burst at the provider. One told to wait gives
+        // its reconcile slot back and comes back at its reserved turn.
+        let monotonic = tokio::time::Instant::now();
+        let routine_end = monotonic + until_instant(now, until);
+        let turn = ctx.pace.turn(key, monotonic, routine_end, |from, to| {
+            ctx.timetable.looks_within(from, to)
+        });
+        if let pace::Turn::At(at) = turn {
+            ctx.metrics.reconciled("paced");
+            return Ok(Some(at.saturating_duration_since(monotonic)));
+        }
     }
     let result = pipeline(integration, key, ctx, now, routine).await;
     match result {
@@ -390,6 +406,11 @@ fn decide(integration: &Integration, ctx: &Context, seen: &Observation, now: Tim
         }
     }
     Ok(plan::decide(&seen.facts(integration, ctx.report_interval), now))
+}
+
+/// From `now` to `at`, none if `at` has passed.
+fn until_instant(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

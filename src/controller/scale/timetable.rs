@@ -145,6 +145,16 @@ impl Timetable {
         table.by_key.get(integration).map(|(at, _)| *at)
     }
 
+    /// How many looks are scheduled from `from` up to `to` (counted by
+    /// whole quanta: what a rate over a minute needs, at a few hundred
+    /// lookups whatever N is).
+    pub fn looks_within(&self, from: Instant, to: Instant) -> usize {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        (table.quantum(from)..table.quantum(to))
+            .map(|q| table.per_quantum.get(&q).map_or(0, |n| *n as usize))
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).by_key.len()
     }
@@ -300,6 +310,25 @@ mod tests {
         // Its own look is left out when an Integration is placed again.
         let again = table.set_by_load(&r("a"), |load| *seconds.iter().min_by_key(|at| load(**at)).unwrap());
         assert_eq!(again, seconds[0]);
+    }
+
+    #[test]
+    fn looks_within_counts_the_quanta_of_a_stretch() {
+        let table = Timetable::default();
+        let base = Instant::now() + Duration::from_secs(60);
+        for i in 0..100 {
+            // One look every 100 ms for 10 s.
+            table.set(&r(&format!("l{i}")), base + Duration::from_millis(i * 100));
+        }
+        let whole = table.looks_within(base - Duration::from_secs(1), base + Duration::from_secs(11));
+        assert_eq!(whole, 100);
+        // Five seconds hold about 50, give or take the quanta at its ends.
+        let half = table.looks_within(base + Duration::from_secs(2), base + Duration::from_secs(7));
+        assert!((48..=52).contains(&half), "{half}");
+        assert_eq!(
+            table.looks_within(base + Duration::from_secs(20), base + Duration::from_secs(80)),
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]

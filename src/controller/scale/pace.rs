@@ -1,0 +1,280 @@
+//! How fast routine renewals start: at most a little above the rate the
+//! timetable schedules, however many fall behind.
+//!
+//! Renewals are placed so that the schedule is flat (see
+//! [`renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)),
+//! but execution is not: when the API server stalls, the reconciles waiting
+//! on it finish together and the renewals queued behind them would all call
+//! the provider in the same second. A routine renewal (early in its window,
+//! see [`plan::routine_renewal`](crate::controller::plan::routine_renewal))
+//! therefore asks for a turn: the pace hands out start times no closer than
+//! `1 / rate` apart (a generic cell rate algorithm: a turn within
+//! [`TOLERANCE`] of now starts at once), where `rate` is [`HEADROOM`] times
+//! the looks the timetable has over the next [`RATE_HORIZON`]. A renewal
+//! whose turn is later is looked at again at that turn, which is reserved
+//! for it, and gives its reconcile slot back meanwhile. A turn never lies
+//! past the end of the routine part of the window: a renewal that would
+//! wait that long comes back when it has become urgent, and urgent work is
+//! never paced.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::controller::IntegrationKey;
+
+/// How far above the schedule's rate routine renewals may start: room for
+/// a catch-up after a stall without the provider's busiest second growing
+/// past it.
+pub const HEADROOM: f64 = 1.25;
+/// Routine renewals a second that the pace always allows, so that a small
+/// deployment, whose schedule holds few looks, renews without waiting.
+pub const MIN_RATE: f64 = 10.0;
+/// The stretch of the timetable whose looks give the schedule's rate.
+pub const RATE_HORIZON: Duration = Duration::from_secs(60);
+/// A turn this close starts at once: the pace's burst.
+pub const TOLERANCE: Duration = Duration::from_millis(50);
+/// How often the rate is read from the timetable again.
+const RATE_REFRESH: Duration = Duration::from_millis(250);
+/// Reservations older than this are forgotten (their Integration was
+/// deleted, or looked at for another reason, before its turn).
+const RESERVATION_KEPT: Duration = Duration::from_secs(60);
+
+/// When a routine renewal may start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Now.
+    Now,
+    /// Not before this instant: look again then.
+    At(Instant),
+}
+
+struct State {
+    /// The earliest start the next turn may have.
+    next_start: Instant,
+    /// Turns handed to renewals told to come back.
+    reserved: HashMap<IntegrationKey, Instant>,
+    /// Turns a second, and until when that figure is used.
+    rate: f64,
+    rate_read_until: Instant,
+    pruned_at: Instant,
+}
+
+/// The turns of routine renewals (one per controller).
+pub struct RoutinePace {
+    state: Mutex<State>,
+}
+
+impl Default for RoutinePace {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            state: Mutex::new(State {
+                next_start: now,
+                reserved: HashMap::new(),
+                rate: MIN_RATE,
+                rate_read_until: now,
+                pruned_at: now,
+            }),
+        }
+    }
+}
+
+impl RoutinePace {
+    /// The turn of `integration`'s routine renewal, looked at `now`.
+    /// `routine_until` is when the renewal stops being routine;
+    /// `scheduled_within` counts the looks the timetable has between two
+    /// instants (read at most once per [`RATE_REFRESH`]).
+    pub fn turn(
+        &self,
+        integration: &IntegrationKey,
+        now: Instant,
+        routine_until: Instant,
+        scheduled_within: impl FnOnce(Instant, Instant) -> usize,
+    ) -> Turn {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if now >= state.pruned_at + RESERVATION_KEPT {
+            state.pruned_at = now;
+            state.reserved.retain(|_, at| *at + RESERVATION_KEPT > now);
+        }
+        if let Some(&at) = state.reserved.get(integration) {
+            if at <= now + TOLERANCE {
+                state.reserved.remove(integration);
+                return Turn::Now;
+            }
+            // Looked at before its turn (a watch event): the turn stands.
+            return Turn::At(at.min(routine_until));
+        }
+        if now >= state.rate_read_until {
+            let looks = scheduled_within(now, now + RATE_HORIZON) as f64;
+            state.rate = (HEADROOM * looks / RATE_HORIZON.as_secs_f64()).max(MIN_RATE);
+            state.rate_read_until = now + RATE_REFRESH;
+        }
+        let start = state.next_start.max(now);
+        if start > routine_until {
+            // It becomes urgent before its turn: no turn is taken, so the
+            // renewals behind it are not held back by one that will not use it.
+            return Turn::At(routine_until);
+        }
+        state.next_start = start + Duration::from_secs_f64(1.0 / state.rate);
+        if start <= now + TOLERANCE {
+            return Turn::Now;
+        }
+        state.reserved.insert(integration.clone(), start);
+        Turn::At(start)
+    }
+
+    /// Renewals told to come back that have not yet.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).reserved.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> IntegrationKey {
+        IntegrationKey::new("ns", &format!("i{i}"))
+    }
+
+    /// When each renewal started, each coming back at the turn it was given.
+    fn run(pace: &RoutinePace, arrivals: &[(Instant, usize)], looks: usize, routine_for: Duration) -> Vec<Instant> {
+        let mut starts = Vec::new();
+        let mut queue: Vec<(Instant, usize)> = arrivals.to_vec();
+        while !queue.is_empty() {
+            queue.sort_by_key(|(at, _)| *at);
+            let (now, i) = queue.remove(0);
+            match pace.turn(&key(i), now, now + routine_for, |_, _| looks) {
+                Turn::Now => starts.push(now),
+                Turn::At(at) => {
+                    assert!(at > now, "a later turn is later");
+                    queue.push((at, i));
+                }
+            }
+        }
+        starts
+    }
+
+    fn busiest_second(starts: &[Instant]) -> usize {
+        let mut starts = starts.to_vec();
+        starts.sort();
+        // Every window of one second that begins at a start.
+        (0..starts.len())
+            .map(|i| {
+                starts[i..]
+                    .iter()
+                    .take_while(|s| **s < starts[i] + Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_renewal_starts_at_once() {
+        let pace = RoutinePace::default();
+        let now = Instant::now();
+        assert_eq!(
+            pace.turn(&key(0), now, now + Duration::from_secs(60), |_, _| 0),
+            Turn::Now
+        );
+        assert_eq!(pace.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_after_a_stall_starts_at_the_schedules_rate_with_headroom() {
+        // 100 looks a second scheduled; a stall left 600 renewals due at
+        // once. They start no faster than 125 a second (HEADROOM), all
+        // of them, each at its reserved turn.
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let arrivals: Vec<_> = (0..600).map(|i| (t0, i)).collect();
+        let starts = run(&pace, &arrivals, 6_000, Duration::from_secs(600));
+        assert_eq!(starts.len(), 600, "every renewal starts");
+        let busiest = busiest_second(&starts);
+        assert!(
+            (124..=132).contains(&busiest),
+            "busiest second {busiest}, want about 125"
+        );
+        let last = starts.iter().max().unwrap().duration_since(t0);
+        assert!(
+            last < Duration::from_secs(5),
+            "the backlog is done within 600/125 s: {last:?}"
+        );
+        assert_eq!(pace.waiting(), 0, "every reserved turn was used");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_schedule_still_renews_at_the_minimum_rate() {
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let arrivals: Vec<_> = (0..30).map(|i| (t0, i)).collect();
+        let starts = run(&pace, &arrivals, 3, Duration::from_secs(600));
+        assert_eq!(starts.len(), 30);
+        let busiest = busiest_second(&starts);
+        assert!((10..=11).contains(&busiest), "busiest second {busiest}, want MIN_RATE");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_never_waits_past_the_routine_part_of_its_window() {
+        // 1,000 due at once, routine for 2 more seconds: those whose turn
+        // would come later are told to come back when they are urgent (and
+        // urgent work is not paced), and take no turn from the others.
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(2);
+        let mut at_end = 0;
+        for i in 0..1_000 {
+            match pace.turn(&key(i), t0, until, |_, _| 6_000) {
+                Turn::Now => {}
+                Turn::At(at) if at == until => at_end += 1,
+                Turn::At(at) => assert!(at < until),
+            }
+        }
+        assert!(
+            (740..=760).contains(&at_end),
+            "{at_end} sent to the end of the routine window"
+        );
+        assert!(pace.waiting() <= 250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_looked_at_before_its_turn_keeps_it() {
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(600);
+        for i in 0..50 {
+            pace.turn(&key(i), t0, until, |_, _| 0);
+        }
+        let Turn::At(turn) = pace.turn(&key(99), t0, until, |_, _| 0) else {
+            panic!("the 51st at 10 a second waits")
+        };
+        // A watch event brings it back early: same turn, no new one taken.
+        let early = t0 + Duration::from_secs(1);
+        assert_eq!(pace.turn(&key(99), early, until, |_, _| 0), Turn::At(turn));
+        assert_eq!(pace.turn(&key(99), turn, until, |_, _| 0), Turn::Now);
+        assert_eq!(pace.waiting(), 49, "keys 1-49 still hold theirs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_follows_the_timetable() {
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let mut asked = None;
+        pace.turn(&key(0), t0, t0 + Duration::from_secs(600), |from, to| {
+            asked = Some((from, to));
+            1_200
+        });
+        assert_eq!(asked, Some((t0, t0 + RATE_HORIZON)));
+        // 1,200 looks in 60 s: 20 a second, 25 with headroom, 40 ms apart;
+        // the second turn is within TOLERANCE, the third is not.
+        let until = t0 + Duration::from_secs(600);
+        assert_eq!(pace.turn(&key(1), t0, until, |_, _| 1_200), Turn::Now);
+        let Turn::At(third) = pace.turn(&key(2), t0, until, |_, _| 1_200) else {
+            panic!("the third turn is 80 ms away")
+        };
+        let away = third.duration_since(t0).as_secs_f64();
+        assert!((0.0799..0.0801).contains(&away), "{away}");
+    }
+}
