@@ -164,20 +164,31 @@ pub async fn reconcile(key: IntegrationKey, cached: Arc<CachedIntegration>, ctx:
     // The next look is kept in the compact timetable; after a failure the
     // error policy decides.
     match next_look {
-        Ok(Some(after)) => ctx.timetable.set(&key, tokio::time::Instant::now() + after),
+        Ok(Some(NextLook::Scheduled(after))) => ctx.timetable.set(&key, tokio::time::Instant::now() + after),
+        Ok(Some(NextLook::PutOff(after))) => ctx.timetable.put_off(&key, tokio::time::Instant::now() + after),
         Ok(None) | Err(_) => ctx.timetable.clear(&key),
     }
     next_look.map(|_| ())
 }
 
 /// One look at an Integration; returns when to look again, if ever.
-async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) -> Result<Option<Duration>, Error> {
+/// When to look at an Integration again.
+enum NextLook {
+    /// A new look: it counts in the schedule's load and rate.
+    Scheduled(Duration),
+    /// A routine renewal that came due, put off to a later turn: it was
+    /// counted where it was scheduled and is not counted again (or a
+    /// backlog would raise the rate it is paced to).
+    PutOff(Duration),
+}
+
+async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) -> Result<Option<NextLook>, Error> {
     let now = Timestamp::now();
     if integration.metadata.deletion_timestamp.is_some() {
         // The output Secret is garbage-collected through its owner reference;
         // provider-side state is undone here, under the finalizer.
         return match cleanup::run(integration, ctx).await {
-            Ok(next) => Ok(next),
+            Ok(next) => Ok(next.map(NextLook::Scheduled)),
             Err(err) => {
                 record_failure(integration, ctx, &err, now).await;
                 Err(err)
@@ -191,7 +202,9 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
         // reconcile slot that a new or changed Integration needs. Look again
         // shortly; past half its window the renewal stops being routine.
         ctx.metrics.reconciled("deferred");
-        return Ok(Some(Duration::from_millis(rand::random_range(500..2000))));
+        return Ok(Some(NextLook::PutOff(Duration::from_millis(rand::random_range(
+            500..2000,
+        )))));
     }
     if let Some(until) = routine_until {
         // Routine renewals start no faster than the schedule's own rate
@@ -201,11 +214,11 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
         let monotonic = tokio::time::Instant::now();
         let routine_end = monotonic + until_instant(now, until);
         let turn = ctx.pace.turn(key, monotonic, routine_end, |from, to| {
-            ctx.timetable.looks_within(from, to)
+            ctx.timetable.scheduled_within(from, to)
         });
         if let pace::Turn::At(at) = turn {
             ctx.metrics.reconciled("paced");
-            return Ok(Some(at.saturating_duration_since(monotonic)));
+            return Ok(Some(NextLook::PutOff(at.saturating_duration_since(monotonic))));
         }
     }
     let result = pipeline(integration, key, ctx, now, routine).await;
@@ -215,7 +228,7 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
             ctx.warnings.clear(key);
             let next = finish(integration, ctx, ending, previous_failure, now).await?;
             ctx.metrics.reconciled("success");
-            Ok(next)
+            Ok(next.map(NextLook::Scheduled))
         }
         Err(err) => {
             ctx.metrics.reconciled(err.reason().as_str());

@@ -10,9 +10,11 @@
 //! therefore asks for a turn: the pace hands out start times no closer than
 //! `1 / rate` apart (a generic cell rate algorithm: a turn within
 //! [`TOLERANCE`] of now starts at once), where `rate` is [`HEADROOM`] times
-//! the looks the timetable has over the next [`RATE_HORIZON`]. A renewal
-//! whose turn is later is looked at again at that turn, which is reserved
-//! for it, and gives its reconcile slot back meanwhile. A turn never lies
+//! the looks the timetable scheduled within [`RATE_SPAN`] either side of
+//! now (come due or still to come; looks put off by the pace itself are
+//! not counted, or a backlog would raise its own rate). A renewal whose
+//! turn is later is looked at again at that turn, which is reserved for it,
+//! and gives its reconcile slot back meanwhile. A turn never lies
 //! past the end of the routine part of the window: a renewal that would
 //! wait that long comes back when it has become urgent, and urgent work is
 //! never paced.
@@ -30,8 +32,11 @@ pub const HEADROOM: f64 = 1.25;
 /// Routine renewals a second that the pace always allows, so that a small
 /// deployment, whose schedule holds few looks, renews without waiting.
 pub const MIN_RATE: f64 = 10.0;
-/// The stretch of the timetable whose looks give the schedule's rate.
-pub const RATE_HORIZON: Duration = Duration::from_secs(60);
+/// The schedule's rate is read over this much of the timetable either side
+/// of now: short enough to follow the shape of a refresh wave (a minute
+/// ahead would read its last seconds as half their rate), long enough to
+/// span a stall.
+pub const RATE_SPAN: Duration = Duration::from_secs(5);
 /// A turn this close starts at once: the pace's burst.
 pub const TOLERANCE: Duration = Duration::from_millis(50);
 /// How often the rate is read from the timetable again.
@@ -83,8 +88,8 @@ impl Default for RoutinePace {
 impl RoutinePace {
     /// The turn of `integration`'s routine renewal, looked at `now`.
     /// `routine_until` is when the renewal stops being routine;
-    /// `scheduled_within` counts the looks the timetable has between two
-    /// instants (read at most once per [`RATE_REFRESH`]).
+    /// `scheduled_within` counts the looks the timetable scheduled between
+    /// two instants (read at most once per [`RATE_REFRESH`]).
     pub fn turn(
         &self,
         integration: &IntegrationKey,
@@ -106,8 +111,9 @@ impl RoutinePace {
             return Turn::At(at.min(routine_until));
         }
         if now >= state.rate_read_until {
-            let looks = scheduled_within(now, now + RATE_HORIZON) as f64;
-            state.rate = (HEADROOM * looks / RATE_HORIZON.as_secs_f64()).max(MIN_RATE);
+            let from = now.checked_sub(RATE_SPAN).unwrap_or(now);
+            let looks = scheduled_within(from, now + RATE_SPAN) as f64;
+            state.rate = (HEADROOM * looks / (2.0 * RATE_SPAN.as_secs_f64())).max(MIN_RATE);
             state.rate_read_until = now + RATE_REFRESH;
         }
         let start = state.next_start.max(now);
@@ -190,7 +196,7 @@ mod tests {
         let pace = RoutinePace::default();
         let t0 = Instant::now();
         let arrivals: Vec<_> = (0..600).map(|i| (t0, i)).collect();
-        let starts = run(&pace, &arrivals, 6_000, Duration::from_secs(600));
+        let starts = run(&pace, &arrivals, 1_000, Duration::from_secs(600));
         assert_eq!(starts.len(), 600, "every renewal starts");
         let busiest = busiest_second(&starts);
         assert!(
@@ -226,7 +232,7 @@ mod tests {
         let until = t0 + Duration::from_secs(2);
         let mut at_end = 0;
         for i in 0..1_000 {
-            match pace.turn(&key(i), t0, until, |_, _| 6_000) {
+            match pace.turn(&key(i), t0, until, |_, _| 1_000) {
                 Turn::Now => {}
                 Turn::At(at) if at == until => at_end += 1,
                 Turn::At(at) => assert!(at < until),
@@ -264,14 +270,14 @@ mod tests {
         let mut asked = None;
         pace.turn(&key(0), t0, t0 + Duration::from_secs(600), |from, to| {
             asked = Some((from, to));
-            1_200
+            200
         });
-        assert_eq!(asked, Some((t0, t0 + RATE_HORIZON)));
-        // 1,200 looks in 60 s: 20 a second, 25 with headroom, 40 ms apart;
+        assert_eq!(asked, Some((t0 - RATE_SPAN, t0 + RATE_SPAN)));
+        // 200 looks in 10 s: 20 a second, 25 with headroom, 40 ms apart;
         // the second turn is within TOLERANCE, the third is not.
         let until = t0 + Duration::from_secs(600);
-        assert_eq!(pace.turn(&key(1), t0, until, |_, _| 1_200), Turn::Now);
-        let Turn::At(third) = pace.turn(&key(2), t0, until, |_, _| 1_200) else {
+        assert_eq!(pace.turn(&key(1), t0, until, |_, _| 200), Turn::Now);
+        let Turn::At(third) = pace.turn(&key(2), t0, until, |_, _| 200) else {
             panic!("the third turn is 80 ms away")
         };
         let away = third.duration_since(t0).as_secs_f64();

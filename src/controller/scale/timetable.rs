@@ -11,6 +11,13 @@
 //!
 //! Setting a time replaces the previous one: the latest reconcile's decision
 //! is the one that counts.
+//!
+//! The table also counts looks per quantum: the scheduled ones still to come
+//! (the load a renewal placed there would join) and, for the last minute,
+//! those that came due (with the former, the schedule's own rate around
+//! now, which [`pace`](super::pace) paces routine renewals to). A look put
+//! off to a later turn ([`Timetable::put_off`]) is not counted: it was
+//! counted where it was scheduled.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,7 +32,8 @@ use crate::controller::IntegrationKey;
 struct Table {
     /// Due time and a tie-breaker, to key.
     by_time: BTreeMap<(Instant, u64), IntegrationKey>,
-    /// Key to its entry in `by_time`.
+    /// Key to its entry in `by_time`. The tie-breaker's top bit
+    /// ([`PUT_OFF`]) marks a look put off, which no quantum counts.
     by_key: HashMap<IntegrationKey, (Instant, u64)>,
     /// How many looks fall in each quantum
     /// ([`LOAD_QUANTUM`](crate::controller::schedule::LOAD_QUANTUM)),
@@ -33,6 +41,9 @@ struct Table {
     /// few thousand entries at most (one per quantum that has a look),
     /// whatever N is.
     per_quantum: HashMap<u64, u32>,
+    /// How many scheduled looks came due in each quantum of the last
+    /// [`CAME_DUE_KEPT`].
+    came_due: BTreeMap<u64, u32>,
     /// An instant at a whole wall-clock second, so that these quanta are
     /// the wall clock's, the ones
     /// [`renew_at_least_loaded`](crate::controller::schedule::renew_at_least_loaded)
@@ -41,29 +52,41 @@ struct Table {
     next_seq: u64,
 }
 
+/// The tie-breaker bit of a look put off (not counted in any quantum).
+const PUT_OFF: u64 = 1 << 63;
+/// How long the looks that came due are counted.
+const CAME_DUE_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Table {
     fn quantum(&self, at: Instant) -> u64 {
         let quantum = crate::controller::schedule::LOAD_QUANTUM.as_nanos();
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos() / quantum).unwrap_or(u64::MAX)
     }
 
-    fn insert(&mut self, integration: IntegrationKey, at: Instant) {
-        let seq = self.next_seq;
+    fn insert(&mut self, integration: IntegrationKey, at: Instant, counted: bool) {
+        let seq = self.next_seq | if counted { 0 } else { PUT_OFF };
         self.next_seq += 1;
         self.by_time.insert((at, seq), integration.clone());
         self.by_key.insert(integration, (at, seq));
-        *self.per_quantum.entry(self.quantum(at)).or_default() += 1;
+        if counted {
+            *self.per_quantum.entry(self.quantum(at)).or_default() += 1;
+        }
     }
 
     /// Removes the look of `integration`, returning the key's shared copy.
     fn remove(&mut self, integration: &IntegrationKey) -> Option<IntegrationKey> {
         let (shared, old) = self.by_key.remove_entry(integration)?;
         self.by_time.remove(&old);
-        self.uncount(old.0);
+        self.uncount(old);
         Some(shared)
     }
 
-    fn uncount(&mut self, at: Instant) {
+    /// Takes a look out of its quantum's count (unless it was put off).
+    /// Returns the quantum it was counted in.
+    fn uncount(&mut self, (at, seq): (Instant, u64)) -> Option<u64> {
+        if seq & PUT_OFF != 0 {
+            return None;
+        }
         let quantum = self.quantum(at);
         if let Some(n) = self.per_quantum.get_mut(&quantum) {
             *n -= 1;
@@ -71,6 +94,7 @@ impl Table {
                 self.per_quantum.remove(&quantum);
             }
         }
+        Some(quantum)
     }
 
     fn in_quantum(&self, at: Instant) -> usize {
@@ -91,6 +115,7 @@ impl Default for Timetable {
                 by_time: BTreeMap::new(),
                 by_key: HashMap::new(),
                 per_quantum: HashMap::new(),
+                came_due: BTreeMap::new(),
                 epoch: whole_wall_clock_second(),
                 next_seq: 0,
             }),
@@ -112,6 +137,16 @@ impl Timetable {
         self.set_by_load(integration, |_| at);
     }
 
+    /// Looks at `integration` again at `at`, a look that was scheduled
+    /// earlier and is put off: it adds to no quantum's count.
+    pub fn put_off(&self, integration: &IntegrationKey, at: Instant) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
+        table.insert(shared, at, false);
+        drop(table);
+        self.changed.notify_one();
+    }
+
     /// Looks at `integration` again at the time `choose` picks, instead of
     /// any time set before. `choose` is given how many looks are already
     /// scheduled in the quantum of a time (this Integration's own look left
@@ -126,7 +161,7 @@ impl Timetable {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
         let at = choose(&|at| table.in_quantum(at));
-        table.insert(shared, at);
+        table.insert(shared, at, true);
         drop(table);
         // Wakes the stream, which may be sleeping until a later time.
         self.changed.notify_one();
@@ -145,14 +180,17 @@ impl Timetable {
         table.by_key.get(integration).map(|(at, _)| *at)
     }
 
-    /// How many looks are scheduled from `from` up to `to` (counted by
-    /// whole quanta: what a rate over a minute needs, at a few hundred
-    /// lookups whatever N is).
-    pub fn looks_within(&self, from: Instant, to: Instant) -> usize {
+    /// How many looks were scheduled from `from` up to `to`, whether still
+    /// to come or come due (within the last minute), put-off ones left out.
+    /// Counted by whole quanta: a few dozen lookups whatever N is.
+    pub fn scheduled_within(&self, from: Instant, to: Instant) -> usize {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        (table.quantum(from)..table.quantum(to))
+        let (from, to) = (table.quantum(from), table.quantum(to));
+        let to_come: usize = (from..to)
             .map(|q| table.per_quantum.get(&q).map_or(0, |n| *n as usize))
-            .sum()
+            .sum();
+        let came: usize = table.came_due.range(from..to).map(|(_, n)| *n as usize).sum();
+        to_come + came
     }
 
     pub fn len(&self) -> usize {
@@ -171,10 +209,16 @@ impl Timetable {
             if entry.key().0 > now {
                 break;
             }
-            let ((at, _), key) = entry.remove_entry();
+            let (look, key) = entry.remove_entry();
             table.by_key.remove(&key);
-            table.uncount(at);
+            if let Some(quantum) = table.uncount(look) {
+                *table.came_due.entry(quantum).or_default() += 1;
+            }
             due.push(key);
+        }
+        if !due.is_empty() {
+            let kept_from = table.quantum(now.checked_sub(CAME_DUE_KEPT).unwrap_or(now));
+            table.came_due = table.came_due.split_off(&kept_from);
         }
         if table.by_key.is_empty() {
             // Give back the capacity of a wave that has passed.
@@ -312,23 +356,36 @@ mod tests {
         assert_eq!(again, seconds[0]);
     }
 
-    #[test]
-    fn looks_within_counts_the_quanta_of_a_stretch() {
+    #[tokio::test(start_paused = true)]
+    async fn scheduled_within_counts_the_quanta_of_a_stretch_come_due_or_to_come_but_not_put_off() {
         let table = Timetable::default();
         let base = Instant::now() + Duration::from_secs(60);
         for i in 0..100 {
             // One look every 100 ms for 10 s.
             table.set(&r(&format!("l{i}")), base + Duration::from_millis(i * 100));
         }
-        let whole = table.looks_within(base - Duration::from_secs(1), base + Duration::from_secs(11));
-        assert_eq!(whole, 100);
+        let (from, to) = (base - Duration::from_secs(1), base + Duration::from_secs(11));
+        assert_eq!(table.scheduled_within(from, to), 100);
         // Five seconds hold about 50, give or take the quanta at its ends.
-        let half = table.looks_within(base + Duration::from_secs(2), base + Duration::from_secs(7));
+        let half = table.scheduled_within(base + Duration::from_secs(2), base + Duration::from_secs(7));
         assert!((48..=52).contains(&half), "{half}");
-        assert_eq!(
-            table.looks_within(base + Duration::from_secs(20), base + Duration::from_secs(80)),
-            0
-        );
+        let later = (base + Duration::from_secs(20), base + Duration::from_secs(80));
+        assert_eq!(table.scheduled_within(later.0, later.1), 0);
+        // Half of them come due: they are still counted where they were.
+        tokio::time::advance(Duration::from_millis(64_950)).await;
+        let (due, _) = table.take_due(Instant::now());
+        assert_eq!(due.len(), 50);
+        assert_eq!(table.scheduled_within(from, to), 100);
+        // Put off to later, a look is not counted again.
+        for key in &due {
+            table.put_off(key, base + Duration::from_secs(8));
+        }
+        assert_eq!(table.scheduled_within(from, to), 100);
+        // Come due over a minute ago, it is forgotten.
+        tokio::time::advance(Duration::from_secs(75)).await;
+        let (due, _) = table.take_due(Instant::now());
+        assert_eq!(due.len(), 100);
+        assert_eq!(table.scheduled_within(from, to), 0);
     }
 
     #[tokio::test(start_paused = true)]
