@@ -361,6 +361,14 @@ async fn pipeline(
     } else {
         Priority::Urgent
     };
+    if routine && reason == ExchangeReason::Renewal {
+        // Its turn, taken when the look began, admitted it; a stall since
+        // (its input read waiting on the API server) can have bunched it
+        // with the renewals admitted after it. Their provider calls keep
+        // the pace's spacing all the same (a wait of at most a reconcile
+        // slot's share: those held up together are at most the slots).
+        tokio::time::sleep_until(ctx.pace.call_at(tokio::time::Instant::now())).await;
+    }
     let exchanged = exchange::run(integration, ctx, &seen, now, &plan, priority).await?;
     match exchanged {
         Exchanged::Issued {

@@ -18,6 +18,11 @@
 //! past the end of the routine part of the window: a renewal that would
 //! wait that long comes back when it has become urgent, and urgent work is
 //! never paced.
+//!
+//! A turn admits a renewal at the start of its look, before its input is
+//! read from the API server. A stall there can bunch renewals admitted
+//! seconds apart, so their provider calls are spaced too, at the same
+//! rate, by a short wait just before the call ([`RoutinePace::call_at`]).
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -57,6 +62,8 @@ pub enum Turn {
 struct State {
     /// The earliest start the next turn may have.
     next_start: Instant,
+    /// The earliest instant the next routine provider call may have.
+    next_call: Instant,
     /// Turns handed to renewals told to come back.
     reserved: HashMap<IntegrationKey, Instant>,
     /// Turns a second, and until when that figure is used.
@@ -76,6 +83,7 @@ impl Default for RoutinePace {
         Self {
             state: Mutex::new(State {
                 next_start: now,
+                next_call: now,
                 reserved: HashMap::new(),
                 rate: MIN_RATE,
                 rate_read_until: now,
@@ -128,6 +136,16 @@ impl RoutinePace {
         }
         state.reserved.insert(integration.clone(), start);
         Turn::At(start)
+    }
+
+    /// When an admitted routine renewal, ready to call the provider at
+    /// `now`, may call it: no closer than `1 / rate` after the previous
+    /// one (within [`TOLERANCE`], at once).
+    pub fn call_at(&self, now: Instant) -> Instant {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let start = state.next_call.max(now);
+        state.next_call = start + Duration::from_secs_f64(1.0 / state.rate);
+        if start <= now + TOLERANCE { now } else { start }
     }
 
     /// Renewals told to come back that have not yet.
@@ -243,6 +261,34 @@ mod tests {
             "{at_end} sent to the end of the routine window"
         );
         assert!(pace.waiting() <= 250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_bunched_after_their_turns_call_the_provider_spaced() {
+        // 100 a second scheduled: turns 8 ms apart (125/s). A stall after
+        // the turns holds 128 of them until the same instant; their calls
+        // still go out no faster than the pace.
+        let pace = RoutinePace::default();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(600);
+        let mut at = t0;
+        for i in 0..128 {
+            if let Turn::At(turn) = pace.turn(&key(i), at, until, |_, _| 1_000) {
+                at = turn;
+                assert_eq!(pace.turn(&key(i), at, until, |_, _| 1_000), Turn::Now);
+            }
+        }
+        let released = at + Duration::from_secs(3);
+        let calls: Vec<Instant> = (0..128).map(|_| pace.call_at(released)).collect();
+        let busiest = busiest_second(&calls);
+        assert!(
+            (124..=128).contains(&busiest),
+            "busiest second {busiest}, want about 125"
+        );
+        assert_eq!(calls[0], released, "the first goes at once");
+        // Calls that come in their own time do not wait.
+        let later = released + Duration::from_secs(10);
+        assert_eq!(pace.call_at(later), later);
     }
 
     #[tokio::test(start_paused = true)]
