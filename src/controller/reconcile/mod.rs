@@ -33,12 +33,16 @@ use tracing::{debug, info, instrument};
 use super::{
     CachedIntegration, Context, Error, IntegrationKey, output, pace,
     plan::{self, Decision, ExchangeReason},
-    schedule, status, templates,
+    schedule, status, templates, watchdog,
 };
 use crate::{
     crd::Integration,
     providers::{Issued, Priority},
 };
+
+/// How long before the stall watchdog would call a renewal overdue the
+/// pace stops holding it back (the renewal itself takes a moment).
+const PACED_BEFORE_OVERDUE: jiff::SignedDuration = jiff::SignedDuration::from_secs(2);
 
 /// Field manager of the output Secret.
 pub const SECRET_MANAGER: &str = "integration-operator";
@@ -171,7 +175,6 @@ pub async fn reconcile(key: IntegrationKey, cached: Arc<CachedIntegration>, ctx:
     next_look.map(|_| ())
 }
 
-/// One look at an Integration; returns when to look again, if ever.
 /// When to look at an Integration again.
 enum NextLook {
     /// A new look: it counts in the schedule's load and rate.
@@ -182,6 +185,7 @@ enum NextLook {
     PutOff(Duration),
 }
 
+/// One look at an Integration; returns when to look again, if ever.
 async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) -> Result<Option<NextLook>, Error> {
     let now = Timestamp::now();
     if integration.metadata.deletion_timestamp.is_some() {
@@ -195,7 +199,8 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
             }
         };
     }
-    let routine_until = plan::routine_until(&recorded(integration), now);
+    let recorded = recorded(integration);
+    let routine_until = plan::routine_until(&recorded, now);
     let routine = routine_until.is_some();
     if routine && ctx.limiter.routine_would_wait(&integration.spec.provider) {
         // The provider's slots are taken: waiting for one here would hold a
@@ -211,6 +216,14 @@ async fn look(integration: &Integration, ctx: &Context, key: &IntegrationKey) ->
         // (with headroom): a backlog left by a stall is caught up at that
         // pace, not in one burst at the provider. One told to wait gives
         // its reconcile slot back and comes back at its reserved turn.
+        // Never paced past the point the stall watchdog would call it
+        // overdue either: a deliberate wait is not a stall.
+        let overdue = recorded
+            .renew_at
+            .map(|renew_at| watchdog::overdue_at(renew_at, recorded.expires_at, ctx.stall_after));
+        let until = overdue.map_or(until, |overdue| {
+            until.min(overdue.saturating_sub(PACED_BEFORE_OVERDUE).unwrap_or(overdue))
+        });
         let monotonic = tokio::time::Instant::now();
         let routine_end = monotonic + until_instant(now, until);
         let turn = ctx.pace.turn(key, monotonic, routine_end, |from, to| {
@@ -435,8 +448,7 @@ fn until_instant(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
-    let d = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
-    d.max(Duration::from_millis(200))
+    until_instant(now, at).max(Duration::from_millis(200))
 }
 
 #[cfg(test)]

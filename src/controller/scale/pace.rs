@@ -111,12 +111,13 @@ impl RoutinePace {
             state.reserved.retain(|_, at| *at + RESERVATION_KEPT > now);
         }
         if let Some(&at) = state.reserved.get(integration) {
+            let at = at.min(routine_until);
             if at <= now + TOLERANCE {
                 state.reserved.remove(integration);
                 return Turn::Now;
             }
             // Looked at before its turn (a watch event): the turn stands.
-            return Turn::At(at.min(routine_until));
+            return Turn::At(at);
         }
         if now >= state.rate_read_until {
             let from = now.checked_sub(RATE_SPAN).unwrap_or(now);
@@ -128,7 +129,11 @@ impl RoutinePace {
         if start > routine_until {
             // It becomes urgent before its turn: no turn is taken, so the
             // renewals behind it are not held back by one that will not use it.
-            return Turn::At(routine_until);
+            return if routine_until <= now + TOLERANCE {
+                Turn::Now
+            } else {
+                Turn::At(routine_until)
+            };
         }
         state.next_start = start + Duration::from_secs_f64(1.0 / state.rate);
         if start <= now + TOLERANCE {
@@ -261,6 +266,9 @@ mod tests {
             "{at_end} sent to the end of the routine window"
         );
         assert!(pace.waiting() <= 250);
+        // At the end, one without a turn goes at once (never put off to
+        // an instant that has come: that would look again and again).
+        assert_eq!(pace.turn(&key(5_000), until, until, |_, _| 1_000), Turn::Now);
     }
 
     #[tokio::test(start_paused = true)]
