@@ -60,16 +60,31 @@ pub enum Turn {
 }
 
 struct State {
-    /// The earliest start the next turn may have.
-    next_start: Instant,
-    /// The earliest instant the next routine provider call may have.
-    next_call: Instant,
+    /// Turns.
+    next_start: Spacing,
+    /// Routine provider calls.
+    next_call: Spacing,
     /// Turns handed to renewals told to come back.
     reserved: HashMap<IntegrationKey, Instant>,
     /// Turns a second, and until when that figure is used.
     rate: f64,
     rate_read_until: Instant,
     pruned_at: Instant,
+}
+
+/// Starts no closer than `1 / rate` apart: the earliest the next may have.
+struct Spacing(Instant);
+
+impl Spacing {
+    /// The earliest start, asked at `now`.
+    fn earliest(&self, now: Instant) -> Instant {
+        self.0.max(now)
+    }
+
+    /// Takes a start at `start` (one [`Spacing::earliest`] gave).
+    fn take(&mut self, start: Instant, rate: f64) {
+        self.0 = start + Duration::from_secs_f64(1.0 / rate);
+    }
 }
 
 /// The turns of routine renewals (one per controller).
@@ -82,8 +97,8 @@ impl Default for RoutinePace {
         let now = Instant::now();
         Self {
             state: Mutex::new(State {
-                next_start: now,
-                next_call: now,
+                next_start: Spacing(now),
+                next_call: Spacing(now),
                 reserved: HashMap::new(),
                 rate: MIN_RATE,
                 rate_read_until: now,
@@ -125,7 +140,7 @@ impl RoutinePace {
             state.rate = (HEADROOM * looks / (2.0 * RATE_SPAN.as_secs_f64())).max(MIN_RATE);
             state.rate_read_until = now + RATE_REFRESH;
         }
-        let start = state.next_start.max(now);
+        let start = state.next_start.earliest(now);
         if start > routine_until {
             // It becomes urgent before its turn: no turn is taken, so the
             // renewals behind it are not held back by one that will not use it.
@@ -135,7 +150,8 @@ impl RoutinePace {
                 Turn::At(routine_until)
             };
         }
-        state.next_start = start + Duration::from_secs_f64(1.0 / state.rate);
+        let rate = state.rate;
+        state.next_start.take(start, rate);
         if start <= now + TOLERANCE {
             return Turn::Now;
         }
@@ -148,8 +164,8 @@ impl RoutinePace {
     /// one (within [`TOLERANCE`], at once).
     pub fn call_at(&self, now: Instant) -> Instant {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let start = state.next_call.max(now);
-        state.next_call = start + Duration::from_secs_f64(1.0 / state.rate);
+        let (start, rate) = (state.next_call.earliest(now), state.rate);
+        state.next_call.take(start, rate);
         if start <= now + TOLERANCE { now } else { start }
     }
 

@@ -140,11 +140,7 @@ impl Timetable {
     /// Looks at `integration` again at `at`, a look that was scheduled
     /// earlier and is put off: it adds to no quantum's count.
     pub fn put_off(&self, integration: &IntegrationKey, at: Instant) {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
-        table.insert(shared, at, false);
-        drop(table);
-        self.changed.notify_one();
+        self.place(integration, false, |_| at);
     }
 
     /// Looks at `integration` again at the time `choose` picks, instead of
@@ -158,10 +154,21 @@ impl Timetable {
         integration: &IntegrationKey,
         choose: impl FnOnce(&dyn Fn(Instant) -> usize) -> Instant,
     ) -> Instant {
+        self.place(integration, true, choose)
+    }
+
+    /// Replaces the look of `integration` with the one `choose` picks,
+    /// counted in its quantum or not.
+    fn place(
+        &self,
+        integration: &IntegrationKey,
+        counted: bool,
+        choose: impl FnOnce(&dyn Fn(Instant) -> usize) -> Instant,
+    ) -> Instant {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let shared = table.remove(integration).unwrap_or_else(|| integration.clone());
         let at = choose(&|at| table.in_quantum(at));
-        table.insert(shared, at, true);
+        table.insert(shared, at, counted);
         drop(table);
         // Wakes the stream, which may be sleeping until a later time.
         self.changed.notify_one();
