@@ -59,6 +59,17 @@ pub enum Turn {
     At(Instant),
 }
 
+impl Turn {
+    /// A start at `start`, seen at `now`: one within [`TOLERANCE`] is now.
+    fn starting(start: Instant, now: Instant) -> Self {
+        if start <= now + TOLERANCE {
+            Turn::Now
+        } else {
+            Turn::At(start)
+        }
+    }
+}
+
 struct State {
     /// Turns.
     next_start: Spacing,
@@ -126,13 +137,12 @@ impl RoutinePace {
             state.reserved.retain(|_, at| *at + RESERVATION_KEPT > now);
         }
         if let Some(&at) = state.reserved.get(integration) {
-            let at = at.min(routine_until);
-            if at <= now + TOLERANCE {
-                state.reserved.remove(integration);
-                return Turn::Now;
-            }
+            let turn = Turn::starting(at.min(routine_until), now);
             // Looked at before its turn (a watch event): the turn stands.
-            return Turn::At(at);
+            if turn == Turn::Now {
+                state.reserved.remove(integration);
+            }
+            return turn;
         }
         if now >= state.rate_read_until {
             let from = now.checked_sub(RATE_SPAN).unwrap_or(now);
@@ -144,19 +154,15 @@ impl RoutinePace {
         if start > routine_until {
             // It becomes urgent before its turn: no turn is taken, so the
             // renewals behind it are not held back by one that will not use it.
-            return if routine_until <= now + TOLERANCE {
-                Turn::Now
-            } else {
-                Turn::At(routine_until)
-            };
+            return Turn::starting(routine_until, now);
         }
         let rate = state.rate;
         state.next_start.take(start, rate);
-        if start <= now + TOLERANCE {
-            return Turn::Now;
+        let turn = Turn::starting(start, now);
+        if turn != Turn::Now {
+            state.reserved.insert(integration.clone(), start);
         }
-        state.reserved.insert(integration.clone(), start);
-        Turn::At(start)
+        turn
     }
 
     /// When an admitted routine renewal, ready to call the provider at
@@ -166,7 +172,10 @@ impl RoutinePace {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (start, rate) = (state.next_call.earliest(now), state.rate);
         state.next_call.take(start, rate);
-        if start <= now + TOLERANCE { now } else { start }
+        match Turn::starting(start, now) {
+            Turn::Now => now,
+            Turn::At(at) => at,
+        }
     }
 
     /// Renewals told to come back that have not yet.
